@@ -96,7 +96,7 @@ def build_tiny_pipeline(seed: int = 0):
         in_channels=3, out_channels=3,
         down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
         block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
-        temporal_compression_ratio=4, sample_height=96, sample_width=144,
+        temporal_compression_ratio=4, sample_height=480, sample_width=720,  # tiling thresholds as the real VAE
     )
     scheduler = CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER_CONFIG)
     pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(),

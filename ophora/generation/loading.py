@@ -1,0 +1,351 @@
+"""Load the Ophora pipeline: from the hub, a local folder, or a base pipeline plus a fine-tuned transformer.
+
+Why this module exists: the published sampler loads the whole pipeline in fp16 onto one big GPU. Surgeons
+run it on whatever workstation they have, so loading here also chooses precision, 8-bit weights
+(bitsandbytes on CUDA, optimum-quanto where bitsandbytes cannot run), CPU offload and VAE slicing/tiling
+from the hardware it finds, and says what it chose and why (``LoadedPipeline.report``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ophora.generation.tiny import TINY_MODEL_NAME, TINY_NOTICE, ensure_tiny_pipeline
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "General-Medical-AI/Ophora"
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+QUANTIZATIONS = ("auto", "none", "int8")
+MEMORY_MODES = ("auto", "none", "model_offload", "sequential_offload")
+SCHEDULERS = ("dpm", "checkpoint")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_GIB = 1024**3
+
+
+class ModelLoadError(RuntimeError):
+    """The pipeline could not be loaded; the message says what to run or set."""
+
+
+@dataclass
+class LoadOptions:
+    """What the user asked for; ``"auto"`` fields are resolved from the hardware by ``plan_loading``."""
+
+    model: str = DEFAULT_MODEL  # hub id, local pipeline folder, or "tiny"
+    transformer: str | None = None  # fine-tuned transformer folder (or pipeline folder with transformer/)
+    revision: str | None = None  # hub branch, tag or commit
+    precision: str = "auto"
+    quantization: str = "auto"
+    memory: str = "auto"
+    scheduler: str = "dpm"  # "dpm": the published sampler's CogVideoXDPMScheduler (trailing); "checkpoint": as saved
+    vae_slicing: bool = True
+    vae_tiling: bool = True
+    device: str | None = None  # None: CUDA if available, else CPU
+    local_files_only: bool = False
+
+
+@dataclass
+class Hardware:
+    device: str
+    name: str
+    total_memory_gib: float | None  # GPU memory; None on CPU
+
+    @classmethod
+    def detect(cls, device: str | None = None) -> "Hardware":
+        use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+        if use_cuda:
+            if not torch.cuda.is_available():
+                raise ModelLoadError(f"Device {device!r} was asked for but CUDA is not available on this machine. "
+                                     "Install the CUDA build of torch, or run with --device cpu.")
+            index = torch.device(device or "cuda").index or 0
+            props = torch.cuda.get_device_properties(index)
+            return cls(device=f"cuda:{index}", name=props.name, total_memory_gib=props.total_memory / _GIB)
+        return cls(device="cpu", name="CPU", total_memory_gib=None)
+
+
+@dataclass
+class LoadPlan:
+    """Resolved settings, each with the reason it was chosen."""
+
+    device: str
+    precision: str
+    quantization: str  # "none" | "int8-bitsandbytes" | "int8-quanto"
+    memory: str
+    vae_slicing: bool
+    vae_tiling: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def plan_loading(options: LoadOptions, hardware: Hardware) -> LoadPlan:
+    """Choose precision, 8-bit and offload from GPU memory.
+
+    Anchors for CogVideoX-2b at 49x480x720 (diffusers docs and our measurements): fp16 without offload peaks
+    near 25 GB; int8 weights (T5 4.4 GiB + transformer 1.6 GiB) bring that under 19 GB; model CPU offload
+    keeps one component on the GPU at a time (about 11 GB with VAE tiling); sequential offload under 4 GB
+    but many times slower.
+    """
+    for name, value, allowed in (("precision", options.precision, PRECISIONS),
+                                 ("quantization", options.quantization, QUANTIZATIONS),
+                                 ("memory", options.memory, MEMORY_MODES),
+                                 ("scheduler", options.scheduler, SCHEDULERS)):
+        if value not in allowed:
+            raise ValueError(f"Unknown {name} {value!r}; choose one of: {', '.join(allowed)}.")
+    reasons: list[str] = []
+    on_cuda = hardware.device.startswith("cuda")
+    vram = hardware.total_memory_gib
+
+    precision = options.precision
+    if precision == "auto":
+        precision = "fp16" if on_cuda else "fp32"
+        reasons.append("fp16: the precision CogVideoX-2b was trained and published in" if on_cuda
+                       else "fp32 on CPU: half precision is slow or unsupported for several CPU kernels")
+
+    quant = options.quantization
+    memory = options.memory
+    if on_cuda and vram is not None:
+        if quant == "auto":
+            quant = "none" if vram >= 30 else "int8"
+            reasons.append(f"{vram:.0f} GiB GPU: " + ("full-precision weights fit" if quant == "none"
+                                                       else "8-bit weights for the T5 encoder and transformer"))
+        if memory == "auto":
+            if vram >= 20:
+                memory = "none"
+            elif vram >= 8:
+                memory = "model_offload"
+            else:
+                memory = "sequential_offload"
+            reasons.append(f"{vram:.0f} GiB GPU: memory mode {memory}")
+    else:
+        if quant == "auto":
+            quant = "none"
+            reasons.append("CPU: no 8-bit by default (ask for int8 to use optimum-quanto)")
+        if memory == "auto" or memory != "none":
+            if memory not in ("auto", "none"):
+                reasons.append(f"CPU: offload {memory!r} is meaningless without a GPU; ignored")
+            memory = "none"
+    if quant == "int8":
+        quant = "int8-bitsandbytes" if on_cuda else "int8-quanto"
+        if not on_cuda:
+            reasons.append("int8 through optimum-quanto: bitsandbytes 8-bit needs CUDA in diffusers")
+    if quant == "int8-bitsandbytes" and memory == "sequential_offload":
+        # bitsandbytes modules cannot be moved layer by layer; model offload is the low-memory mode for 8-bit.
+        memory = "model_offload"
+        reasons.append("sequential offload does not work with bitsandbytes 8-bit: using model offload")
+    return LoadPlan(device=hardware.device, precision=precision, quantization=quant, memory=memory,
+                    vae_slicing=options.vae_slicing, vae_tiling=options.vae_tiling, reasons=reasons)
+
+
+@dataclass
+class LoadedPipeline:
+    """A ready ``CogVideoXPipeline`` and everything provenance needs to know about it."""
+
+    pipe: "object"
+    options: LoadOptions
+    plan: LoadPlan
+    hardware: Hardware
+    model_path: str  # where the weights were read from
+    model_fingerprint: str  # hub commit hash, or a hash of the local folder (see ``fingerprint_folder``)
+    is_tiny: bool
+
+    @property
+    def execution_device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @property
+    def report(self) -> str:
+        """One paragraph for the CLI and the app banner: which model, precision and device, and why."""
+        quant = {"none": "no 8-bit", "int8-bitsandbytes": "8-bit (bitsandbytes)",
+                 "int8-quanto": "8-bit (optimum-quanto)"}[self.plan.quantization]
+        memory_gib = f", {self.hardware.total_memory_gib:.0f} GiB" if self.hardware.total_memory_gib else ""
+        text = (f"Model {self.options.model}" + (f" + transformer {self.options.transformer}" if self.options.transformer else "")
+                + f" on {self.hardware.name} ({self.plan.device}{memory_gib}): {self.plan.precision}, {quant}, "
+                f"memory mode {self.plan.memory}.")
+        if self.plan.reasons:
+            text += " Why: " + "; ".join(self.plan.reasons) + "."
+        if self.is_tiny:
+            text += " " + TINY_NOTICE
+        return text
+
+    def describe(self) -> dict:
+        """Machine-readable summary recorded in every clip's provenance."""
+        return {
+            "id": self.options.model,
+            "revision": self.options.revision,
+            "path": self.model_path,
+            "fingerprint": self.model_fingerprint,
+            "transformer": self.options.transformer,
+            "tiny_random_weights": self.is_tiny,
+            "precision": self.plan.precision,
+            "quantization": self.plan.quantization,
+            "memory": self.plan.memory,
+            "vae_slicing": self.plan.vae_slicing,
+            "vae_tiling": self.plan.vae_tiling,
+            "device": self.plan.device,
+            "device_name": self.hardware.name,
+        }
+
+
+def fingerprint_folder(path: str | Path, full_hash_limit: int = 64 * 1024**2) -> str:
+    """A sha256 that changes when a local model folder's configs or weights change.
+
+    Files up to ``full_hash_limit`` bytes are hashed whole; larger weight files contribute their size, their
+    safetensors header (tensor names, dtypes, shapes, offsets) and their first and last MiB, so a 20 GB
+    checkpoint is identified in well under a second.
+    """
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        rel = file.relative_to(root).as_posix()
+        size = file.stat().st_size
+        digest.update(f"{rel}\0{size}\0".encode())
+        with file.open("rb") as handle:
+            if size <= full_hash_limit:
+                digest.update(handle.read())
+                continue
+            head = handle.read(1024**2)
+            digest.update(head)
+            if file.suffix == ".safetensors" and len(head) >= 8:
+                header_len = int.from_bytes(head[:8], "little")
+                handle.seek(8)
+                digest.update(handle.read(min(header_len, 100 * 1024**2)))
+            handle.seek(max(0, size - 1024**2))
+            digest.update(handle.read())
+    return "sha256:" + digest.hexdigest()
+
+
+def _resolve_model_path(options: LoadOptions) -> tuple[str, bool]:
+    """Return (path or hub id to pass to from_pretrained, is_tiny)."""
+    if options.model == TINY_MODEL_NAME:
+        return str(ensure_tiny_pipeline()), True
+    local = Path(options.model).expanduser()
+    if local.exists():
+        if not (local / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"{local} is not a diffusers pipeline folder (no model_index.json). Point --model at the folder "
+                f"that holds model_index.json, tokenizer/, text_encoder/, transformer/, vae/ and scheduler/ "
+                f"(for example a download of {DEFAULT_MODEL}).")
+        return str(local.resolve()), _is_tiny_folder(local)
+    if options.model.startswith((".", "/", "~")) or options.model.count("/") > 1:
+        raise ModelLoadError(f"Model folder {options.model} does not exist. Check the path, or pass a hub id "
+                             f"such as {DEFAULT_MODEL}.")
+    return options.model, False
+
+
+def _is_tiny_folder(path: Path) -> bool:
+    readme = path / "README.md"
+    return readme.is_file() and "Ophora Studio tiny model" in readme.read_text(errors="ignore")
+
+
+def _missing_weights_message(options: LoadOptions, error: Exception) -> str:
+    return (
+        f"Could not load the model {options.model!r}: {error}\n"
+        f"No local copy was found and the model hub could not be reached. To get the weights:\n"
+        f"  1. on a machine with internet: `hf download {options.model} --local-dir models/Ophora` "
+        f"(about 20 GB; `huggingface-cli download` on older hubs), then copy the folder here;\n"
+        f"  2. run with `--model models/Ophora` (or set HF_HOME to a cache that already holds it).\n"
+        f"To try the app without weights, use `--model tiny` (random weights: the clips are noise)."
+    )
+
+
+def _hub_fingerprint(pipe, options: LoadOptions) -> str:
+    """For hub loads the snapshot folder is named after the commit hash: the exact revision in use."""
+    name_or_path = str(getattr(pipe.config, "_name_or_path", "") or "")
+    parts = Path(name_or_path).parts
+    if "snapshots" in parts:
+        return "commit:" + parts[parts.index("snapshots") + 1]
+    return f"revision:{options.revision or 'main'}"
+
+
+def _load_transformer(path: str, dtype: torch.dtype, quantization_config, local_files_only: bool):
+    from diffusers import CogVideoXTransformer3DModel
+
+    folder = Path(path).expanduser()
+    subfolder = None
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        if (folder / "transformer" / "config.json").is_file():
+            subfolder = "transformer"
+        else:
+            raise ModelLoadError(
+                f"{folder} holds no transformer: expected config.json and diffusion_pytorch_model*.safetensors "
+                f"(a folder saved by `python -m ophora train`, or a pipeline folder with transformer/).")
+    elif not folder.exists():
+        raise ModelLoadError(f"Transformer folder {folder} does not exist.")
+    return CogVideoXTransformer3DModel.from_pretrained(
+        str(folder), subfolder=subfolder, dtype=dtype, quantization_config=quantization_config,
+        local_files_only=local_files_only)
+
+
+def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipeline:
+    """Load a ``CogVideoXPipeline`` as ``options`` (or keyword overrides) ask, ready to generate."""
+    from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
+
+    options = options or LoadOptions()
+    if overrides:
+        options = LoadOptions(**{**asdict(options), **overrides})
+    hardware = Hardware.detect(options.device)
+    plan = plan_loading(options, hardware)
+    model_path, is_tiny = _resolve_model_path(options)
+    dtype = _DTYPES[plan.precision]
+
+    pipeline_quant = None
+    transformer_quant = None
+    if plan.quantization == "int8-bitsandbytes":
+        from diffusers import BitsAndBytesConfig as DiffusersBnbConfig
+        from diffusers import PipelineQuantizationConfig
+
+        components = ["text_encoder"] + ([] if options.transformer else ["transformer"])
+        pipeline_quant = PipelineQuantizationConfig(
+            quant_backend="bitsandbytes_8bit", quant_kwargs={"load_in_8bit": True},
+            components_to_quantize=components)
+        if options.transformer:
+            transformer_quant = DiffusersBnbConfig(load_in_8bit=True)
+
+    extra = {}
+    if options.transformer:
+        extra["transformer"] = _load_transformer(options.transformer, dtype, transformer_quant,
+                                                 options.local_files_only)
+    try:
+        pipe = CogVideoXPipeline.from_pretrained(
+            model_path, dtype=dtype, revision=options.revision, quantization_config=pipeline_quant,
+            local_files_only=options.local_files_only, **extra)
+    except (OSError, EnvironmentError) as error:  # missing files, no hub, no cache
+        raise ModelLoadError(_missing_weights_message(options, error)) from error
+
+    if plan.quantization == "int8-quanto":
+        from optimum.quanto import freeze, qint8, quantize
+
+        for component in (pipe.text_encoder, pipe.transformer):
+            quantize(component, weights=qint8)
+            freeze(component)
+
+    if options.scheduler == "dpm":
+        pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+
+    if plan.memory == "model_offload":
+        pipe.enable_model_cpu_offload(device=plan.device)
+    elif plan.memory == "sequential_offload":
+        pipe.enable_sequential_cpu_offload(device=plan.device)
+    elif plan.quantization != "int8-bitsandbytes":
+        pipe.to(plan.device)
+    else:  # bitsandbytes modules are placed on the GPU at load time; move the rest
+        for name in ("vae",) + (("transformer",) if options.transformer and transformer_quant is None else ()):
+            getattr(pipe, name).to(plan.device)
+    if plan.vae_slicing:
+        pipe.vae.enable_slicing()
+    if plan.vae_tiling:
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)  # the engine reports progress itself
+
+    fingerprint = fingerprint_folder(model_path) if Path(model_path).is_dir() else _hub_fingerprint(pipe, options)
+    if options.transformer and Path(options.transformer).is_dir():
+        fingerprint += " transformer:" + fingerprint_folder(options.transformer)
+    loaded = LoadedPipeline(pipe=pipe, options=options, plan=plan, hardware=hardware, model_path=model_path,
+                            model_fingerprint=fingerprint, is_tiny=is_tiny)
+    logger.info(loaded.report)
+    return loaded
+

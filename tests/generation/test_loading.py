@@ -1,0 +1,110 @@
+"""Model loading: hardware plans, 8-bit through optimum-quanto, fine-tuned transformers, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ophora.generation.engine import GenerationRequest, generate
+from ophora.generation.loading import (Hardware, LoadOptions, ModelLoadError, fingerprint_folder, load_pipeline,
+                                       plan_loading)
+
+
+@pytest.mark.parametrize("vram, quant, memory", [
+    (80, "none", "none"), (40, "none", "none"), (24, "int8-bitsandbytes", "none"),
+    (16, "int8-bitsandbytes", "model_offload"), (12, "int8-bitsandbytes", "model_offload"),
+    (6, "int8-bitsandbytes", "model_offload"),  # sequential offload cannot move bitsandbytes layers
+])
+def test_plan_from_gpu_memory(vram, quant, memory):
+    plan = plan_loading(LoadOptions(), Hardware(device="cuda:0", name="GPU", total_memory_gib=vram))
+    assert (plan.precision, plan.quantization, plan.memory) == ("fp16", quant, memory)
+    assert plan.reasons  # says why
+
+
+def test_plan_on_cpu_and_explicit_choices():
+    cpu = Hardware(device="cpu", name="CPU", total_memory_gib=None)
+    assert (plan_loading(LoadOptions(), cpu).precision, plan_loading(LoadOptions(), cpu).quantization) == ("fp32", "none")
+    assert plan_loading(LoadOptions(quantization="int8"), cpu).quantization == "int8-quanto"
+    small = Hardware(device="cuda:0", name="GPU", total_memory_gib=6)
+    plan = plan_loading(LoadOptions(quantization="none", precision="bf16"), small)
+    assert (plan.precision, plan.quantization, plan.memory) == ("bf16", "none", "sequential_offload")
+    with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
+        plan_loading(LoadOptions(precision="fp8"), cpu)
+
+
+def test_int8_quanto_really_quantizes_linear_layers_and_generates(tiny_model_dir):
+    from optimum.quanto import QLinear, qint8
+
+    loaded = load_pipeline(model=str(tiny_model_dir), quantization="int8")
+    assert loaded.plan.quantization == "int8-quanto"
+    for component in (loaded.pipe.transformer, loaded.pipe.text_encoder):
+        linears = [m for m in component.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(isinstance(m, QLinear) for m in linears)
+        assert all(m.weight_qtype == qint8 for m in linears)
+        assert all(m.weight.dtype == torch.int8 for m in linears if hasattr(m.weight, "_data")) or all(
+            m.weight._data.dtype == torch.int8 for m in linears)
+    result = generate(loaded, GenerationRequest(prompt="Inject viscoelastic", seed=1, num_inference_steps=2))
+    full = generate(load_pipeline(model=str(tiny_model_dir)),
+                    GenerationRequest(prompt="Inject viscoelastic", seed=1, num_inference_steps=2))
+    assert result.frames.shape == full.frames.shape
+    assert result.provenance["model"]["quantization"] == "int8-quanto"
+    # 8-bit weights change the numbers a little, not the clip: same seed stays close to full precision.
+    assert np.abs(result.frames.astype(int) - full.frames.astype(int)).mean() < 20
+
+
+def test_fine_tuned_transformer_replaces_the_base_one(tiny_model_dir, tmp_path):
+    from diffusers import CogVideoXTransformer3DModel
+
+    tuned = CogVideoXTransformer3DModel.from_pretrained(tiny_model_dir, subfolder="transformer")
+    with torch.no_grad():
+        for param in tuned.parameters():
+            param.add_(0.05)
+    tuned.save_pretrained(tmp_path / "tuned")
+    base = load_pipeline(model=str(tiny_model_dir))
+    loaded = load_pipeline(model=str(tiny_model_dir), transformer=str(tmp_path / "tuned"))
+    for ours, theirs in zip(loaded.pipe.transformer.parameters(), tuned.parameters()):
+        assert torch.equal(ours, theirs)
+    assert loaded.model_fingerprint != base.model_fingerprint and "transformer:" in loaded.model_fingerprint
+    assert loaded.describe()["transformer"] == str(tmp_path / "tuned")
+    # A pipeline folder works as a transformer source too (its transformer/ subfolder).
+    also = load_pipeline(model=str(tiny_model_dir), transformer=str(tiny_model_dir))
+    assert torch.equal(next(also.pipe.transformer.parameters()), next(base.pipe.transformer.parameters()))
+
+
+def test_missing_or_wrong_model_folders_say_what_to_do(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_pipeline(model=str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no model_index.json"):
+        load_pipeline(model=str(tmp_path / "empty"))
+    with pytest.raises(ModelLoadError, match="holds no transformer"):
+        load_pipeline(model="tiny", transformer=str(tmp_path / "empty"))
+
+
+def test_hub_id_without_network_or_cache_explains_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelLoadError) as info:
+        load_pipeline(model="General-Medical-AI/Ophora", local_files_only=True)
+    text = str(info.value)
+    assert "hf download General-Medical-AI/Ophora" in text and "--model tiny" in text
+
+
+def test_folder_fingerprint_changes_with_weights(tiny_model_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert fingerprint_folder(copy) == fingerprint_folder(tiny_model_dir)
+    weights = next((copy / "transformer").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert fingerprint_folder(copy) != fingerprint_folder(tiny_model_dir)
+    assert fingerprint_folder(copy, full_hash_limit=0) != fingerprint_folder(tiny_model_dir, full_hash_limit=0)
+
+
+def test_report_says_model_precision_device_and_tiny_notice(tiny_model_dir):
+    report = load_pipeline(model=str(tiny_model_dir)).report
+    assert "fp32" in report and "cpu" in report and "random, untrained weights" in report
