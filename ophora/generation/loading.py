@@ -132,6 +132,10 @@ def plan_loading(options: LoadOptions, hardware: Hardware) -> LoadPlan:
         quant = "int8-bitsandbytes" if on_cuda else "int8-quanto"
         if not on_cuda:
             reasons.append("int8 through optimum-quanto: bitsandbytes 8-bit needs CUDA in diffusers")
+            if precision != "fp32":
+                # Seen here (torch 2.13, quanto 0.2.7): the int8 CPU matmul kernel segfaults on bf16 activations.
+                precision = "fp32"
+                reasons.append("fp32 activations: optimum-quanto's int8 CPU kernel crashes with half precision")
     if quant == "int8-bitsandbytes" and memory == "sequential_offload":
         # bitsandbytes modules cannot be moved layer by layer; model offload is the low-memory mode for 8-bit.
         memory = "model_offload"

@@ -1,0 +1,192 @@
+"""Generation benchmark: per-step latency and peak memory, raw diffusers vs our engine, full precision vs 8-bit.
+
+Each configuration runs in its own subprocess so its peak memory (RSS on CPU, torch.cuda.max_memory_allocated
+on CUDA) is its own. Same prompt, same seed everywhere. Prints a table; compare ratios within one run.
+
+  python bench/bench_generation.py                       # tiny random-weight model, on CPU or GPU
+  python bench/bench_generation.py --full-size --steps 5 # the real CogVideoX-2b architecture, random weights (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROMPT = "Inject balanced salt solution under the capsule rim with a cannula until a fluid wave frees the nucleus."
+
+
+def _build_full_size_folder(path: Path) -> Path:
+    """Save the CogVideoX-2b architecture (T5-XXL, 2B transformer, CogVideoX VAE) with random fp16 weights."""
+    import torch
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from ophora.generation.tiny import COGVIDEOX_2B_SCHEDULER_CONFIG, _build_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        text_encoder = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
+                                               num_heads=64, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+                                               use_cache=False)).half()
+        transformer = CogVideoXTransformer3DModel().half()  # the defaults are CogVideoX-2b
+        vae = AutoencoderKLCogVideoX().half()
+    pipe = CogVideoXPipeline(tokenizer=_build_tokenizer(), text_encoder=text_encoder, vae=vae,
+                             transformer=transformer, scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER_CONFIG))
+    pipe.save_pretrained(path)
+    return path
+
+
+class _RssPeak:
+    """Sample this process's resident memory every 5 ms (CPU peak memory)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _run_one(config: dict) -> dict:
+    """One measurement, in this (fresh) process."""
+    import torch
+
+    from ophora.generation.engine import GenerationRequest, generate, resolve_request
+    from ophora.generation.loading import load_pipeline
+
+    torch.set_num_threads(config["threads"])
+    loaded = load_pipeline(model=config["model"], quantization=config["quantization"], precision=config["precision"],
+                           memory=config["memory"])
+    request = resolve_request(loaded, GenerationRequest(prompt=PROMPT, seed=42, num_inference_steps=config["steps"],
+                                                        num_frames=config["frames"], height=config["height"],
+                                                        width=config["width"]))
+    cuda = loaded.plan.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    step_times: list[float] = []
+    with _RssPeak() as rss:
+        start = time.perf_counter()
+        if config["runner"] == "engine":
+            result = generate(loaded, request)
+            step_times = result.step_seconds
+        else:  # the plain diffusers call the published sampler makes
+            last = [time.perf_counter()]
+
+            def on_step(pipe, i, t, kwargs):
+                if cuda:
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                step_times.append(now - last[0])
+                last[0] = now
+                return kwargs
+
+            loaded.pipe(prompt=request.prompt, num_frames=request.num_frames, height=request.height,
+                        width=request.width, num_inference_steps=request.num_inference_steps, guidance_scale=6.0,
+                        use_dynamic_cfg=True, generator=torch.Generator().manual_seed(42), output_type="np",
+                        callback_on_step_end=on_step)
+        total = time.perf_counter() - start
+    denoise = step_times[1:] or step_times  # the first includes prompt encoding
+    return {
+        "config": config["name"], "device": loaded.plan.device, "precision": loaded.plan.precision,
+        "quantization": loaded.plan.quantization, "steps": len(step_times),
+        "median_step_s": statistics.median(denoise), "total_s": total,
+        "peak_gib": (torch.cuda.max_memory_allocated() if cuda else rss.peak) / 1024**3,
+        "peak_kind": "cuda allocated" if cuda else "process RSS",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full-size", action="store_true", help="real CogVideoX-2b architecture, random weights")
+    parser.add_argument("--model", help="benchmark an existing pipeline folder instead")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    parser.add_argument("--memory", default="none", help="memory mode for every configuration")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds; configurations alternate each round and the fastest round counts")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(_run_one(json.loads(args.one))))
+        return 0
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            model = args.model
+        elif args.full_size:
+            print("building the full-size architecture with random weights ...", flush=True)
+            model = str(_build_full_size_folder(Path(tmp) / "full"))
+        else:
+            from ophora.generation.tiny import save_tiny_pipeline
+
+            model = str(save_tiny_pipeline(Path(tmp) / "tiny"))
+        half = "fp16" if cuda else "bf16"
+        base = {"model": model, "steps": args.steps or (5 if args.full_size else 10), "frames": args.frames,
+                "height": args.height, "width": args.width, "threads": args.threads, "memory": args.memory}
+        configs = [
+            {**base, "name": f"raw diffusers {half}", "runner": "raw", "precision": half, "quantization": "none"},
+            {**base, "name": f"engine {half}", "runner": "engine", "precision": half, "quantization": "none"},
+            {**base, "name": "engine fp32", "runner": "engine", "precision": "fp32", "quantization": "none"},
+            {**base, "name": "engine int8", "runner": "engine", "precision": half, "quantization": "int8"},
+        ]
+        best: dict[str, dict] = {}
+        for _ in range(args.repeat):  # interleaved, so a busy machine slows every configuration alike
+            for config in configs:
+                done = subprocess.run([sys.executable, __file__, "--one", json.dumps(config)], capture_output=True,
+                                      text=True)
+                line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if line is None:
+                    print(f"{config['name']}: failed\n{done.stderr[-2000:]}")
+                    continue
+                result = json.loads(line[7:])
+                if config["name"] not in best or result["median_step_s"] < best[config["name"]]["median_step_s"]:
+                    best[config["name"]] = result
+        results = [best[c["name"]] for c in configs if c["name"] in best]
+    print(f"\n{'configuration':<28}{'device':<8}{'precision':<10}{'quant':<20}{'median step s':>14}{'total s':>10}{'peak GiB':>10}")
+    for r in results:
+        print(f"{r['config']:<28}{r['device']:<8}{r['precision']:<10}{r['quantization']:<20}{r['median_step_s']:>14.4f}"
+              f"{r['total_s']:>10.2f}{r['peak_gib']:>10.2f}")
+    by_name = {r["config"]: r for r in results}
+    raw, ours = by_name.get(f"raw diffusers {half}"), by_name.get(f"engine {half}")
+    if raw and ours:
+        print(f"\nengine / raw diffusers, median step: {ours['median_step_s'] / raw['median_step_s']:.3f}x; "
+              f"total: {ours['total_s'] / raw['total_s']:.3f}x")
+    int8 = by_name.get("engine int8")
+    same = next((r for r in results if r["config"].startswith("engine") and r["quantization"] == "none"
+                 and int8 and r["precision"] == int8["precision"]), None)
+    if int8 and same:  # on CPU quanto runs with fp32 activations, so compare against fp32
+        print(f"int8 ({int8['precision']} activations) / {same['config']}: median step "
+              f"{int8['median_step_s'] / same['median_step_s']:.3f}x, peak memory "
+              f"{int8['peak_gib'] / same['peak_gib']:.3f}x ({results[0]['peak_kind']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
