@@ -137,8 +137,11 @@ def _run_batch(args, parser) -> int:
     if args.out_dir is None:
         parser.error("--out-dir is required with --csv")
     items = read_prompt_csv(args.csv, prompt_column=args.prompt_column, id_column=args.id_column)
-    state = PartialState()  # one process per GPU under `accelerate launch` / torchrun, else a single process
-    device = str(state.device) if state.num_processes > 1 else None
+    import torch
+
+    # One process per GPU under `accelerate launch` / torchrun (several CPU processes where there is no GPU).
+    state = PartialState(cpu=not torch.cuda.is_available() or args.device == "cpu")
+    device = str(state.device) if state.num_processes > 1 and state.device.type == "cuda" else None
     loaded = load_pipeline(load_options_from_args(args, device=device))
     if state.is_main_process:
         print(loaded.report, file=sys.stderr)
