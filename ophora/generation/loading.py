@@ -284,6 +284,20 @@ def _load_transformer(path: str, dtype: torch.dtype, quantization_config, local_
         local_files_only=local_files_only)
 
 
+def bitsandbytes_configs(options: LoadOptions):
+    """8-bit (LLM.int8) configs for the T5 encoder and the transformer: (pipeline config, transformer config).
+
+    A separately loaded fine-tuned transformer gets its own config; the pipeline's then covers T5 only.
+    """
+    from diffusers import BitsAndBytesConfig as DiffusersBnbConfig
+    from diffusers import PipelineQuantizationConfig
+
+    components = ["text_encoder"] + ([] if options.transformer else ["transformer"])
+    pipeline_quant = PipelineQuantizationConfig(quant_backend="bitsandbytes_8bit", quant_kwargs={"load_in_8bit": True},
+                                                components_to_quantize=components)
+    return pipeline_quant, (DiffusersBnbConfig(load_in_8bit=True) if options.transformer else None)
+
+
 def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipeline:
     """Load a ``CogVideoXPipeline`` as ``options`` (or keyword overrides) ask, ready to generate."""
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
@@ -296,18 +310,8 @@ def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipe
     model_path, is_tiny = _resolve_model_path(options)
     dtype = _DTYPES[plan.precision]
 
-    pipeline_quant = None
-    transformer_quant = None
-    if plan.quantization == "int8-bitsandbytes":
-        from diffusers import BitsAndBytesConfig as DiffusersBnbConfig
-        from diffusers import PipelineQuantizationConfig
-
-        components = ["text_encoder"] + ([] if options.transformer else ["transformer"])
-        pipeline_quant = PipelineQuantizationConfig(
-            quant_backend="bitsandbytes_8bit", quant_kwargs={"load_in_8bit": True},
-            components_to_quantize=components)
-        if options.transformer:
-            transformer_quant = DiffusersBnbConfig(load_in_8bit=True)
+    pipeline_quant, transformer_quant = (bitsandbytes_configs(options)
+                                         if plan.quantization == "int8-bitsandbytes" else (None, None))
 
     extra = {}
     if options.transformer:

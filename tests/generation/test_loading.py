@@ -110,3 +110,24 @@ def test_folder_fingerprint_changes_with_weights(tiny_model_dir, tmp_path):
 def test_report_says_model_precision_device_and_tiny_notice(tiny_model_dir):
     report = load_pipeline(model=str(tiny_model_dir)).report
     assert "fp32" in report and "cpu" in report and "random, untrained weights" in report
+
+
+def test_bitsandbytes_configs_cover_t5_and_transformer():
+    """The CUDA 8-bit path (not runnable without a GPU): both components resolve to LLM.int8 configs."""
+    from ophora.generation.loading import bitsandbytes_configs
+
+    pipeline_quant, transformer_quant = bitsandbytes_configs(LoadOptions())
+    assert transformer_quant is None
+    for name, is_diffusers in (("text_encoder", False), ("transformer", True)):
+        config = pipeline_quant._resolve_quant_config(is_diffusers=is_diffusers, module_name=name)
+        assert config.load_in_8bit and config.quant_method == "bitsandbytes"
+    assert pipeline_quant._resolve_quant_config(is_diffusers=True, module_name="vae") is None
+    pipeline_quant, transformer_quant = bitsandbytes_configs(LoadOptions(transformer="tuned/"))
+    assert transformer_quant.load_in_8bit
+    assert pipeline_quant._resolve_quant_config(is_diffusers=True, module_name="transformer") is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_asking_for_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match="CUDA is not available.*--device cpu"):
+        load_pipeline(model="tiny", device="cuda")
