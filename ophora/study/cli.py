@@ -1,0 +1,175 @@
+"""`python -m ophora study create|import|add-rater|status|export|report`.
+
+Defaults keep a study together: the database is ``studies/<slug>.db`` and blinded clips go to
+``studies/runs/<slug>/blinded`` unless ``--db`` (a path or a PostgreSQL URL) and ``--blind-dir`` say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ophora.study.definition import StudyDefinitionError, load_definition
+
+STUDIES_DIR = Path("studies")
+
+
+def _slug_and_db(args) -> tuple[str, str]:
+    """``STUDY`` may be a study file or a slug; ``--db`` defaults to ``studies/<slug>.db``."""
+    target = args.study
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        slug = load_definition(target, check_paths=False).slug
+    else:
+        slug = target
+    return slug, args.db or str(STUDIES_DIR / f"{slug}.db")
+
+
+def _open(db: str):
+    from ophora.study.store import StudyStore
+
+    return StudyStore(db)
+
+
+def cmd_create(args) -> int:
+    definition = load_definition(args.study)
+    db = args.db or str(STUDIES_DIR / f"{definition.slug}.db")
+    blind_dir = args.blind_dir or str(STUDIES_DIR / "runs" / definition.slug / "blinded")
+    with _open(db) as store:
+        codes = store.create_study(definition, blind_dir=blind_dir)
+    print(f"created study {definition.slug!r} in {db} (blinded clips will go to {blind_dir})")
+    _write_codes(codes, args.codes_out)
+    print(f"next: python -m ophora study import {args.study}" + (f" --db {args.db}" if args.db else ""))
+    return 0
+
+
+def _write_codes(codes: dict[str, str], out: str | None) -> None:
+    if not codes:
+        return
+    lines = [f"{name}\t{code}" for name, code in codes.items()]
+    if out:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("rater\taccess_code\n" + "\n".join(lines) + "\n")
+        print(f"access codes written to {out} (only their hashes are stored; hand each rater their own)")
+    else:
+        print("access codes (shown once; only their hashes are stored):")
+        print("\n".join("  " + line for line in lines))
+
+
+def cmd_import(args) -> int:
+    definition = load_definition(args.study)
+    db = args.db or str(STUDIES_DIR / f"{definition.slug}.db")
+    clips = definition.clips()
+    with _open(db) as store:
+        added = store.import_clips(definition.slug, clips, blind_dir=args.blind_dir)
+        total = len(store.clips_frame(definition.slug))
+    print(f"imported {added} new clip(s) ({len(clips) - added} already present); the study has {total} clip(s)")
+    return 0
+
+
+def cmd_add_rater(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        code = store.add_rater(slug, args.name)
+    _write_codes({args.name: code}, args.codes_out)
+    return 0
+
+
+def cmd_status(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        progress = store.progress(slug)
+        clips = store.clips_frame(slug)
+    print(f"study {slug!r}: {len(clips)} clip(s), {len(progress)} rater(s)")
+    if not clips.empty:
+        print(clips.groupby(["source", "model"]).size().rename("clips").to_string())
+    for p in progress:
+        state = "finished" if p.finished else f"next item {p.next_position}"
+        print(f"  {p.rater:<24} {p.done:>5}/{p.total:<5} {state}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ophora.study import analysis
+
+    slug, db = _slug_and_db(args)
+    out = Path(args.out or STUDIES_DIR / "runs" / slug / "export")
+    with _open(db) as store:
+        results = analysis.results_for_study(store, slug)
+        clips = store.clips_frame(slug)
+    written = []
+    if "csv" in args.formats:
+        written += analysis.export_csv(results, out)
+        clips.to_csv(out / "clips_unblinded.csv", index=False)
+        written.append(out / "clips_unblinded.csv")
+    if "xlsx" in args.formats:
+        written.append(analysis.export_excel(results, out / f"{slug}.xlsx"))
+    if "html" in args.formats:
+        written.append(analysis.export_html(results, out / f"{slug}-report.html"))
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ophora.study import analysis
+
+    slug, db = _slug_and_db(args)
+    out = Path(args.out or STUDIES_DIR / "runs" / slug / f"{slug}-report.html")
+    with _open(db) as store:
+        results = analysis.results_for_study(store, slug)
+    analysis.export_html(results, out)
+    print(results.by_model_criterion.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"report written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ophora study",
+                                     description="Blinded reader studies of real and generated clips.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_: str, study_help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("study", help=study_help)
+        p.add_argument("--db", help="database: a SQLite file path or a postgresql:// URL (default studies/<slug>.db)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("create", cmd_create, "validate a study file, create the study and its raters, print access codes",
+            "study definition file (studies/<name>.yaml)")
+    p.add_argument("--blind-dir", help="folder for blinded clips (default studies/runs/<slug>/blinded)")
+    p.add_argument("--codes-out", help="write access codes to this file (mode 600) instead of printing them")
+    p = add("import", cmd_import, "blind and import the clips of the study file's clip sets (repeatable)",
+            "study definition file")
+    p.add_argument("--blind-dir", help="folder for blinded clips (default: the one chosen at create)")
+    p = add("add-rater", cmd_add_rater, "add a rater to a running study and print their access code",
+            "study file or slug")
+    p.add_argument("name")
+    p.add_argument("--codes-out")
+    add("status", cmd_status, "clips per source/model and each rater's progress", "study file or slug")
+    p = add("export", cmd_export, "export ratings and results tables (CSV, Excel, HTML)", "study file or slug")
+    p.add_argument("--out", help="output folder (default studies/runs/<slug>/export)")
+    p.add_argument("--formats", default="csv,xlsx,html", type=lambda s: {f.strip() for f in s.split(",")},
+                   help="comma-separated subset of csv,xlsx,html")
+    p = add("report", cmd_report, "write the self-contained HTML report and print the score table",
+            "study file or slug")
+    p.add_argument("--out", help="HTML file (default studies/runs/<slug>/<slug>-report.html)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ophora.study.store import StudyError
+
+    try:
+        return int(args.func(args) or 0)
+    except (StudyDefinitionError, StudyError, RuntimeError) as exc:  # RuntimeError: ffmpeg could not blind a clip
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Walk everything a rater can reach (the rater API's answers, the blinded folder, the files' bytes and
+container metadata) and find no trace of source, model, provenance or original name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ophora.study import StudyStore, load_definition
+from ophora.study.blinding import FIXED_MTIME, ffmpeg_exe
+from tests.study.helpers import full_answer
+
+SECRET_SEED = "9876543210"
+PROMPT = "Inject balanced salt solution under the capsule rim until a fluid wave frees the nucleus"
+FORBIDDEN = ["ophora", "synthetic", "generated", "patient", "mary", "implantation", "hydrodissection",
+             "lens", SECRET_SEED, "sidecar", "gen_set", "real_set", "provenance", "diffusers", "cogvideo"]
+
+
+def _remux_with_metadata(src: Path, dst: Path, **tags: str) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-c", "copy"]
+    for key, value in tags.items():
+        cmd += ["-metadata", f"{key}={value}"]
+    cmd += ["-metadata:s:v:0", "handler_name=Ophora generator track"]
+    subprocess.run(cmd + [str(dst)], check=True)
+    return dst
+
+
+def _container_report(path: Path) -> str:
+    """What a curious rater's media tool shows: ffmpeg's description of the container and every tag."""
+    result = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path), "-f", "ffmetadata", "-"],
+                            capture_output=True, text=True)
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def blinded_study(tmp_path, sample_clips):
+    lens, hydro = (next(c for c in sample_clips if k in c.name.lower()) for k in ("lens", "hydro"))
+    real = _remux_with_metadata(lens, tmp_path / "in" / "real" / "real_patient_042_lens.mp4",
+                                title="St. Mary real recording patient 042", comment="real lens implantation")
+    gen = _remux_with_metadata(hydro, tmp_path / "in" / "gen" / "ophora_hydrodissection_seed9876543210.mp4",
+                               title="Ophora synthetic hydrodissection", comment=f"model=ophora seed={SECRET_SEED}")
+    gen.with_suffix(".json").write_text(json.dumps({"model": "ophora", "prompt": PROMPT, "seed": int(SECRET_SEED),
+                                                    "synthetic": True, "phase": "hydrodissection"}))
+    # The inputs really do carry the secrets, so a leak would be caught below.
+    assert b"ophora" in gen.read_bytes().lower() and b"patient 042" in real.read_bytes().lower()
+    (tmp_path / "in" / "real" / "manifest.csv").write_text(
+        "path,phase,instruction\nreal_patient_042_lens.mp4,lens implantation,"
+        "Insert the folded intraocular lens into the capsular bag with an injector\n")
+    study = tmp_path / "blind.yaml"
+    study.write_text(f"""
+slug: blinding-check
+title: Blinding check
+criteria:
+  - {{name: phase_matching, description: matches the instruction, shows_instruction: true, scale: {{min: 1, max: 5}}}}
+  - {{name: realism, description: looks real, scale: {{min: 1, max: 5}}}}
+ask_phase: true
+turing_test: true
+clip_sets:
+  - {{name: real_set, source: real, manifest: in/real/manifest.csv}}
+  - {{name: gen_set, source: generated, model: ophora, folder: in/gen}}
+raters: [alice, bob]
+repeats: 1
+""")
+    definition = load_definition(study)
+    store = StudyStore(tmp_path / "db" / "study.db")
+    codes = store.create_study(definition, blind_dir=tmp_path / "served")
+    store.import_clips(definition.slug, definition.clips())
+    yield store, definition, codes, tmp_path / "served"
+    store.close()
+
+
+def _visible(item) -> str:
+    return json.dumps(dataclasses.asdict(item), sort_keys=True)
+
+
+def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
+    store, definition, codes, served = blinded_study
+    texts: list[str] = []
+    items = []
+    for code in codes.values():
+        texts.append(json.dumps(dataclasses.asdict(store.rater_progress(code))))
+        while (item := store.next_item(code)) is not None:
+            items.append(item)
+            texts.append(_visible(item))
+            a = full_answer(item)
+            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=3)
+    assert len(items) == 2 * 3
+
+    # 1. API answers: only opaque ids and the blinded folder; the instruction is shown (phase matching needs
+    #    it) for real and generated clips alike, so its presence says nothing.
+    for item in items:
+        assert re.fullmatch(r"c[0-9a-f]{16}", item.clip_id)
+        assert Path(item.video_path).parent == served.resolve()
+        assert item.instruction
+    for text_ in texts:
+        scrubbed = text_.replace(PROMPT, "")
+        # the instruction may name the phase, and the phase list names every phase: strip those, then search
+        scrubbed = scrubbed.replace("Insert the folded intraocular lens into the capsular bag with an injector", "")
+        for phase in definition.phases:
+            scrubbed = scrubbed.replace(phase, "")
+        for word in FORBIDDEN:
+            assert word not in scrubbed.lower(), f"{word!r} reaches the rater: {scrubbed[:300]}"
+
+    # 2. The served folder: opaque names, identical times, no sidecars or stray files.
+    files = sorted(served.iterdir())
+    assert len(files) == 2 + 2  # two clips + one repeat alias per rater
+    assert len({item.clip_id for item in items}) == 4  # 2 clips + 2 repeat aliases: a repeat has its own id
+    for f in files:
+        assert re.fullmatch(r"c[0-9a-f]{16}\.mp4", f.name)
+        assert int(f.stat().st_mtime) == FIXED_MTIME
+
+    # 3. The files themselves: no tag, track name or byte string naming source, model or original name.
+    reports = []
+    for f in files:
+        blob = f.read_bytes().lower()
+        # Compressed video is random-looking bytes: search long words anywhere, short ones (which random
+        # bytes could spell by chance) only inside printable runs, where tags and names would live.
+        runs = b"\n".join(re.findall(rb"[\x20-\x7e]{8,}", blob))
+        for word in FORBIDDEN + ["real_patient", "seed", "title", "comment"]:
+            haystack = blob if len(word) >= 6 else runs
+            assert word.encode().lower() not in haystack, f"{word!r} found inside {f.name}"
+        # The generator's encoder fingerprint (x264 build and settings of the sample clips) is gone too.
+        assert b"core 159" not in blob and b"2003-2019" not in blob
+        report = _container_report(f)
+        reports.append(report)
+        for word in FORBIDDEN + ["real recording"]:
+            assert word not in report.lower(), f"{word!r} in container metadata of {f.name}"
+
+    # 4. Real and generated clips were encoded identically: same codec line, size, fps, pixel format.
+    def stream_line(report: str) -> str:
+        line = next(l for l in report.splitlines() if "Video:" in l)
+        return re.sub(r"\d+ kb/s", "", line)
+
+    assert len({stream_line(r) for r in reports}) == 1
+    assert "720x480" in stream_line(reports[0]) and "8 fps" in stream_line(reports[0])
+
+
+def test_unblinding_key_is_kept_for_the_analysis(blinded_study):
+    store, definition, codes, served = blinded_study
+    key = store.clips_frame(definition.slug).set_index("source")
+    assert key.loc["generated", "model"] == "ophora"
+    assert key.loc["generated", "instruction"] == PROMPT
+    assert key.loc["real", "phase"] == "lens-implantation"
+    assert Path(key.loc["real", "original_path"]).name == "real_patient_042_lens.mp4"

@@ -1,0 +1,87 @@
+"""The CLI end to end on real files: create, import, status, export (CSV, Excel, HTML) and report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+
+from ophora.study import StudyStore
+from ophora.study.cli import main
+from tests.study.helpers import full_answer, write_study
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cli_create_import_rate_status_export_report(tmp_path, capsys):
+    study = write_study(tmp_path, n_real=2, n_generated=2, raters=("r1", "r2", "r3"))
+    db = tmp_path / "cli.db"
+    codes_file = tmp_path / "codes.tsv"
+    assert main(["create", str(study), "--db", str(db), "--blind-dir", str(tmp_path / "blind"),
+                 "--codes-out", str(codes_file)]) == 0
+    assert codes_file.stat().st_mode & 0o777 == 0o600
+    codes = dict(line.split("\t") for line in codes_file.read_text().splitlines()[1:])
+    assert set(codes) == {"r1", "r2", "r3"}
+    assert main(["import", str(study), "--db", str(db)]) == 0
+    assert "imported 4 new clip(s)" in capsys.readouterr().out
+
+    with StudyStore(db) as store:
+        for n, code in enumerate(codes.values()):
+            while (item := store.next_item(code)) is not None:
+                a = full_answer(item, 1 + (item.position + n) % 5)
+                store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"],
+                                    turing="synthetic" if n else "real", confidence=2 + n)
+
+    assert main(["status", "test-study", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "4 clip(s), 3 rater(s)" in out and out.count("finished") == 3
+
+    export = tmp_path / "export"
+    assert main(["export", str(study), "--db", str(db), "--out", str(export)]) == 0
+    ratings = pd.read_csv(export / "ratings.csv")
+    assert len(ratings) == 3 * 4 * 2
+    assert {"rater", "clip_id", "model", "phase", "criterion", "score", "turing_answer"} <= set(ratings.columns)
+    by = pd.read_csv(export / "by_model_criterion.csv")
+    assert set(by["model"]) == {"ophora", "real"} and (by["ci_low"] <= by["mean"]).all()
+    workbook = openpyxl.load_workbook(export / "test-study.xlsx")
+    assert {"ratings", "by_model_criterion", "reliability", "turing_by_model"} <= set(workbook.sheetnames)
+    rel = pd.read_csv(export / "reliability.csv")
+    assert {"icc2_A1", "kripp_alpha_ordinal"} <= set(rel.columns)
+
+    report = tmp_path / "report.html"
+    assert main(["report", "test-study", "--db", str(db), "--out", str(report)]) == 0
+    html = report.read_text()
+    assert "Scores by criterion" in html and "Scores by phase" in html and "Plotly.newPlot" in html
+    assert "<script src=" not in html  # self-contained: plotly.js is inlined, works offline
+    assert "Real or synthetic?" in html
+
+
+def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: x\ncriteria: []\n")
+    assert main(["create", str(bad), "--db", str(tmp_path / "x.db")]) == 2
+    assert "'criteria' must be a non-empty list" in capsys.readouterr().err
+    assert main(["status", "missing-study", "--db", str(tmp_path / "x.db")]) == 2
+    assert "no study 'missing-study'" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "ophora", "study", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0
+    for command in ("create", "import", "status", "export", "report"):
+        assert command in result.stdout
+
+
+def test_results_and_report_of_a_study_with_no_ratings_yet(tmp_path, store_and_codes):
+    from ophora.study import analysis
+
+    store, slug, _ = store_and_codes
+    results = analysis.results_for_study(store, slug)
+    assert results.ratings.empty and results.by_model_criterion.empty and results.reliability.empty
+    html = analysis.export_html(results, tmp_path / "empty.html").read_text()
+    assert "No data yet." in html
+    assert analysis.export_excel(results, tmp_path / "empty.xlsx").is_file()

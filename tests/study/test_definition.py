@@ -1,0 +1,92 @@
+"""Study files: the shipped example validates; malformed files fail with messages that say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ophora.study.definition import StudyDefinitionError, load_definition
+from tests.study.helpers import write_study
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_example_study_file_validates(shared_dir):
+    definition = load_definition(REPO / "studies" / "example_cataract.yaml")
+    assert definition.slug == "example-cataract"
+    assert [c.name for c in definition.criteria] == ["phase_matching", "construction_realism", "action_realism"]
+    assert definition.criterion("phase_matching").shows_instruction
+    assert not definition.criterion("action_realism").shows_instruction
+    assert "hydrodissection" in definition.phases and definition.ask_phase and definition.turing_test
+    clips = definition.clips()
+    assert {c.phase for c in clips} == {"hydrodissection", "lens-implantation"}  # phase from the file names
+    assert all(c.source == "generated" and c.model == "ophora" for c in clips)
+
+
+def test_manifest_and_sidecar_provenance(tmp_path):
+    definition = load_definition(write_study(tmp_path, n_real=2, n_generated=2))
+    clips = {c.path.name: c for c in definition.clips()}
+    real = clips["real_case01.mp4"]
+    assert (real.source, real.model, real.phase) == ("real", "real", "hydrodissection")
+    assert real.instruction == "Inject fluid under the capsule rim 1"
+    gen = clips["ophora_gen_00.mp4"]
+    assert (gen.source, gen.model, gen.phase) == ("generated", "ophora", "phacoemulsification")
+    assert gen.instruction.startswith("Remove the lens nucleus")  # from the generator's JSON sidecar
+
+
+def _broken(tmp_path, mutate) -> Path:
+    path = write_study(tmp_path, n_real=1, n_generated=1)
+    data = yaml.safe_load(path.read_text())
+    mutate(data)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+CASES = [
+    ("no title", lambda d: d.pop("title"), "'title' is missing"),
+    ("no criteria", lambda d: d.update(criteria=[]), "'criteria' must be a non-empty list"),
+    ("scale reversed", lambda d: d["criteria"][0].update(scale={"min": 5, "max": 1}), "must be smaller than max"),
+    ("scale not int", lambda d: d["criteria"][0].update(scale={"min": 1, "max": "five"}), "whole numbers"),
+    ("anchor off scale", lambda d: d["criteria"][1].update(scale={"min": 1, "max": 5, "anchors": {7: "x"}}),
+     "outside the scale"),
+    ("duplicate criterion", lambda d: d["criteria"].append(dict(d["criteria"][0])), "listed twice"),
+    ("bad source", lambda d: d["clip_sets"][0].update(source="fake"), "'source' must be 'real' or 'generated'"),
+    ("generated without model", lambda d: d["clip_sets"][1].pop("model"), "need 'model'"),
+    ("missing folder", lambda d: d["clip_sets"][1].update(folder="nowhere"), "does not exist"),
+    ("folder and manifest", lambda d: d["clip_sets"][1].update(manifest="x.csv"), "exactly one of"),
+    ("unknown field", lambda d: d.update(colour="blue"), "unknown field(s) ['colour']"),
+    ("negative repeats", lambda d: d.update(repeats=-1), "'repeats'"),
+    ("duplicate rater", lambda d: d.update(raters=["a", "a"]), "lists a rater twice"),
+    ("odd blinding size", lambda d: d.update(blinding={"width": 65, "height": 48}), "even numbers"),
+    ("unknown blinding key", lambda d: d.update(blinding={"bitrate": 5}), "'blinding' accepts"),
+    ("set phase not in vocabulary", lambda d: d["clip_sets"][0].update(phase="appendectomy"), "not in the phase vocabulary"),
+    ("bad slug", lambda d: d.update(slug="Bad Slug!"), "'slug'"),
+]
+
+
+@pytest.mark.parametrize("label,mutate,message", CASES, ids=[c[0] for c in CASES])
+def test_malformed_study_files_get_clear_errors(tmp_path, label, mutate, message):
+    path = _broken(tmp_path, mutate)
+    with pytest.raises(StudyDefinitionError) as info:
+        load_definition(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)  # the error names the file
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: [unclosed\n")
+    with pytest.raises(StudyDefinitionError, match="not valid YAML"):
+        load_definition(bad)
+    with pytest.raises(StudyDefinitionError, match="no such study file"):
+        load_definition(tmp_path / "absent.yaml")
+
+
+def test_unknown_phase_in_manifest_is_reported_with_the_clip(tmp_path):
+    path = write_study(tmp_path, n_real=1, n_generated=0)
+    manifest = tmp_path / "clips" / "real" / "manifest.csv"
+    manifest.write_text("path,phase,instruction\nreal_case00.mp4,appendectomy,x\n")
+    with pytest.raises(StudyDefinitionError, match=r"cannot tell the phase of real_case00\.mp4 \('appendectomy'\)"):
+        load_definition(path).clips()

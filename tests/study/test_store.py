@@ -1,0 +1,299 @@
+"""The study database on a real SQLite file: assignments, resume, validation, versioned changes, audit log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from ophora.study import (AlreadyRatedError, InvalidRatingError, NotRatedError, StudyError, StudyStore,
+                          UnknownClipError, UnknownRaterError, UnknownStudyError, load_definition)
+from ophora.study.db import current_revision, head_revision, integrity_check, upgrade, make_engine
+from tests.study.helpers import full_answer, write_study
+
+
+def test_sqlite_pragmas(store_and_codes):
+    store, _, _ = store_and_codes
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+    assert integrity_check(store.engine) == "ok"
+    assert current_revision(store.engine) == head_revision()
+
+
+def test_orders_are_seeded_per_rater_and_cover_every_clip(tmp_path, store_and_codes):
+    store, slug, codes = store_and_codes
+    clip_ids = set(store.clips_frame(slug)["clip_id"])
+
+    def order(code):
+        return [store.item_at(code, p).clip_id for p in range(1, len(clip_ids) + 1)]
+
+    orders = {name: order(code) for name, code in codes.items()}
+    for seq in orders.values():
+        assert sorted(seq) == sorted(clip_ids)
+    assert len({tuple(seq) for seq in orders.values()}) > 1, "raters must get independent orders"
+    # Same seed and rater names in a fresh database give the same positions for the same source files.
+    definition = load_definition(write_study(tmp_path / "again"))
+    again = StudyStore(tmp_path / "again.db")
+    codes2 = again.create_study(definition, blind_dir=tmp_path / "again-blind")
+    again.import_clips(slug, definition.clips())
+    key1, key2 = store.clips_frame(slug), again.clips_frame(slug)
+    name1 = dict(zip(key1["clip_id"], key1["sha256"]))
+    name2 = dict(zip(key2["clip_id"], key2["sha256"]))
+    for rater in codes:
+        seq2 = [again.item_at(codes2[rater], p).clip_id for p in range(1, len(clip_ids) + 1)]
+        assert [name1[c] for c in orders[rater]] == [name2[c] for c in seq2]
+    again.close()
+
+
+def test_rate_resume_and_finish(tmp_path, store_and_codes):
+    store, slug, codes = store_and_codes
+    code = codes["r1"]
+    seen = []
+    for _ in range(3):
+        item = store.next_item(code)
+        seen.append(item.position)
+        a = full_answer(item, 4)
+        store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing=a["turing"],
+                            confidence=a["confidence"], seconds=5.0, comment="ok")
+    assert seen == [1, 2, 3]
+    store.close()
+    # The rater comes back later (new process, new store object): they continue at the first unrated clip.
+    reopened = StudyStore(tmp_path / "study.db")
+    item = reopened.next_item(code)
+    assert item.position == 4 and item.total == 6
+    assert reopened.rater_progress(code).done == 3
+    while item is not None:
+        a = full_answer(item, 2)
+        reopened.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing=a["turing"],
+                               confidence=a["confidence"])
+        item = reopened.next_item(code)
+    progress = {p.rater: p for p in reopened.progress(slug)}
+    assert progress["r1"].finished and progress["r1"].next_position is None
+    assert progress["r2"].done == 0
+    frame = reopened.ratings_frame(slug)
+    assert len(frame) == 6 * 2 and set(frame["rater"]) == {"r1"}
+    reopened.close()
+
+
+def test_instruction_shown_only_when_a_criterion_needs_it(tmp_path):
+    path = write_study(tmp_path, n_real=1, n_generated=1)
+    definition = load_definition(path)
+    with StudyStore(tmp_path / "a.db") as store:
+        codes = store.create_study(definition, blind_dir=tmp_path / "b")
+        store.import_clips(definition.slug, definition.clips())
+        assert store.next_item(codes["r1"]).instruction  # phase_matching shows the instruction
+    text_ = path.read_text().replace("shows_instruction: true", "shows_instruction: false").replace("test-study", "other")
+    path.write_text(text_)
+    definition = load_definition(path)
+    with StudyStore(tmp_path / "c.db") as store:
+        codes = store.create_study(definition, blind_dir=tmp_path / "d")
+        store.import_clips(definition.slug, definition.clips())
+        assert store.next_item(codes["r1"]).instruction is None
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"scores": {"phase_matching": 6, "realism": 3}}, InvalidRatingError, "out of range: 6 is not between 1 and 5"),
+    ({"scores": {"phase_matching": 0, "realism": 3}}, InvalidRatingError, "out of range"),
+    ({"scores": {"phase_matching": 2.5, "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"scores": {"phase_matching": 3}}, InvalidRatingError, "missing scores for ['realism']"),
+    ({"scores": {"phase_matching": 3, "realism": 3, "colour": 1}}, InvalidRatingError, "unknown criterion ['colour']"),
+    ({"phase": "appendectomy"}, InvalidRatingError, "phase answer 'appendectomy' is not one of"),
+    ({"turing": "maybe"}, InvalidRatingError, "must be 'real' or 'synthetic'"),
+    ({"confidence": 9}, InvalidRatingError, "confidence is out of range"),
+    ({"clip_id": "cdeadbeefdeadbeef"}, UnknownClipError, "unknown clip 'cdeadbeefdeadbeef'"),
+    ({"code": "not-a-code"}, UnknownRaterError, "unknown access code"),
+])
+def test_bad_ratings_get_clear_errors(store_and_codes, kwargs, error, message):
+    store, slug, codes = store_and_codes
+    item = store.next_item(codes["r1"])
+    a = full_answer(item)
+    call = {"code": codes["r1"], "clip_id": item.clip_id, **a}
+    call.update(kwargs)
+    with pytest.raises(error) as info:
+        store.submit_rating(call.pop("code"), call.pop("clip_id"), call.pop("scores"), **call)
+    assert message in str(info.value)
+    assert store.ratings_frame(slug).empty  # nothing half-written
+    assert store.next_item(codes["r1"]).position == 1
+
+
+def test_unknown_study_and_duplicate_study(store_and_codes, study_file):
+    store, slug, _ = store_and_codes
+    with pytest.raises(UnknownStudyError, match="no study 'nope'.*test-study"):
+        store.progress("nope")
+    with pytest.raises(StudyError, match="already exists"):
+        store.create_study(load_definition(study_file))
+
+
+def test_second_rating_is_refused_and_changes_are_versioned_in_the_audit_log(store_and_codes):
+    store, slug, codes = store_and_codes
+    code = codes["r2"]
+    item = store.next_item(code)
+    a = full_answer(item, 2)
+    with pytest.raises(NotRatedError, match="has not been rated yet"):
+        store.change_rating(code, item.clip_id, scores={"realism": 5}, reason="x")
+    store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing=a["turing"], confidence=2)
+    with pytest.raises(AlreadyRatedError, match="use change_rating"):
+        store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing=a["turing"], confidence=2)
+    with pytest.raises(InvalidRatingError, match="needs a reason"):
+        store.change_rating(code, item.clip_id, scores={"realism": 5}, reason=" ")
+    with pytest.raises(InvalidRatingError, match="out of range"):
+        store.change_rating(code, item.clip_id, scores={"realism": 7}, reason="typo")
+    assert store.change_rating(code, item.clip_id, scores={"realism": 5}, turing="synthetic", reason="second look") == 2
+    assert store.change_rating(code, item.clip_id, scores={"realism": 4}, reason="third look") == 3
+
+    frame = store.ratings_frame(slug)
+    rows = frame[frame["clip_id"] == item.clip_id].set_index("criterion")
+    assert len(frame) == 2  # still one row per criterion: changed, not duplicated
+    assert rows.loc["realism", "score"] == 4 and rows.loc["realism", "version"] == 3
+    assert rows.loc["phase_matching", "score"] == 2 and rows.loc["realism", "turing_answer"] == "synthetic"
+
+    log = store.audit_log(slug)
+    mine = log[log["actor"] == "r2"]
+    assert list(mine["action"]) == ["submit", "change", "change"]
+    history = [json.loads(v)["scores"].get("realism") for v in mine["new_value"]]
+    assert history == [2, 5, 4]
+    assert [json.loads(v)["scores"]["realism"] for v in mine["old_value"].dropna()] == [2, 5]
+    assert list(mine["reason"].dropna()) == ["second look", "third look"]
+
+
+def test_audit_log_is_append_only_in_the_database(store_and_codes, tmp_path):
+    store, slug, _ = store_and_codes
+    # Even a SQL shell cannot rewrite history: the triggers from migration 0002 abort UPDATE and DELETE.
+    raw = sqlite3.connect(tmp_path / "study.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        raw.execute("UPDATE audit_log SET actor = 'someone else'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        raw.execute("DELETE FROM audit_log")
+    raw.execute("INSERT INTO audit_log (study_id, at, actor, action, is_admin) VALUES (1, '2026-01-01', 'x', 'note', 0)")
+    raw.commit()
+    raw.close()
+
+
+def test_access_codes_are_stored_only_as_hashes(store_and_codes, tmp_path):
+    store, slug, codes = store_and_codes
+    store.close()
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("study.db*"))
+    for code in codes.values():
+        assert code.encode() not in blob
+    reopened = StudyStore(tmp_path / "study.db")
+    assert reopened.rater_name(codes["r3"]) == "r3"
+    new_code = reopened.reissue_code(slug, "r3")
+    with pytest.raises(UnknownRaterError):
+        reopened.rater_name(codes["r3"])
+    assert reopened.rater_name(new_code) == "r3"
+    reopened.close()
+
+
+def test_repeats_come_after_first_readings_and_feed_intra_rater_reliability(tmp_path):
+    definition = load_definition(write_study(tmp_path, n_real=2, n_generated=2, raters=("a",), repeats=2))
+    with StudyStore(tmp_path / "r.db") as store:
+        code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
+        store.import_clips(definition.slug, definition.clips())
+        items = []
+        while (item := store.next_item(code)) is not None:
+            items.append(item.clip_id)
+            a = full_answer(item, 3)
+            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+        # Six readings under six different opaque ids: the rater is not told which two are repeats.
+        assert len(items) == 6 and len(set(items)) == 6
+        frame = store.ratings_frame(definition.slug)
+        assert sorted(frame.drop_duplicates(["clip_id", "reading"])["reading"]) == [0, 0, 0, 0, 1, 1]
+        # The analysis sees the repeats as second readings of first-pass clips, at the last two positions.
+        repeats = frame[frame["reading"] == 1]
+        assert set(repeats["clip_id"]) <= set(items[:4]) and set(repeats["position"]) == {5, 6}
+        with pytest.raises(AlreadyRatedError):
+            store.submit_rating(code, items[5], {"phase_matching": 1, "realism": 1}, phase="incision",
+                                turing="real", confidence=1)
+        assert store.change_rating(code, items[5], scores={"realism": 5}, reason="repeat fix") == 2
+        changed = store.ratings_frame(definition.slug)
+        assert changed[(changed["position"] == 6) & (changed["criterion"] == "realism")]["score"].item() == 5
+        assert changed[(changed["position"] != 6) & (changed["criterion"] == "realism")]["score"].eq(3).all()
+
+
+def test_clips_imported_later_and_raters_added_later(tmp_path):
+    path = write_study(tmp_path, n_real=2, n_generated=1)
+    definition = load_definition(path)
+    with StudyStore(tmp_path / "l.db") as store:
+        codes = store.create_study(definition, blind_dir=tmp_path / "b")
+        assert store.next_item(codes["r1"]) is None  # no clips yet
+        assert store.import_clips(definition.slug, definition.clips()) == 3
+        assert store.import_clips(definition.slug, definition.clips()) == 0  # idempotent by content hash
+        late = store.add_rater(definition.slug, "late")
+        assert store.rater_progress(late).total == 3
+        with pytest.raises(StudyError, match="already exists"):
+            store.add_rater(definition.slug, "late")
+
+
+def test_migration_from_the_first_schema_keeps_data(tmp_path):
+    """A database made by the first release (schema 0001, no append-only triggers) opens in this one."""
+    url = tmp_path / "old.db"
+    engine = make_engine(url)
+    upgrade(engine, "0001")
+    assert current_revision(engine) == "0001"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO studies (slug, title, definition_yaml, seed, created_at) "
+                          "VALUES ('old', 'Old', :y, 1, '2025-01-01')"),
+                     {"y": write_study(tmp_path, n_real=1, n_generated=0, slug="old").read_text()})
+        conn.execute(text("INSERT INTO audit_log (study_id, at, actor, action, is_admin) "
+                          "VALUES (1, '2025-01-01', 'admin', 'create_study', 1)"))
+        conn.execute(text("UPDATE audit_log SET reason = 'editable in 0001'"))  # allowed before 0002
+    engine.dispose()
+    with StudyStore(url) as store:
+        assert current_revision(store.engine) == head_revision() == "0002"
+        assert store.studies() == ["old"]
+        assert store.definition("old").title == "Test study"
+        with pytest.raises(Exception, match="append-only"):
+            with store.engine.begin() as conn:
+                conn.execute(text("UPDATE audit_log SET reason = 'rewritten'"))
+
+
+def test_orm_models_match_the_migrated_schema(store_and_codes):
+    """The ORM classes and the alembic head must describe the same schema (else a new column was added
+    to one and not the other: write a migration)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from ophora.study.models import Base
+
+    store, _, _ = store_and_codes
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+
+def test_definition_built_in_code_round_trips_through_the_database(tmp_path, study_file):
+    """The app builds definitions from a form (no YAML text): the store keeps an equivalent YAML."""
+    import yaml as _yaml
+
+    from ophora.study import parse_definition
+
+    data = _yaml.safe_load(study_file.read_text())
+    data["turing_test"] = {"enabled": True, "confidence": {"min": 0, "max": 100}}
+    definition = parse_definition(data, base_dir=study_file.parent)
+    with StudyStore(tmp_path / "code.db") as store:
+        store.create_study(definition, blind_dir=tmp_path / "b")
+        again = store.definition(definition.slug)
+    for field in ("slug", "title", "criteria", "phases", "ask_phase", "turing_test", "turing_confidence",
+                  "raters", "repeats", "seed", "blinding"):
+        assert getattr(again, field) == getattr(definition, field), field
+
+
+def test_clips_built_in_code_are_checked(store_and_codes, tmp_path):
+    from ophora.study.definition import ClipSpec
+
+    store, slug, _ = store_and_codes
+    clip = next((tmp_path / "clips" / "real").glob("*.mp4"))
+    bad = [
+        (ClipSpec(tmp_path / "missing.mp4", "real", "real", None, None, "x"), "no such file"),
+        (ClipSpec(clip, "fake", "real", None, None, "x"), "source must be 'real' or 'generated'"),
+        (ClipSpec(clip, "generated", "", None, None, "x"), "model is empty"),
+        (ClipSpec(clip, "real", "real", "appendectomy", None, "x"), "is not one of the study's phases"),
+    ]
+    for spec, message in bad:
+        with pytest.raises(StudyError, match=message):
+            store.import_clips(slug, [spec])
+    assert len(store.clips_frame(slug)) == 6
