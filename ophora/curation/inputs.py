@@ -1,0 +1,107 @@
+"""Read what to curate: a manifest (CSV, JSONL or parquet with ``video`` and ``caption``) or a folder of videos.
+
+Why tolerant here and strict later: a missing caption or a missing file is a fact about one clip, recorded
+in that clip's row with its reason; only a manifest that cannot be read at all (no ``video`` column) stops
+the run. Optional ``start``/``end`` (seconds) cut clips out of longer narrated videos; optional ``clip_id``
+keeps the researcher's own ids, otherwise a stable id is derived from path and bounds so reruns match up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+class InputError(ValueError):
+    """The input cannot be read as a manifest; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ClipTask:
+    clip_id: str
+    video: str
+    caption: str | None
+    start_s: float | None = None
+    end_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _clean_text(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _clean_float(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def stable_clip_id(video: str, start_s: float | None, end_s: float | None) -> str:
+    key = f"{video}|{start_s if start_s is not None else ''}|{end_s if end_s is not None else ''}"
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+
+
+def read_manifest_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True)
+    raise InputError(f"{path}: unknown manifest format {suffix!r}; use .csv, .jsonl or .parquet, or a folder")
+
+
+def tasks_from_frame(frame: pd.DataFrame, base_dir: Path, source: str = "manifest") -> list[ClipTask]:
+    if "video" not in frame.columns:
+        raise InputError(f"{source}: needs a 'video' column (and 'caption'); found {list(frame.columns)}")
+    tasks, seen = [], set()
+    for row in frame.to_dict(orient="records"):
+        video = _clean_text(row.get("video")) or ""
+        if video and not Path(video).is_absolute():
+            video = os.path.abspath(base_dir / video)
+        start, end = _clean_float(row.get("start")), _clean_float(row.get("end"))
+        clip_id = _clean_text(row.get("clip_id")) or stable_clip_id(video, start, end)
+        if clip_id in seen:
+            raise InputError(f"{source}: clip_id {clip_id!r} appears twice; ids must be unique per clip")
+        seen.add(clip_id)
+        tasks.append(ClipTask(clip_id, video, _clean_text(row.get("caption")), start, end))
+    return tasks
+
+
+def tasks_from_folder(folder: Path) -> list[ClipTask]:
+    """Every video under ``folder``; a caption comes from a ``.txt`` beside the video with the same stem."""
+    videos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if not videos:
+        raise InputError(f"{folder}: no video files ({', '.join(VIDEO_SUFFIXES)}) found")
+    rows = []
+    for video in videos:
+        caption_file = video.with_suffix(".txt")
+        caption = caption_file.read_text(encoding="utf-8") if caption_file.is_file() else None
+        rows.append({"video": str(video.absolute()), "caption": caption})
+    return tasks_from_frame(pd.DataFrame(rows), folder, source=str(folder))
+
+
+def read_tasks(path: str | Path) -> list[ClipTask]:
+    path = Path(path)
+    if path.is_dir():
+        return tasks_from_folder(path)
+    if not path.is_file():
+        raise InputError(f"input {path} does not exist; give a manifest file (.csv/.jsonl/.parquet) or a folder")
+    return tasks_from_frame(read_manifest_table(path), path.parent.resolve(), source=str(path))

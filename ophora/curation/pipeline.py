@@ -1,0 +1,288 @@
+"""Run the stages over every clip: one row per clip, resumable, in parallel processes or on Ray.
+
+Why rows are written as they finish: a 160K-clip run takes days; each finished clip is appended to a JSON
+Lines journal beside the output, so a crash or Ctrl-C loses at most the clips in flight, and a rerun skips
+clips already decided (kept or dropped) under the same config. Clips that failed for reasons outside the
+clip (endpoint down, malformed model answer, an unexpected exception) are recorded as ``decision="error"``
+and retried by the next run. One bad clip never stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+
+from .chat_client import MalformedAnswer
+from .dynamics import dynamics_stage
+from .inputs import ClipTask
+from .probe import probe_clip
+from .refine import InvalidInstruction, Refiner
+from .stages import RetryableError, StageResult
+
+STAGES = ("probe", "caption", "dynamics", "face", "text", "vlm", "refine")
+# Columns that legitimately differ between two runs of the same clips (timings, cache hits).
+VOLATILE_COLUMNS = ("dynamics_seconds", "refine_cached", "seconds", "worker")
+
+
+# Settings that change how a result is fetched, not what it is: changing them keeps earlier decisions valid.
+TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "retries", "backoff_s", "cache")
+
+
+def config_hash(config: dict) -> str:
+    """Identity of the settings that decide a clip's row; a rerun re-decides clips decided under another."""
+    relevant = json.loads(json.dumps({key: value for key, value in config.items() if key != "run"}))
+    for section in (relevant["refine"], relevant["privacy"]["vlm"]):
+        for key in TRANSPORT_KEYS:
+            section.pop(key, None)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+
+
+def output_paths(out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    stem = out.with_suffix("")
+    return {"parquet": out, "journal": Path(f"{stem}.journal.jsonl"), "cache": Path(f"{stem}.refine-cache.sqlite"),
+            "report": Path(f"{stem}.report.html"), "summary": Path(f"{stem}.summary.json")}
+
+
+class Curator:
+    """Holds one config and the stage objects built from it (the face cascade, the backends)."""
+
+    def __init__(self, config: dict, cache_path: str | Path | None = None):
+        self.config = config
+        self.hash = config_hash(config)
+        privacy = config["privacy"]
+        self.face = None
+        if privacy["face_prescreen"]["enabled"]:
+            from .privacy import FaceScreen
+
+            self.face = FaceScreen(privacy["face_prescreen"])
+        self.text = None
+        if privacy["text_prescreen"]["enabled"]:
+            from .privacy import TextScreen
+
+            self.text = TextScreen(privacy["text_prescreen"])
+        self.vlm = None
+        if privacy["vlm"]["enabled"]:
+            from .privacy import VlmScreen
+
+            self.vlm = VlmScreen(privacy["vlm"])
+        self.refiner = Refiner(config["refine"], cache_path)
+
+    def _caption_stage(self, task: ClipTask) -> StageResult:
+        words = len((task.caption or "").split())
+        measured = {"words": words}
+        if not task.caption:
+            return StageResult(measured, "caption: missing caption")
+        if words < int(self.config["caption"]["min_words"]):
+            return StageResult(measured, f"caption: too short ({words} words)")
+        return StageResult(measured)
+
+    def _refine_stage(self, task: ClipTask) -> StageResult:
+        try:
+            return StageResult(self.refiner.refine(task.caption or ""))
+        except InvalidInstruction as error:
+            return StageResult({"refine_backend": self.refiner.label}, f"refine: {error}")
+
+    def stage_functions(self) -> list[tuple[str, Callable[[ClipTask], StageResult]]]:
+        stages: list[tuple[str, Callable[[ClipTask], StageResult]]] = [
+            ("probe", lambda task: probe_clip(task, self.config)), ("caption", self._caption_stage)]
+        if self.config["dynamics"]["enabled"]:
+            stages.append(("dynamics", lambda task: dynamics_stage(task, self.config)))
+        if self.face is not None:
+            stages.append(("face", self.face))
+        if self.text is not None:
+            stages.append(("text", self.text))
+        if self.vlm is not None:
+            stages.append(("vlm", self.vlm))
+        stages.append(("refine", self._refine_stage))
+        return stages
+
+    def process(self, task: ClipTask) -> dict:
+        """Run every stage on one clip and return its row. Never raises for a bad clip."""
+        began = time.perf_counter()
+        row: dict = {"clip_id": task.clip_id, "video": task.video, "caption": task.caption,
+                     "start_s": task.start_s, "end_s": task.end_s}
+        reasons, stages_run, decision, drop_stage = [], [], "keep", None
+        stop_early = bool(self.config["run"]["stop_at_first_drop"])
+        for name, stage in self.stage_functions():
+            if decision != "keep" and (stop_early or not row.get("probe_clip_frames")):
+                break  # a clip with no decodable frame has nothing left to measure
+            try:
+                result = stage(task)
+            except (RetryableError, MalformedAnswer) as error:
+                reasons.append(f"{name}: {error}")
+                if decision == "keep":  # an already dropped clip stays decided
+                    decision, drop_stage = "error", name
+                break
+            except Exception as error:  # never let one clip stop the run; keep the evidence
+                reasons.append(f"{name}: unexpected {type(error).__name__}: {error}")
+                if decision == "keep":
+                    decision, drop_stage = "error", name
+                break
+            stages_run.append(name)
+            for key, value in result.measurements.items():
+                row[f"{name}_{key}" if name != "refine" else key] = value
+            if result.drop_reason is not None:
+                reasons.append(result.drop_reason)
+                if decision == "keep":
+                    decision, drop_stage = "drop", name
+        row.update(decision=decision, keep=decision == "keep", drop_stage=drop_stage,
+                   reason="; ".join(reasons) if reasons else None, stages_run=",".join(stages_run),
+                   config_hash=self.hash, seconds=time.perf_counter() - began)
+        if "instruction" not in row:
+            row["instruction"] = None
+        return row
+
+
+# --- local process pool -------------------------------------------------------------------------------------
+_WORKER: Curator | None = None  # one Curator per worker process, built once by the pool initializer
+
+
+def _init_worker(config: dict, cache_path: str | None) -> None:
+    global _WORKER
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)  # parallelism comes from processes; don't oversubscribe cores
+    except Exception:
+        pass
+    _WORKER = Curator(config, cache_path)
+
+
+def _work(task: ClipTask) -> dict:
+    assert _WORKER is not None
+    row = _WORKER.process(task)
+    row["worker"] = os.getpid()
+    return row
+
+
+def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, workers: int) -> Iterator[dict]:
+    if workers <= 1:
+        curator = Curator(config, cache_path)
+        for task in tasks:
+            yield {**curator.process(task), "worker": os.getpid()}
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(config, cache_path)) as pool:
+        futures = {pool.submit(_work, task): task for task in tasks}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as error:  # e.g. a decoder crash killed the worker: record it, retry next run
+                task = futures[future]
+                yield {"clip_id": task.clip_id, "video": task.video, "caption": task.caption,
+                       "start_s": task.start_s, "end_s": task.end_s, "decision": "error", "keep": False,
+                       "drop_stage": None, "reason": f"worker failed: {type(error).__name__}: {error}",
+                       "stages_run": "", "config_hash": config_hash(config), "instruction": None}
+
+
+# --- Ray -------------------------------------------------------------------------------------------------------
+def _ray_batch(config: dict, cache_path: str | None, tasks: list[ClipTask]) -> list[dict]:
+    curator = Curator(config, cache_path)
+    return [{**curator.process(task), "worker": os.getpid()} for task in tasks]
+
+
+def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address: str | None = None,
+            batch_size: int = 8) -> Iterator[dict]:
+    """Same rows as :func:`run_local`, computed by Ray tasks (a local Ray or a cluster at ``address``).
+
+    On a cluster the ``ophora`` package must be importable on every node, the videos and the refine cache
+    must sit on a file system all nodes share."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--backend ray needs Ray: pip install 'ray==2.60.0'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_ray_batch)
+    config_ref = ray.put(config)
+    pending = [remote.remote(config_ref, cache_path, tasks[i:i + batch_size]) for i in range(0, len(tasks), batch_size)]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield from ray.get(done[0])
+
+
+# --- resumable run ---------------------------------------------------------------------------------------------
+def load_previous(paths: dict[str, Path]) -> dict[str, dict]:
+    """Rows from an earlier run (its parquet, then its journal, later lines winning)."""
+    rows: dict[str, dict] = {}
+    if paths["parquet"].is_file():
+        for row in pd.read_parquet(paths["parquet"]).to_dict(orient="records"):
+            rows[row["clip_id"]] = row
+    if paths["journal"].is_file():
+        with paths["journal"].open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+                rows[row["clip_id"]] = row
+    return rows
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def rows_to_frame(rows: Iterable[dict], order: list[str]) -> pd.DataFrame:
+    by_id = {row["clip_id"]: row for row in rows}
+    frame = pd.DataFrame([by_id[clip_id] for clip_id in order if clip_id in by_id])
+    for column in ("start_s", "end_s"):
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    lead = ["clip_id", "video", "decision", "keep", "drop_stage", "reason", "instruction"]
+    return frame[[c for c in lead if c in frame.columns] + [c for c in frame.columns if c not in lead]]
+
+
+def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: str = "local",
+                 workers: int | None = None, ray_address: str | None = None, fresh: bool = False,
+                 progress: Callable[[dict, int, int], None] | None = None) -> pd.DataFrame:
+    """Curate ``tasks`` into ``out`` (parquet) and return the manifest; see the module docstring."""
+    paths = output_paths(out)
+    paths["parquet"].parent.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for key in ("parquet", "journal"):
+            paths[key].unlink(missing_ok=True)
+    current = config_hash(config)
+    previous = load_previous(paths)
+    wanted = {task.clip_id for task in tasks}
+    done = {cid: row for cid, row in previous.items() if cid in wanted and row.get("config_hash") == current
+            and row.get("decision") in ("keep", "drop")}
+    todo = [task for task in tasks if task.clip_id not in done]
+    cache = str(paths["cache"]) if config["refine"].get("cache", True) else None
+    workers = workers if workers is not None else int(config["run"].get("workers") or 0)
+    workers = workers or (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(todo) or 1))
+    if backend == "local":
+        results = run_local(todo, config, cache, workers)
+    elif backend == "ray":
+        results = run_ray(todo, config, cache, ray_address)
+    else:
+        raise ValueError(f"backend {backend!r} unknown; use local or ray")
+    rows = dict(done)
+    with paths["journal"].open("a", encoding="utf-8") as journal:
+        for count, row in enumerate(results, start=1):
+            rows[row["clip_id"]] = row
+            journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+            journal.flush()
+            if progress is not None:
+                progress(row, count, len(todo))
+    frame = rows_to_frame(rows.values(), [task.clip_id for task in tasks])
+    partial = paths["parquet"].with_name(paths["parquet"].name + ".partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(paths["parquet"])
+    paths["journal"].unlink(missing_ok=True)  # everything in it is now in the parquet
+    return pd.read_parquet(paths["parquet"])  # the manifest exactly as a reader of the file will see it
