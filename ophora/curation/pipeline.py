@@ -24,7 +24,7 @@ from .chat_client import MalformedAnswer
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
-from .refine import InvalidInstruction, Refiner
+from .refine import InvalidInstruction, RefineCache, Refiner
 from .stages import RetryableError, StageResult
 
 STAGES = ("probe", "caption", "dynamics", "face", "text", "vlm", "refine")
@@ -171,6 +171,8 @@ def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, worke
         for task in tasks:
             yield {**curator.process(task), "worker": os.getpid()}
         return
+    if cache_path is not None and config["refine"].get("cache", True):
+        RefineCache(cache_path)  # create the file and switch it to WAL once, before the workers race to it
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(config, cache_path)) as pool:
         futures = {pool.submit(_work, task): task for task in tasks}

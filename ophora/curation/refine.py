@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 from .chat_client import ChatEndpoint, MalformedAnswer
@@ -176,13 +177,32 @@ class RefineCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._enable_wal()
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS refine (key TEXT PRIMARY KEY, instruction TEXT NOT NULL)")
 
+    def _enable_wal(self, attempts: int = 50) -> None:
+        """WAL is a property of the file, so it is set once here and not on every connection.
+
+        Switching the journal mode needs an exclusive lock and SQLite answers "database is locked"
+        at once, without waiting out the busy timeout, when several worker processes start together;
+        so retry briefly instead of failing the worker."""
+        for attempt in range(attempts):
+            db = sqlite3.connect(self.path, timeout=60)
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                    return
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            finally:
+                db.close()
+
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        return sqlite3.connect(self.path, timeout=60)
 
     def get(self, key: str) -> str | None:
         with self._connect() as db:
