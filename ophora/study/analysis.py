@@ -2,8 +2,8 @@
 the paper-style figures and CSV / Excel / HTML exports.
 
 Why established packages: ICC forms come from pingouin (Shrout & Fleiss / McGraw & Wong), Krippendorff's
-alpha from ``krippendorff``, bootstrap CIs from ``scipy.stats.bootstrap``; the tests check them against
-published values so a report can name its methods.
+alpha from ``krippendorff``, Fleiss' kappa from ``statsmodels``, ROC AUC from ``scikit-learn``, bootstrap CIs
+from ``scipy.stats.bootstrap``; the tests check them against published values so a report can name its methods.
 """
 
 from __future__ import annotations
@@ -127,8 +127,7 @@ def turing_table(ratings: pd.DataFrame, by: list[str] = ("rater", "model")) -> p
     models accuracy is the share called synthetic (sensitivity); for real clips the share called real
     (specificity). Near 50% overall means raters cannot tell."""
     by = list(by)
-    answers = (ratings[(ratings["reading"] == FIRST_READING) & ratings["turing_answer"].notna()]
-               .drop_duplicates(["rater", "clip_id", "reading"]))
+    answers = _answers(ratings, "turing_answer")
     rows = []
     for key, group in answers.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -140,10 +139,89 @@ def turing_table(ratings: pd.DataFrame, by: list[str] = ("rater", "model")) -> p
     return pd.DataFrame(rows, columns=[*by, "n", "accuracy", "ci_low", "ci_high", "called_synthetic", "mean_confidence"])
 
 
+def _answers(ratings: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One answer per rater x clip (first readings) for a per-clip question such as the Turing answer."""
+    return (ratings[(ratings["reading"] == FIRST_READING) & ratings[column].notna()]
+            .drop_duplicates(["rater", "clip_id", "reading"]))
+
+
+def turing_roc(ratings: pd.DataFrame) -> pd.DataFrame:
+    """"Real or synthetic?" as an ROC task (as in MRMC reader studies), per rater and for all raters pooled.
+
+    Each answer becomes a synthetic-ness score: +confidence when called synthetic, -confidence when called
+    real (+-1 without a confidence scale), so AUC uses the confidence and 0.5 means raters cannot tell.
+    Sensitivity is the share of generated clips called synthetic, specificity the share of real clips called
+    real. AUC is NaN for a rater who saw only one kind of clip."""
+    from sklearn.metrics import roc_auc_score
+
+    columns = ["rater", "n", "n_real", "n_generated", "auc", "sensitivity", "specificity", "accuracy"]
+    answers = _answers(ratings, "turing_answer")
+    if answers.empty:
+        return pd.DataFrame(columns=columns)
+    truth = (answers["source"] != "real") if "source" in answers else (answers["model"] != "real")
+    sign = np.where(answers["turing_answer"] == "synthetic", 1.0, -1.0)
+    confidence = pd.to_numeric(answers["turing_confidence"], errors="coerce").fillna(1.0).to_numpy()
+    scored = answers.assign(_truth=truth.to_numpy(), _score=sign * confidence,
+                            _called=answers["turing_answer"].eq("synthetic").to_numpy())
+    rows = []
+    for rater, group in [*scored.groupby("rater", sort=True), ("all raters", scored)]:
+        generated, real = group[group["_truth"]], group[~group["_truth"]]
+        both = len(generated) > 0 and len(real) > 0
+        rows.append({"rater": rater, "n": len(group), "n_real": len(real), "n_generated": len(generated),
+                     "auc": float(roc_auc_score(group["_truth"], group["_score"])) if both else float("nan"),
+                     "sensitivity": float(generated["_called"].mean()) if len(generated) else float("nan"),
+                     "specificity": float((~real["_called"]).mean()) if len(real) else float("nan"),
+                     "accuracy": float((group["_called"] == group["_truth"]).mean())})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def fleiss_kappa_from_answers(answers: pd.DataFrame, column: str) -> tuple[float, int, int]:
+    """Fleiss' kappa (statsmodels) for a categorical per-clip answer; ``(kappa, clips, raters_per_clip)``.
+
+    Fleiss' kappa needs the same number of raters on every clip, so it uses the clips answered by the most
+    common number of raters (the complete ones once a study is finished); NaN with fewer than 2 raters."""
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    per_clip = answers.groupby("clip_id")[column].apply(list)
+    if per_clip.empty:
+        return float("nan"), 0, 0
+    counts = per_clip.map(len)
+    raters = int(counts.mode().max())
+    complete = per_clip[counts == raters]
+    if raters < 2 or len(complete) < 2:
+        return float("nan"), len(complete), raters
+    table, _ = aggregate_raters(np.array(complete.tolist(), dtype=object))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(fleiss_kappa(table, method="fleiss")), len(complete), raters
+
+
+def answer_agreement(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Inter-rater agreement on the categorical answers (phase named, real or synthetic?): Fleiss' kappa on
+    complete clips and Krippendorff's nominal alpha, which also uses clips some raters have not seen yet."""
+    import krippendorff
+
+    rows = []
+    for question, column in (("phase", "phase_answer"), ("real_or_synthetic", "turing_answer")):
+        answers = _answers(ratings, column)
+        if answers.empty:
+            continue
+        kappa, clips, raters = fleiss_kappa_from_answers(answers, column)
+        codes = {value: i for i, value in enumerate(sorted(answers[column].astype(str).unique()))}
+        matrix = (answers.assign(_code=answers[column].astype(str).map(codes))
+                  .pivot(index="rater", columns="clip_id", values="_code").to_numpy(dtype=float))
+        alpha = float("nan")
+        if matrix.shape[0] >= 2 and len(codes) >= 2:
+            alpha = float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal"))
+        rows.append({"question": question, "fleiss_kappa": kappa, "kappa_clips": clips, "kappa_raters": raters,
+                     "kripp_alpha_nominal": alpha, "answers": len(answers)})
+    return pd.DataFrame(rows, columns=["question", "fleiss_kappa", "kappa_clips", "kappa_raters",
+                                       "kripp_alpha_nominal", "answers"])
+
+
 def phase_table(ratings: pd.DataFrame) -> pd.DataFrame:
     """How often raters named the intended phase, per model x phase (first readings)."""
-    answers = (ratings[(ratings["reading"] == FIRST_READING) & ratings["phase_answer"].notna()]
-               .drop_duplicates(["rater", "clip_id", "reading"]))
+    answers = _answers(ratings, "phase_answer")
     if answers.empty:
         return pd.DataFrame(columns=["model", "phase", "n", "phase_accuracy"])
     return (answers.assign(correct=answers["phase_correct"].astype(float))
@@ -187,19 +265,26 @@ class StudyResults:
     reliability: pd.DataFrame
     turing_by_rater_model: pd.DataFrame
     turing_by_model: pd.DataFrame
+    turing_roc: pd.DataFrame
+    answer_agreement: pd.DataFrame
     phase_accuracy: pd.DataFrame
     title: str = "Reader study"
 
 
 def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]] | None = None,
-                    title: str = "Reader study", seed: int = 0) -> StudyResults:
+                    title: str = "Reader study", seed: int = 0,
+                    reliability_table: pd.DataFrame | None = None) -> StudyResults:
+    """All tables of a report. ``reliability_table`` replaces the computed reliability (the app passes one
+    restricted to the raters who finished while a study is under way)."""
     return StudyResults(
         ratings=ratings,
         by_model_criterion=summarize(ratings, ["model", "criterion"], seed=seed),
         by_model_phase=summarize(ratings, ["model", "phase", "criterion"], seed=seed),
-        reliability=reliability(ratings, scales),
+        reliability=reliability(ratings, scales) if reliability_table is None else reliability_table,
         turing_by_rater_model=turing_table(ratings, ["rater", "model"]),
         turing_by_model=turing_table(ratings, ["model"]),
+        turing_roc=turing_roc(ratings),
+        answer_agreement=answer_agreement(ratings),
         phase_accuracy=phase_table(ratings),
         title=title,
     )
@@ -219,6 +304,7 @@ def _tables(results: StudyResults) -> dict[str, pd.DataFrame]:
     return {"ratings": ratings, "by_model_criterion": results.by_model_criterion,
             "by_model_phase": results.by_model_phase, "reliability": results.reliability,
             "turing_by_rater_model": results.turing_by_rater_model, "turing_by_model": results.turing_by_model,
+            "turing_roc": results.turing_roc, "answer_agreement": results.answer_agreement,
             "phase_accuracy": results.phase_accuracy}
 
 
@@ -266,6 +352,8 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
                            ("Inter- and intra-rater reliability", results.reliability),
                            ("Real or synthetic? by model", results.turing_by_model),
                            ("Real or synthetic? by rater and model", results.turing_by_rater_model),
+                           ("Real or synthetic? as ROC (AUC 0.5: raters cannot tell)", results.turing_roc),
+                           ("Agreement on phase and real-or-synthetic answers", results.answer_agreement),
                            ("Phase named correctly", results.phase_accuracy)):
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-") if not table.empty

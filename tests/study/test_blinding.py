@@ -53,17 +53,17 @@ def blinded_study(tmp_path, sample_clips):
         "path,phase,instruction\nreal_patient_042_lens.mp4,lens implantation,"
         "Insert the folded intraocular lens into the capsular bag with an injector\n")
     study = tmp_path / "blind.yaml"
-    study.write_text(f"""
+    study.write_text("""
 slug: blinding-check
 title: Blinding check
 criteria:
-  - {{name: phase_matching, description: matches the instruction, shows_instruction: true, scale: {{min: 1, max: 5}}}}
-  - {{name: realism, description: looks real, scale: {{min: 1, max: 5}}}}
+  - {name: phase_matching, description: matches the instruction, shows_instruction: true, scale: {min: 1, max: 5}}
+  - {name: realism, description: looks real, scale: {min: 1, max: 5}}
 ask_phase: true
 turing_test: true
 clip_sets:
-  - {{name: real_set, source: real, manifest: in/real/manifest.csv}}
-  - {{name: gen_set, source: generated, model: ophora, folder: in/gen}}
+  - {name: real_set, source: real, manifest: in/real/manifest.csv}
+  - {name: gen_set, source: generated, model: ophora, folder: in/gen}
 raters: [alice, bob]
 repeats: 1
 """)

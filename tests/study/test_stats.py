@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ophora.study import StudyStore, load_definition
-from ophora.study.analysis import (bootstrap_mean_ci, compute_results, icc_table, krippendorff_alpha, reliability,
-                                   summarize, turing_table)
+from ophora.study.analysis import (answer_agreement, bootstrap_mean_ci, compute_results, icc_table,
+                                   krippendorff_alpha, reliability, summarize, turing_roc, turing_table)
 from tests.study.helpers import write_study
 
 # Shrout, P. E. & Fleiss, J. L. (1979). Intraclass correlations: uses in assessing rater reliability.
@@ -138,3 +138,64 @@ def test_half_finished_study_gets_alpha_and_a_note_instead_of_a_crash():
     sparse = frame[frame["clip_id"].isin(["u09", "u10", "u11"])]
     rel = reliability(sparse).iloc[0]
     assert "ICC not computable yet" in rel["note"] and np.isnan(rel.get("icc2_A1", np.nan))
+
+
+# Fleiss, J. L. (1971). Measuring nominal scale agreement among many raters. Psychological Bulletin 76(5),
+# 378-382: the worked example reproduced in most textbooks (10 subjects, 14 raters, 5 categories; each row
+# counts the raters who chose each category), kappa = 0.210.
+FLEISS_COUNTS = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+                 [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+PHASES = ["incision", "rhexis", "hydrodissection", "phaco", "iol"]
+
+
+def _answer_rows(per_clip: dict[str, list[str]], column: str) -> pd.DataFrame:
+    rows = []
+    for clip, answers in per_clip.items():
+        for rater, answer in enumerate(answers):
+            if answer is not None:
+                rows.append({"rater": f"r{rater:02d}", "clip_id": clip, "reading": 0, column: answer,
+                             "phase_answer" if column != "phase_answer" else "turing_answer": None})
+    return pd.DataFrame(rows)
+
+
+def test_fleiss_kappa_matches_fleiss_1971():
+    per_clip = {}
+    for i, counts in enumerate(FLEISS_COUNTS):
+        per_clip[f"s{i:02d}"] = [phase for phase, n in zip(PHASES, counts) for _ in range(n)]
+    table = answer_agreement(_answer_rows(per_clip, "phase_answer")).set_index("question")
+    assert table.loc["phase", "fleiss_kappa"] == pytest.approx(0.210, abs=0.0005)
+    assert table.loc["phase", "kappa_clips"] == 10 and table.loc["phase", "kappa_raters"] == 14
+
+
+def test_nominal_alpha_of_answers_matches_krippendorff_2011():
+    """The same 4 x 12 reliability data as categorical answers (missing ones left out): nominal alpha 0.743."""
+    per_clip = {f"u{u:02d}": [None if row[u] is None else f"category-{row[u]}" for row in KRIPP]
+                for u in range(12)}
+    rows = _answer_rows(per_clip, "turing_answer")
+    table = answer_agreement(rows).set_index("question")
+    assert table.loc["real_or_synthetic", "kripp_alpha_nominal"] == pytest.approx(0.743, abs=0.0005)
+    assert "phase" not in table.index  # nobody was asked the phase: no row, not a row of NaNs
+
+
+def test_turing_roc_by_hand():
+    """Rater a: generated clips answered synthetic with confidence 5 and 2, real clips answered real with
+    confidence 4 and synthetic with confidence 1, so scores generated {5, 2} vs real {-4, 1}: 4 of 4 pairs
+    ordered correctly, AUC 1.0, yet accuracy 3/4. Rater b calls everything real with confidence 3: AUC 0.5."""
+    rows = []
+    clips = [("g1", "generated", "ophora"), ("g2", "generated", "ophora"), ("n1", "real", "real"),
+             ("n2", "real", "real")]
+    answers = {"a": [("synthetic", 5), ("synthetic", 2), ("real", 4), ("synthetic", 1)],
+               "b": [("real", 3)] * 4}
+    for rater, given in answers.items():
+        for (clip, source, model), (answer, confidence) in zip(clips, given):
+            rows.append({"rater": rater, "clip_id": clip, "source": source, "model": model, "reading": 0,
+                         "turing_answer": answer, "turing_confidence": confidence})
+    roc = turing_roc(pd.DataFrame(rows)).set_index("rater")
+    assert roc.loc["a", "auc"] == 1.0 and roc.loc["a", "accuracy"] == 0.75
+    assert roc.loc["a", "sensitivity"] == 1.0 and roc.loc["a", "specificity"] == 0.5
+    assert roc.loc["b", "auc"] == 0.5 and roc.loc["b", "sensitivity"] == 0.0 and roc.loc["b", "specificity"] == 1.0
+    # pooled, with ties: AUC is the Mann-Whitney probability that a generated clip scores above a real one
+    gen, real = [5, 2, -3, -3], [-4, 1, -3, -3]
+    wins = sum((g > r) + 0.5 * (g == r) for g in gen for r in real)
+    assert roc.loc["all raters", "auc"] == pytest.approx(wins / 16)
+    assert roc.loc["all raters", "n"] == 8
