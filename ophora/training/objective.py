@@ -1,0 +1,77 @@
+"""The denoising objective, following the base model's scheduler.
+
+CogVideoX-2b's scheduler config (``scheduler/scheduler_config.json`` of THUDM/CogVideoX-2b, and so of Ophora)
+says ``prediction_type: v_prediction`` with zero-terminal-SNR betas (``rescale_betas_zero_snr: true``,
+``snr_shift_scale: 3.0``, 1000 training steps). The transformer therefore predicts the velocity
+``v = sqrt(abar_t) * noise - sqrt(1 - abar_t) * x0``. diffusers' ``train_cogvideox_lora.py`` and the released Ophora
+code write the loss as the x0 error weighted by ``1 / (1 - abar_t)``; since
+``x0_hat - x0 = -sqrt(1 - abar_t) (v_hat - v)`` that is exactly the plain v-MSE computed here (without dividing
+by ``1 - abar_t``, which is tiny at small t). Epsilon- and sample-prediction checkpoints are handled too, so the
+loss always matches whatever base model is loaded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sample_latents(latent_dist: torch.Tensor, scaling_factor: float, generator: torch.Generator) -> torch.Tensor:
+    """Draw from the stored VAE posterior (mean, logvar) and scale, as the transformer was trained to see."""
+    mean, logvar = torch.chunk(latent_dist.float(), 2, dim=1)
+    std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    # Same arithmetic as DiagonalGaussianDistribution.sample, with our generator on CPU for exact resume.
+    return (mean + std * noise.to(mean.device)) * scaling_factor
+
+
+def rotary_embeddings(transformer_config, latent_frames: int, latent_height: int, latent_width: int,
+                      device: torch.device):
+    """RoPE tables for CogVideoX-5b-style transformers (None for 2b, which uses sin-cos position embeddings).
+
+    Mirrors ``CogVideoXPipeline._prepare_rotary_positional_embeddings`` so training and sampling agree.
+    """
+    if not transformer_config.use_rotary_positional_embeddings:
+        return None
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+    p, p_t = transformer_config.patch_size, transformer_config.patch_size_t
+    grid_h, grid_w = latent_height // p, latent_width // p
+    base_w, base_h = transformer_config.sample_width // p, transformer_config.sample_height // p
+    if p_t is None:
+        crops = get_resize_crop_region_for_grid((grid_h, grid_w), base_w, base_h)
+        return get_3d_rotary_pos_embed(embed_dim=transformer_config.attention_head_dim, crops_coords=crops,
+                                       grid_size=(grid_h, grid_w), temporal_size=latent_frames, device=device)
+    return get_3d_rotary_pos_embed(embed_dim=transformer_config.attention_head_dim, crops_coords=None,
+                                   grid_size=(grid_h, grid_w), temporal_size=(latent_frames + p_t - 1) // p_t,
+                                   grid_type="slice", max_size=(base_h, base_w), device=device)
+
+
+def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds: torch.Tensor,
+                   generator: torch.Generator, transformer_config=None) -> torch.Tensor:
+    """One training loss for ``latents`` (B, C, F, H, W), scaled, and T5 ``prompt_embeds`` (B, L, D).
+
+    Timesteps are uniform in [0, num_train_timesteps) and the noise is Gaussian, both drawn from ``generator``
+    (on CPU, so a resumed run draws the same numbers on any device).
+    """
+    config = transformer_config or transformer.config
+    batch = latents.shape[0]
+    device = latents.device
+    x0 = latents.permute(0, 2, 1, 3, 4).contiguous()  # the transformer takes (B, F, C, H, W)
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(device)
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    rotary = rotary_embeddings(config, x0.shape[1], x0.shape[3], x0.shape[4], device)
+    prediction = transformer(hidden_states=noisy, encoder_hidden_states=prompt_embeds, timestep=timesteps,
+                             image_rotary_emb=rotary, return_dict=False)[0]
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, timesteps)
+    elif prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "sample":
+        target = x0
+    else:
+        raise ValueError(f"Unsupported scheduler prediction_type {prediction_type!r}.")
+    error = (prediction.float() - target.float()) ** 2
+    return error.reshape(batch, -1).mean(dim=1).mean()

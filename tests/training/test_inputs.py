@@ -1,0 +1,107 @@
+"""Bad input stops early with a clear message: manifests, configs, missing shards, buckets."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ophora.training.config import ConfigError, load_stage_config
+from ophora.training.dataset import BucketBatchSampler, DataError, EncodedClips
+from ophora.training.frames import Bucket, choose_bucket, sample_frame_indices
+from ophora.training.manifest import ManifestError, read_manifest
+
+
+def test_manifest_formats_keep_filter_and_relative_paths(clip_dir, manifest_csv):
+    records = read_manifest(manifest_csv)
+    assert [r.video.name for r in records] == ["clip0.mp4", "clip1.mp4"]  # the keep=False row is gone
+    assert all(r.video.is_absolute() or r.video.exists() for r in records)
+    frame = pd.read_csv(manifest_csv).rename(columns={"instruction": "caption"})
+    frame.to_parquet(clip_dir / "m.parquet")
+    frame.to_json(clip_dir / "m.jsonl", orient="records", lines=True)
+    for name in ("m.parquet", "m.jsonl"):
+        assert [r.instruction for r in read_manifest(clip_dir / name)] == [r.instruction for r in records]
+
+
+def test_manifest_without_instructions_or_files_is_refused(clip_dir):
+    pd.DataFrame({"video": ["clip0.mp4"], "duration": [1.5]}).to_csv(clip_dir / "noinstr.csv", index=False)
+    with pytest.raises(ManifestError, match="no 'instruction'"):
+        read_manifest(clip_dir / "noinstr.csv")
+    pd.DataFrame({"video": ["nope.mp4"], "instruction": ["x"]}).to_csv(clip_dir / "missing.csv", index=False)
+    with pytest.raises(ManifestError, match="do not exist"):
+        read_manifest(clip_dir / "missing.csv")
+    pd.DataFrame({"video": ["clip0.mp4"], "instruction": [" "]}).to_csv(clip_dir / "empty.csv", index=False)
+    with pytest.raises(ManifestError, match="empty instruction"):
+        read_manifest(clip_dir / "empty.csv")
+
+
+def test_config_typo_names_the_key_and_suggests(tmp_path):
+    path = tmp_path / "stage.yaml"
+    path.write_text("stage: p2ft\ndata: [d]\nlearning_rte: 5.0e-5\n")
+    with pytest.raises(ConfigError, match="'learning_rte'.*Did you mean 'learning_rate'"):
+        load_stage_config(path)
+    path.write_text("stage: p2ft\ndata: [d]\nlora: {rnak: 4}\n")
+    with pytest.raises(ConfigError, match="'rnak'"):
+        load_stage_config(path)
+    path.write_text("stage: p2ft\ndata: [d]\ntraining: qlora\nmixed_precision: fp8\nvalidation_prompts: []\n")
+    with pytest.raises(ConfigError, match="training.*qlora(.|\n)*mixed_precision"):
+        load_stage_config(path)
+
+
+def test_shipped_configs_parse_with_published_recipe():
+    tpt = load_stage_config("ophora/training/configs/tpt.yaml")
+    p2ft = load_stage_config("ophora/training/configs/p2ft.yaml", ["max_train_steps=10", "lora.rank=16"])
+    assert (tpt.learning_rate, tpt.max_train_steps, tpt.lr_warmup_steps) == (1e-4, 65000, 800)
+    assert (tpt.adam_beta1, tpt.adam_beta2, tpt.adam_weight_decay, tpt.max_grad_norm) == (0.9, 0.95, 1e-3, 1.0)
+    assert (p2ft.learning_rate, p2ft.max_train_steps, p2ft.lora.rank) == (5e-5, 10, 16)
+    assert p2ft.base_model == tpt.output_dir + "/model"  # P2FT starts from TPT's output
+
+
+def test_missing_shard_and_unfinished_encode_are_reported(encoded_dir, tmp_path):
+    with pytest.raises(DataError, match="no index.json"):
+        EncodedClips([tmp_path])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    index = json.loads((encoded_dir / "index.json").read_text())
+    (broken / "index.json").write_text(json.dumps(index))  # the index without its shard files
+    with pytest.raises(DataError, match="2 shard file\\(s\\) .* missing"):
+        EncodedClips([broken])
+
+
+def test_bucket_choice_and_frame_sampling():
+    buckets = [Bucket.parse("49x480x720"), Bucket.parse("17x480x720"), Bucket.parse("49x720x480")]
+    assert choose_bucket(buckets, 100, 1080, 1920) == buckets[0]
+    assert choose_bucket(buckets, 30, 480, 720) == buckets[1]  # too short for 49 frames
+    assert choose_bucket(buckets, 60, 1280, 720) == buckets[2]  # portrait
+    assert choose_bucket(buckets, 10, 480, 720) is None
+    assert sample_frame_indices(150, 49).tolist()[:3] == [0, 3, 6]
+    with pytest.raises(ValueError, match="8N\\+1"):
+        Bucket.parse("48x480x720").check()
+
+
+def test_batch_sampler_positions_are_resumable_and_sharded():
+    buckets = {"a": [0, 1, 2, 3, 4], "b": [5, 6, 7]}
+    whole = BucketBatchSampler(buckets, batch_size=2, seed=3)
+    batches = list(whole)
+    assert all({i < 5 for i in b} in ({True}, {False}) for b in batches)  # one bucket per batch
+    whole.set_position(0, 2)
+    assert list(whole) == batches[2:]
+    ranks = [list(BucketBatchSampler(buckets, batch_size=1, seed=3, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert [a + b for a, b in zip(*ranks)] == batches
+
+
+def test_cpu_only_options_stop_before_loading_anything(tmp_path, clip_dir, capsys):
+    from ophora.training.cli import main
+    from ophora.training.config import config_from_dict
+    from ophora.training.trainer import fit
+
+    config = config_from_dict({"data": [str(tmp_path)], "use_8bit_adam": True, "mixed_precision": "no",
+                               "validation_steps": 0})
+    with pytest.raises(ConfigError, match="use_8bit_adam needs a CUDA GPU"):
+        fit(config, cpu=True)
+    pd.DataFrame({"video": ["clip0.mp4"]}).to_csv(clip_dir / "novideo_text.csv", index=False)
+    assert main(["encode", "--manifest", str(clip_dir / "novideo_text.csv"), "--model", "unused",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert "no 'instruction'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
