@@ -1,0 +1,168 @@
+"""`python -m ophora eval`: FID, FVD and CLIPScore of generated against real clips; downstream dataset export.
+
+Examples:
+  python -m ophora eval metrics --generated outputs/ophora --real data/real_clips --out reports/ophora
+  python -m ophora eval metrics --generated ophora=outputs/a --generated tpt=outputs/b --real real.csv --out rep/
+  python -m ophora eval metrics --generated outputs/ophora --metrics clipscore --out rep/   (no real set needed)
+  python -m ophora eval export --generated outputs/ophora --out datasets/ophora-phases --val-fraction 0.1
+  python -m ophora eval train-classifier --dataset datasets/ophora-phases --epochs 5
+Weights: --inception-weights pt_inception-2015-12-05-6726825d.pth, --i3d-weights i3d_torchscript.pt,
+--clip-model <folder or hub id>; without them they are downloaded to ~/.cache/ophora/eval when the network allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _named_set(value: str) -> tuple[str, str]:
+    if "=" in value and not Path(value).exists():
+        name, path = value.split("=", 1)
+        return name.strip(), path.strip()
+    return Path(value).name or value, value
+
+
+def _add_metrics_parser(sub) -> None:
+    from ophora.eval.metrics import FVD_RESIZES, METRICS
+
+    p = sub.add_parser("metrics", help="FID / FVD / CLIPScore table, overall and per phase",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--generated", action="append", required=True, metavar="[NAME=]PATH",
+                   help="generated clips: folder (with .json sidecars) or manifest CSV; repeat to compare models")
+    p.add_argument("--real", help="real clips: folder (phase from sidecar or subfolder name), CSV path,phase, or "
+                                  "a features-real.npz from an earlier report (reused if weights and protocol match)")
+    p.add_argument("--out", required=True, help="report folder (metrics.csv/.md/.html, report.json, features)")
+    p.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of " + ",".join(METRICS))
+    p.add_argument("--no-per-phase", action="store_true", help="overall row only")
+    weights = p.add_argument_group("extractor weights")
+    weights.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+    weights.add_argument("--i3d-weights", help="StyleGAN-V's i3d_torchscript.pt or an InceptionI3d state dict")
+    weights.add_argument("--clip-model", help="CLIP folder or hub id (default openai/clip-vit-large-patch14)")
+    weights.add_argument("--offline", action="store_true", help="never download weights")
+    weights.add_argument("--random-init", action="store_true",
+                         help="random-weight extractors (pipeline check / speed only; numbers are meaningless)")
+    proto = p.add_argument_group("protocol")
+    proto.add_argument("--fid-frames-per-clip", type=int, default=16)
+    proto.add_argument("--fvd-num-frames", type=int, default=16)
+    proto.add_argument("--fvd-start", type=int, default=0)
+    proto.add_argument("--fvd-stride", type=int, default=1)
+    proto.add_argument("--fvd-resize", choices=FVD_RESIZES, default="center-crop")
+    proto.add_argument("--clip-frames-per-clip", type=int, default=8)
+    proto.add_argument("--clip-prefix", default="", help='e.g. "A photo depicts" for Hessel et al.\'s variant')
+    proto.add_argument("--batch-size", type=int, default=8)
+    proto.add_argument("--allow-mixed-sizes", action="store_true")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write generated clips as a video-classification dataset (train/val lists)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--generated", required=True, action="append", help="folder or manifest CSV; may repeat")
+    p.add_argument("--out", required=True, help="dataset folder to create or extend")
+    p.add_argument("--class-index", help="existing class index (one name per line, or 'index name') to align "
+                                         "labels with, e.g. OphNet's phase list")
+    p.add_argument("--val-fraction", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--link", action="store_true", help="symlink clips instead of copying them")
+    p.add_argument("--allow-new-classes", action="store_true",
+                   help="append phases missing from --class-index instead of failing")
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train-classifier", help="reference video classifier (tiny VideoMAE) reporting top-1/top-5",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", required=True, help="folder written by `eval export` (train.txt, val.txt, classes)")
+    p.add_argument("--model", help="VideoMAE folder or hub id to fine-tune (default: a small random-init VideoMAE)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="where to save the trained model and metrics.json")
+    p.add_argument("--device", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ophora eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    _add_metrics_parser(sub)
+    _add_export_parser(sub)
+    _add_train_parser(sub)
+    return parser
+
+
+def _device(value: str | None) -> str:
+    import torch
+
+    return value or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _run_metrics(args) -> int:
+    from ophora.eval.evaluate import ExtractorOptions, build_extractors, evaluate
+    from ophora.eval.metrics import Protocol
+    from ophora.eval.report import to_markdown
+
+    generated = dict(_named_set(v) for v in args.generated)
+    if len(generated) != len(args.generated):
+        raise ValueError("two --generated sets have the same name; name them with NAME=PATH")
+    metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
+    if args.real is None and set(metrics) & {"fid", "fvd"}:
+        raise ValueError("FID and FVD compare with real clips: pass --real, or --metrics clipscore")
+    protocol = Protocol(fid_frames_per_clip=args.fid_frames_per_clip, fvd_num_frames=args.fvd_num_frames,
+                        fvd_start=args.fvd_start, fvd_stride=args.fvd_stride, fvd_resize=args.fvd_resize,
+                        clip_frames_per_clip=args.clip_frames_per_clip, clip_prefix=args.clip_prefix,
+                        batch_size=args.batch_size, allow_mixed_sizes=args.allow_mixed_sizes)
+    device = _device(args.device)
+    extractors = build_extractors(ExtractorOptions(metrics=metrics, inception_weights=args.inception_weights,
+                                                   i3d_weights=args.i3d_weights, clip_model=args.clip_model,
+                                                   offline=args.offline, random_init=args.random_init,
+                                                   device=device), protocol)
+
+    def progress(label, index, total, clip):
+        print(f"[{label}] {index}/{total} {clip}", file=sys.stderr)
+
+    report = evaluate(generated, args.real, args.out, extractors, protocol, per_phase=not args.no_per_phase,
+                      device=device, progress=progress)
+    print(to_markdown(report, with_paper=False))
+    print(f"Report written to {args.out} (metrics.csv, metrics.md, metrics.html, report.json)")
+    return 0
+
+
+def _run_export(args) -> int:
+    from ophora.eval.export import export_classification_dataset
+
+    summary = export_classification_dataset(args.generated, args.out, class_index=args.class_index,
+                                            val_fraction=args.val_fraction, seed=args.seed, link=args.link,
+                                            allow_new_classes=args.allow_new_classes)
+    print(summary.describe())
+    return 0
+
+
+def _run_train(args) -> int:
+    from ophora.eval.train_classifier import TrainConfig, train_classifier
+
+    result = train_classifier(TrainConfig(dataset=Path(args.dataset), model=args.model, epochs=args.epochs,
+                                          batch_size=args.batch_size, lr=args.lr, num_frames=args.num_frames,
+                                          size=args.size, seed=args.seed, out=Path(args.out) if args.out else None,
+                                          device=_device(args.device)))
+    print(f"val top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  ({result['val_clips']} val clips, "
+          f"{result['num_classes']} classes)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ophora.eval.clips import EvalInputError
+    from ophora.eval.frechet import FrechetInputError
+    from ophora.eval.weights import MissingWeightsError
+
+    args = build_parser().parse_args(argv)
+    runners = {"metrics": _run_metrics, "export": _run_export, "train-classifier": _run_train}
+    try:
+        return runners[args.action](args)
+    except (EvalInputError, FrechetInputError, MissingWeightsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
