@@ -1,0 +1,70 @@
+"""Server-side checks that every handler makes, and how files reach the browser.
+
+Why here and not in the UI: every Gradio event handler is an HTTP endpoint that anyone who can reach the
+port can call with ``gradio_client``. So the study lead's password and a rater's access code are checked
+inside the handlers, and what a session has proven is kept in server-side ``gr.State`` (never sent to
+the browser). Files are handed to Gradio as fresh copies under an unguessable folder in Gradio's cache,
+named as we choose: the history and blinded-clip folders themselves are never servable by path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+
+@dataclass
+class AdminSession:
+    """Held in ``gr.State``: set only by a successful password check in this browser session."""
+
+    signed_in: bool = False
+
+
+@dataclass
+class RaterSession:
+    """Held in ``gr.State``: the access code a rater proved, and the reading on screen (server-side)."""
+
+    code: str | None = None
+    name: str | None = None
+    clip_id: str | None = None
+    position: int | None = None
+    rated: bool = False  # the reading on screen already has an answer (a change needs a reason)
+    shown_at: float | None = None
+
+
+def check_password(given: str | None, expected: str) -> bool:
+    ok = hmac.compare_digest((given or "").encode("utf-8"), expected.encode("utf-8"))
+    if not ok:
+        time.sleep(0.5)  # slows down guessing over HTTP
+    return ok
+
+
+def require_admin(session: AdminSession | None) -> None:
+    if not isinstance(session, AdminSession) or not session.signed_in:
+        raise gr.Error("Study lead only: sign in with the admin password on the Studies tab first.")
+
+
+def require_rater(session: RaterSession | None) -> RaterSession:
+    if not isinstance(session, RaterSession) or not session.code:
+        raise gr.Error("Sign in with the access code your study lead gave you first.")
+    return session
+
+
+def stage_file(path: str | Path, name: str | None = None) -> str:
+    """Hard-link (or copy) ``path`` into a random folder in Gradio's cache under ``name``; return the new path."""
+    source = Path(path)
+    root = Path(os.environ.get("GRADIO_TEMP_DIR") or ".") / "staged" / secrets.token_hex(16)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / (name or source.name)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return str(target)

@@ -1,0 +1,111 @@
+"""Build the Blocks for a mode and launch it: 127.0.0.1, no analytics, Gradio's cache in the data folder.
+
+``build_app`` is what ``launch.py``, the notebook one-liner and the tests call. Which tabs exist is decided
+here and only here (see ``AppConfig``): a rater station and a kiosk contain no history, provenance or admin
+endpoints at all, which is stronger than hiding them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from app.config import AppConfig, configure_environment
+
+logger = logging.getLogger(__name__)
+
+CSS = """
+footer {display: none !important}
+#banner {border-left: 4px solid #2a6f97; padding-left: 8px}
+"""
+
+
+def theme():
+    import gradio as gr
+
+    # System fonts: the default theme would fetch Google Fonts, which fails offline and leaks the visit.
+    return gr.themes.Soft(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+                          font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
+
+
+def build_app(config: AppConfig, service=None, store=None):
+    """The app for ``config.mode``. ``service``/``store`` may be passed in (tests, notebooks) to share them."""
+    import gradio as gr
+
+    from app.security import AdminSession
+
+    configure_environment(config)
+    if config.mode == "studio":
+        config.ensure_admin_password()
+    if config.mode in ("studio", "kiosk") and service is None:
+        from app.service import GenerationService
+        from ophora.generation.loading import LoadOptions
+
+        service = GenerationService(config.load_options or LoadOptions(model=config.model))
+
+    @functools.cache
+    def store_getter():
+        if store is not None:
+            return store
+        from ophora.study.store import StudyStore
+
+        return StudyStore(config.database_url)
+
+    titles = {"studio": config.title, "rater": f"{config.title}: rater station", "kiosk": f"{config.title}: demo"}
+    with gr.Blocks(title=titles[config.mode], analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
+        gr.Markdown(f"# {titles[config.mode]}")
+        if config.mode == "studio":
+            from app.generate_tab import build_generate_tab
+            from app.history import History
+            from app.studies_tab import build_studies_tab
+
+            banner = gr.Markdown(service.banner(), elem_id="banner")
+            admin_state = gr.State(AdminSession())
+            history = History(config.history_dir)
+            with gr.Tabs() as tabs:
+                study_pick = build_generate_tab(service, history, store_getter, config.gallery_dir, admin_state,
+                                                banner, tabs, demo)
+                build_studies_tab(store_getter, history, config, admin_state, study_pick)
+        elif config.mode == "rater":
+            from app.rate_tab import build_rate_tab
+
+            gr.Markdown("Sign in with your access code. You see only your own clips, in an order drawn for you.")
+            with gr.Tabs():
+                build_rate_tab(store_getter)
+        else:
+            from app.kiosk_tab import build_kiosk_tab
+
+            gr.Markdown(service.banner() if service.loaded is None else "", elem_id="banner")
+            with gr.Tabs():
+                build_kiosk_tab(service, config.gallery_dir, config.kiosk_dir, config.kiosk_max_steps)
+    demo.queue(default_concurrency_limit=4)
+    demo.ophora_service = service  # the notebook and tests reach the loaded pipeline through the app
+    return demo
+
+
+def launch_kwargs(config: AppConfig) -> dict:
+    from app.rate_tab import RATE_JS
+
+    return dict(theme=theme(), css=CSS, head=RATE_JS if config.mode == "rater" else None,
+                footer_links=[], run_history=False, enable_monitoring=False, mcp_server=False,
+                pwa=False, ssr_mode=False)
+
+
+def blocked_paths(config: AppConfig) -> list[str]:
+    """Folders Gradio must never serve by path, whatever else changes (belt and braces: files reach the
+    browser only as staged copies, see ``app.security.stage_file``)."""
+    paths = [config.history_dir, config.studies_dir, config.exports_dir, config.kiosk_dir]
+    if "://" not in config.database_url:
+        paths.append(Path(config.database_url))
+    return [str(Path(p).resolve()) for p in paths]
+
+
+def launch_app(config: AppConfig, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+               auth=None, inline: bool | None = None, open_browser: bool = False, block: bool = True, demo=None):
+    """Launch (building the app if needed); returns the Blocks once the server is up."""
+    demo = demo or build_app(config)
+    demo.launch(server_name=host, server_port=port, share=share, auth=auth, inbrowser=open_browser,
+                inline=inline, prevent_thread_lock=not block, quiet=False, show_error=True,
+                allowed_paths=[], blocked_paths=blocked_paths(config), **launch_kwargs(config))
+    return demo

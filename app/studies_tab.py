@@ -1,0 +1,315 @@
+"""The Studies tab (study lead only): create studies, import clips, issue rater codes, watch progress, results.
+
+Every handler starts with ``require_admin``: the tab is not merely hidden, its endpoints refuse callers
+who have not given the admin password in this session. The studio never shows raters' screens; raters
+use a rater station (``launch.py --mode rater``) on the same study database.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gradio as gr
+import yaml
+
+from app.history import History, HistoryEntry, HistoryError
+from app.security import AdminSession, check_password, require_admin, stage_file
+from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
+from ophora.study.store import StudyError
+
+PAPER_CRITERIA = [
+    {"name": "phase_matching", "description": "Does the clip show what the instruction asks for?",
+     "shows_instruction": True,
+     "scale": {"min": 1, "max": 5, "anchors": {1: "does not match at all", 3: "partly matches", 5: "matches exactly"}}},
+    {"name": "construction_realism", "description": "Are the eye, tissues and instruments plausible?",
+     "scale": {"min": 1, "max": 5, "anchors": {1: "clearly implausible", 3: "some artefacts",
+                                               5: "indistinguishable from real"}}},
+    {"name": "action_realism", "description": "Are instrument movements and tissue responses those of a real surgery?",
+     "scale": {"min": 1, "max": 5, "anchors": {1: "clearly implausible", 3: "some odd motion",
+                                               5: "indistinguishable from real"}}},
+]
+RATER_STATION_NOTE = ("Raters rate at a **rater station**: `python launch.py --mode rater --db <this database>` "
+                      "(it has only the Rate tab; history, provenance and this tab do not exist there).")
+
+
+def import_history_clips(store, slug: str, entries: list[HistoryEntry]) -> int:
+    """Blind and add generated history clips to a study (their provenance stays in the study database)."""
+    definition = store.definition(slug)
+    specs = []
+    for entry in entries:
+        phase = definition.match_phase(entry.provenance.get("phase")) or definition.match_phase(entry.prompt)
+        specs.append(ClipSpec(path=entry.study_master, source="generated", model=entry.model_id, phase=phase,
+                              instruction=entry.prompt or None, clip_set="studio-history"))
+    return store.import_clips(slug, specs)
+
+
+def real_clip_specs(definition, paths: list[Path], phase: str | None, clip_set: str) -> list[ClipSpec]:
+    """Real clips from a folder or an upload; the phase comes from the form, else from each file name."""
+    specs = []
+    for path in paths:
+        matched = definition.match_phase(phase) if phase else definition.match_phase(path.stem)
+        specs.append(ClipSpec(path=path, source="real", model="real", phase=matched, instruction=None,
+                              clip_set=clip_set))
+    return specs
+
+
+def study_results(store, slug: str):
+    """``results_for_study``, except that reliability falls back to the raters who finished when the full
+    table cannot be analysed (pingouin's ICC refuses panels where one rater has only begun). Returns
+    ``(results, note)``."""
+    from ophora.study import analysis
+
+    definition = store.definition(slug)
+    scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
+    ratings = store.ratings_frame(slug)
+    try:
+        return analysis.compute_results(ratings, scales=scales, title=definition.title), ""
+    except (ValueError, AssertionError) as error:
+        finished = [p.rater for p in store.progress(slug) if p.finished]
+        subset = ratings[ratings["rater"].isin(finished)]
+        try:
+            reliability = analysis.reliability(subset, scales)
+        except (ValueError, AssertionError):
+            reliability = analysis.reliability(subset.iloc[0:0], scales)
+        results = analysis.compute_results(ratings, scales=scales, title=definition.title,
+                                           reliability_table=reliability)
+        return results, (f"Reliability uses only the raters who finished ({', '.join(finished) or 'none yet'}): "
+                         f"the full table could not be analysed ({error}).")
+
+
+def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing, raters, repeats, seed, folder: Path):
+    """A study definition from the form; clips are added afterwards from the history or folders."""
+    try:
+        criteria = yaml.safe_load(criteria_yaml) if criteria_yaml and criteria_yaml.strip() else PAPER_CRITERIA
+    except yaml.YAMLError as error:
+        raise gr.Error(f"Criteria are not valid YAML: {error}") from None
+    data = {"slug": slug, "title": title, "instructions": instructions, "criteria": criteria,
+            "phases": "cataract", "ask_phase": bool(ask_phase), "turing_test": bool(turing),
+            "clip_sets": [{"name": "studio-history", "source": "generated", "model": "ophora", "folder": str(folder)}],
+            "raters": [r.strip() for r in (raters or "").replace("\n", ",").split(",") if r.strip()],
+            "repeats": int(repeats or 0), "seed": int(seed or 0)}
+    return parse_definition(data, where="study form", check_paths=False)
+
+
+def build_studies_tab(store_getter, history: History | None, config, admin_state: gr.State,
+                      history_study: gr.Dropdown | None) -> None:
+    password = config.admin_password
+    with gr.Tab("Studies", id="studies"):
+        gr.Markdown("Study lead only. " + RATER_STATION_NOTE)
+        with gr.Row() as login_row:
+            pw = gr.Textbox(label="Admin password", type="password", elem_id="admin-password", scale=3)
+            login = gr.Button("Sign in", variant="primary", elem_id="admin-signin", scale=1)
+        admin_msg = gr.Markdown(elem_id="admin-status")
+        with gr.Column(visible=False, elem_id="admin-panel") as panel:
+            with gr.Row():
+                study = gr.Dropdown([], label="Study", allow_custom_value=True, elem_id="study-pick", scale=3)
+                refresh = gr.Button("Refresh", scale=1, size="sm")
+            message = gr.Markdown(elem_id="study-message")
+            with gr.Accordion("Create a study", open=False, elem_id="create-accordion"):
+                with gr.Tab("From a form"):
+                    with gr.Row():
+                        f_slug = gr.Textbox(label="Short name (slug)", placeholder="realism-2026", elem_id="f-slug")
+                        f_title = gr.Textbox(label="Title", elem_id="f-title")
+                    f_instr = gr.Textbox(label="Instructions for raters", lines=2,
+                                         value="Rate each clip on every criterion. Your answers are saved as you go.")
+                    f_criteria = gr.Code(yaml.safe_dump(PAPER_CRITERIA, sort_keys=False), language="yaml",
+                                         label="Criteria (YAML; default: the paper's three)")
+                    with gr.Row():
+                        f_phase = gr.Checkbox(True, label="Ask raters to name the phase")
+                        f_turing = gr.Checkbox(True, label="Ask real or synthetic (visual Turing test)")
+                        f_repeats = gr.Number(0, label="Repeat readings per rater", precision=0)
+                        f_seed = gr.Number(0, label="Order seed", precision=0)
+                    f_raters = gr.Textbox(label="Raters (comma-separated names)", elem_id="f-raters")
+                    create = gr.Button("Create study", variant="primary", elem_id="create-study")
+                with gr.Tab("From a YAML file"):
+                    gr.Markdown("A study file as in `studies/example_cataract.yaml`; relative folders are read "
+                                "from the folder the app was started in.")
+                    y_file = gr.File(label="Study YAML", file_types=[".yaml", ".yml"], type="filepath")
+                    y_text = gr.Code(language="yaml", label="…or paste it here")
+                    create_yaml = gr.Button("Create from YAML", variant="primary")
+                codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
+                                     elem_id="rater-codes")
+            with gr.Accordion("Import clips", open=False):
+                hist_ids = gr.Dropdown([], multiselect=True, label="Generated clips from the history",
+                                       elem_id="import-history-ids")
+                import_hist = gr.Button("Import selected history clips", elem_id="import-history")
+                with gr.Row():
+                    real_folder = gr.Textbox(label="Folder of real clips on this machine", scale=3)
+                    real_phase = gr.Dropdown([], label="Phase (empty: from file names)", allow_custom_value=True)
+                real_upload = gr.File(label="…or upload real clips", file_count="multiple", type="filepath",
+                                      file_types=list(VIDEO_SUFFIXES))
+                import_real = gr.Button("Import real clips")
+            with gr.Accordion("Raters", open=False):
+                with gr.Row():
+                    rater_name = gr.Textbox(label="Rater name", elem_id="rater-name")
+                    add_rater = gr.Button("Issue access code", elem_id="add-rater")
+                    reissue = gr.Button("Issue a new code (old one stops working)")
+            with gr.Accordion("Progress and results", open=True):
+                show_results = gr.Button("Update progress and results", variant="primary", elem_id="show-results")
+                progress_table = gr.Dataframe(headers=["rater", "done", "total", "next position"], interactive=False,
+                                              elem_id="progress-table")
+                with gr.Row():
+                    fig_criterion = gr.Plot(label="Scores by criterion")
+                    fig_phase = gr.Plot(label="Scores by phase")
+                reliability = gr.Dataframe(label="Reliability (ICC, Krippendorff's alpha)", interactive=False)
+                turing_table = gr.Dataframe(label="Real or synthetic? accuracy by model", interactive=False)
+                phase_table = gr.Dataframe(label="Phase named correctly", interactive=False)
+                export = gr.Button("Export (HTML report, CSV tables, unblinding key)", elem_id="export")
+                export_files = gr.File(label="Exports", file_count="multiple", elem_id="export-files")
+
+    def store():
+        return store_getter()
+
+    def studies_update(selected=None):
+        names = store().studies()
+        value = selected if selected in names else (names[-1] if names else None)
+        return gr.update(choices=names, value=value)
+
+    def guarded(fn):
+        def wrapper(admin, *args):
+            require_admin(admin)
+            try:
+                return fn(*args)
+            except gr.Error:
+                raise
+            except (StudyError, StudyDefinitionError, HistoryError, RuntimeError, OSError, ValueError) as error:
+                raise gr.Error(str(error), duration=None) from None
+        wrapper.__name__ = fn.__name__
+        return wrapper
+
+    def on_login(given):
+        if not check_password(given, password):
+            raise gr.Error("Wrong admin password.")
+        ids = [e.id for e in history.entries(limit=500)] if history else []
+        phases = list(store().definition(store().studies()[-1]).phases) if store().studies() else []
+        return (AdminSession(signed_in=True), "Signed in as study lead.", gr.update(visible=True), studies_update(),
+                gr.update(choices=ids), gr.update(choices=phases), "", gr.update(visible=False))
+
+    login.click(on_login, pw, [admin_state, admin_msg, panel, study, hist_ids, real_phase, pw, login_row],
+                api_name="admin_sign_in", show_progress="hidden")
+
+    def after_create(definition, clips=()):
+        blind_dir = config.studies_dir / definition.slug / "blinded"
+        codes_ = store().create_study(definition, blind_dir=blind_dir)
+        added = store().import_clips(definition.slug, list(clips)) if clips else 0
+        rows = [[name, code] for name, code in codes_.items()]
+        note = f"Created **{definition.slug}** with {len(rows)} raters and {added} clips. Copy the codes now: they are not shown again."
+        return note, rows, studies_update(definition.slug), studies_update(definition.slug)
+
+    @guarded
+    def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed):
+        definition = form_definition(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed,
+                                     config.studies_dir / str(slug or "study") / "incoming")
+        return after_create(definition)
+
+    hist_out = history_study if history_study is not None else gr.State()
+    create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
+                             f_seed], [message, codes, study, hist_out], api_name="study_create")
+
+    @guarded
+    def on_create_yaml(file, text):
+        raw = Path(file).read_text(encoding="utf-8") if file else (text or "")
+        if not raw.strip():
+            raise gr.Error("Upload a study YAML file or paste one.")
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise gr.Error(f"Not valid YAML: {error}") from None
+        definition = parse_definition(data, where="uploaded study file", base_dir=Path.cwd(), source_text=raw)
+        return after_create(definition, definition.clips())
+
+    create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out],
+                      api_name="study_create_yaml")
+
+    def need_study(slug):
+        if not slug:
+            raise gr.Error("Pick a study first.")
+        return slug
+
+    @guarded
+    def on_import_history(slug, ids):
+        if history is None or not ids:
+            raise gr.Error("Select one or more history clips.")
+        added = import_history_clips(store(), need_study(slug), [history.get(i) for i in ids])
+        return f"Imported {added} of {len(ids)} clips into **{slug}** (blinded copies; already-imported clips are skipped)."
+
+    import_hist.click(on_import_history, [admin_state, study, hist_ids], message, api_name="study_import_history")
+
+    @guarded
+    def on_import_real(slug, folder, phase, uploads):
+        definition = store().definition(need_study(slug))
+        paths: list[Path] = []
+        if folder and folder.strip():
+            root = Path(folder).expanduser()
+            if not root.is_dir():
+                raise gr.Error(f"Folder {root} does not exist on this machine.")
+            paths += sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        paths += [Path(u) for u in uploads or []]
+        if not paths:
+            raise gr.Error(f"No video files ({', '.join(VIDEO_SUFFIXES)}) to import.")
+        bad = [p.name for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
+        if bad:
+            raise gr.Error(f"Not video files: {', '.join(bad)}. Upload {', '.join(VIDEO_SUFFIXES)} clips.")
+        added = store().import_clips(slug, real_clip_specs(definition, paths, phase, "studio-real"))
+        return f"Imported {added} real clips into **{slug}**."
+
+    import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload], message,
+                      api_name="study_import_real")
+
+    @guarded
+    def on_add_rater(slug, name):
+        code = store().add_rater(need_study(slug), (name or "").strip())
+        return f"Access code for **{name}** issued (shown once).", [[name, code]]
+
+    add_rater.click(on_add_rater, [admin_state, study, rater_name], [message, codes], api_name="study_add_rater")
+
+    @guarded
+    def on_reissue(slug, name):
+        code = store().reissue_code(need_study(slug), (name or "").strip())
+        return f"New access code for **{name}**; the old one no longer works.", [[name, code]]
+
+    reissue.click(on_reissue, [admin_state, study, rater_name], [message, codes], api_name="study_reissue_code")
+
+    @guarded
+    def on_results(slug):
+        from ophora.study.analysis import figure_by_criterion, figure_by_phase
+
+        slug = need_study(slug)
+        rows = [[p.rater, p.done, p.total, p.next_position] for p in store().progress(slug)]
+        results, note = study_results(store(), slug)
+        if results.ratings.empty:
+            return rows, None, None, None, None, None, "No ratings yet."
+        return (rows, figure_by_criterion(results.ratings), figure_by_phase(results.ratings), results.reliability,
+                results.turing_by_model, results.phase_accuracy, note)
+
+    show_results.click(on_results, [admin_state, study],
+                       [progress_table, fig_criterion, fig_phase, reliability, turing_table, phase_table, message],
+                       api_name="study_results")
+
+    @guarded
+    def on_export(slug):
+        from ophora.study.analysis import export_csv, export_html
+
+        slug = need_study(slug)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        folder = config.exports_dir / f"{slug}-{stamp}"
+        results, _ = study_results(store(), slug)
+        report = export_html(results, folder / f"{slug}-report.html")
+        csvs = export_csv(results, folder / "tables")
+        store().clips_frame(slug).to_csv(folder / "tables" / "unblinding_key.csv", index=False)
+        archive = folder / f"{slug}-tables.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in [*csvs, folder / "tables" / "unblinding_key.csv"]:
+                zf.write(path, path.name)
+        return [stage_file(report), stage_file(archive)]
+
+    export.click(on_export, [admin_state, study], export_files, api_name="study_export")
+
+    @guarded
+    def on_refresh():
+        ids = [e.id for e in history.entries(limit=500)] if history else []
+        return studies_update(), gr.update(choices=ids)
+
+    refresh.click(on_refresh, [admin_state], [study, hist_ids], api_name="study_refresh")
