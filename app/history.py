@@ -70,9 +70,10 @@ class History:
     def add(self, frames, provenance: dict, fps: int, extra: dict | None = None) -> HistoryEntry:
         entry_id = new_entry_id()
         provenance = {**provenance, **(extra or {}), "history_id": entry_id}
-        # The study master carries no visible SYNTHETIC label (it would unblind a real-or-synthetic question);
-        # blinding re-encodes it and strips its metadata. The clip users see and download keeps the label.
-        write_clip(frames, self.root / f"{entry_id}.study.mp4", fps=fps, provenance=None, synthetic_mark=False)
+        # The study master carries no visible SYNTHETIC label (it would unblind a real-or-synthetic question),
+        # but its metadata and sidecar say synthetic like every clip we write; blinding re-encodes it and strips
+        # both. The clip users see and download keeps the label.
+        write_clip(frames, self.root / f"{entry_id}.study.mp4", fps=fps, provenance=provenance, synthetic_mark=False)
         path = write_clip(frames, self.root / f"{entry_id}.mp4", fps=fps, provenance=provenance, synthetic_mark=True)
         return HistoryEntry(entry_id, path, provenance)
 

@@ -60,7 +60,7 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
         req = build_request(instruction, "", seed_text, max_steps, 6.0, 0)
         result = run_generation(service, req, request.session_hash or "anonymous", progress)
         out = kiosk_dir / f"{request.session_hash or 'visitor'}-{result.request.seed}.mp4"
-        write_clip(result.frames, out, fps=result.request.fps, provenance=None, synthetic_mark=True)
+        write_clip(result.frames, out, fps=result.request.fps, provenance=result.provenance, synthetic_mark=True)
         return stage_file(out), f"Done in {result.seconds:.0f} s."
 
     def on_queue_info():

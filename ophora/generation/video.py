@@ -62,6 +62,8 @@ def write_clip(
         frames = add_synthetic_mark(frames)
     output_params = ["-movflags", "+faststart"]
     if provenance is not None:
+        # Recorded here, where it is decided: metrics must know whether a visible label sits in the frames.
+        provenance = {**provenance, "synthetic_mark": bool(synthetic_mark)}
         output_params += ["-metadata", f"comment={json.dumps(provenance, separators=(',', ':'))}",
                           "-metadata", f"title={SYNTHETIC_MARK}: {provenance.get('prompt', '')[:120]}",
                           "-metadata", "description=" + provenance.get("notice", "Synthetic video")]

@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 
 from app.history import History
-from ophora.generation.video import read_clip
+from ophora.generation.video import read_clip, read_container_metadata
 from tests.app.conftest import ADMIN_PASSWORD
 from tests.app.helpers import (PROMPTS, answer_args, generate, rate_all, rater_screen, sign_in_admin, table_rows,
                                video_path)
@@ -151,3 +151,6 @@ def test_kiosk_generates_in_queue_and_has_no_admin(kiosk, studio, seeded_study, 
     clip, message = client.predict(load_phases()[0].templates[0], "5", api_name="/kiosk_generate")
     frames, _ = read_clip(video_path(clip))
     assert frames.shape[0] == 9 and "Done" in message
+    # The visitor's copy (the served file, no sidecar) still carries its provenance and says synthetic.
+    provenance = json.loads(read_container_metadata(video_path(clip))["comment"])
+    assert provenance["synthetic"] is True and provenance["seed"] == 5

@@ -133,16 +133,28 @@ def test_i3d_loads_a_state_dict_or_a_torchscript_archive(tmp_path):
 
 
 def test_app_history_layout_scores_the_unlabelled_study_master(tmp_path):
-    # The app's history: <id>.mp4 (labelled, with sidecar) beside <id>.study.mp4 (unlabelled, no sidecar).
+    # The app's history: <id>.mp4 (labelled) beside <id>.study.mp4 (unlabelled), both with provenance.
     from ophora.generation.video import write_clip
 
     frames = np.full((9, 32, 48, 3), 90, np.uint8)
-    write_clip(frames, tmp_path / "20260101-120000-abcdef.study.mp4", fps=8)
-    write_clip(frames, tmp_path / "20260101-120000-abcdef.mp4", fps=8, synthetic_mark=True,
-               provenance={"prompt": "Polish the posterior capsule", "phase": "capsule polishing"})
+    provenance = {"prompt": "Polish the posterior capsule", "phase": "capsule polishing", "synthetic": True}
+    write_clip(frames, tmp_path / "20260101-120000-abcdef.study.mp4", fps=8, provenance=provenance)
+    write_clip(frames, tmp_path / "20260101-120000-abcdef.mp4", fps=8, synthetic_mark=True, provenance=provenance)
     [record] = collect_clips(tmp_path)
     assert record.path.name == "20260101-120000-abcdef.study.mp4"
     assert (record.prompt, record.phase) == ("Polish the posterior capsule", "capsule-polishing")
+    assert not record.marked
+
+
+def test_clips_with_a_burned_in_label_are_flagged(tmp_path):
+    """The writer records the visible SYNTHETIC label in the provenance; metrics must know it is in the frames."""
+    from ophora.generation.video import write_clip
+
+    frames = np.full((9, 32, 48, 3), 90, np.uint8)
+    write_clip(frames, tmp_path / "labelled.mp4", fps=8, synthetic_mark=True, provenance={"prompt": "x"})
+    write_clip(frames, tmp_path / "clean.mp4", fps=8, synthetic_mark=False, provenance={"prompt": "x"})
+    marked = {r.path.name: r.marked for r in collect_clips(tmp_path)}
+    assert marked == {"labelled.mp4": True, "clean.mp4": False}
 
 
 def test_too_few_clips_for_a_covariance_fail_before_extraction(tmp_path, capsys):
