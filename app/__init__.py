@@ -25,11 +25,12 @@ def build_app(config: AppConfig, **kwargs):
     return _build(config, **kwargs)
 
 
-def notebook(**options):
+def notebook(port: int | None = None, **options):
     """Render the app inline in a Jupyter notebook: ``import app; app.notebook(model="tiny")``.
 
-    Keyword options are ``AppConfig`` fields (``model``, ``mode``, ``data_dir``, ``db_url`` ...). Returns the
-    running ``gr.Blocks``; call ``.close()`` on it to stop the server."""
+    Keyword options are ``AppConfig`` fields (``model``, ``mode``, ``data_dir``, ``db_url`` ...); ``port``
+    defaults to Gradio's first free one from 7860. The server binds to 127.0.0.1 like the desktop app. Returns
+    the running ``gr.Blocks``; call ``.close()`` on it to stop the server."""
     from app.server import launch_app
 
-    return launch_app(AppConfig(**options), inline=True, open_browser=False, block=False)
+    return launch_app(AppConfig(**options), port=port, inline=True, open_browser=False, block=False)
