@@ -5,6 +5,7 @@ on CUDA) is its own. Same prompt, same seed everywhere. Prints a table; compare 
 
   python bench/bench_generation.py                       # tiny random-weight model, on CPU or GPU
   python bench/bench_generation.py --full-size --steps 5 # the real CogVideoX-2b architecture, random weights (GPU)
+  python bench/bench_generation.py --transformer-footprint  # the 2B transformer alone, fp32 vs int8, fits a CPU box
 """
 
 from __future__ import annotations
@@ -116,6 +117,38 @@ def _run_one(config: dict) -> dict:
     }
 
 
+def _transformer_footprint(kind: str, threads: int) -> dict:
+    """Resident memory of the full-size CogVideoX-2b transformer (random weights) as the loader leaves it, and
+    one denoising forward at a small latent (9x96x144 frames): what 8-bit buys without T5-XXL or a GPU."""
+    import gc
+
+    import psutil
+    import torch
+    from diffusers import CogVideoXTransformer3DModel
+
+    from ophora.generation.loading import quantize_int8_quanto, release_freed_memory
+
+    torch.set_num_threads(threads)
+    process = psutil.Process()
+    before = process.memory_info().rss
+    torch.manual_seed(0)
+    model = CogVideoXTransformer3DModel().eval()  # the defaults are CogVideoX-2b; fp32 on CPU, as planned there
+    if kind == "int8":
+        quantize_int8_quanto(model)
+    gc.collect()
+    release_freed_memory()  # as the loader does after quantizing; the same call for fp32 keeps it fair
+    weights = process.memory_info().rss - before
+    latents = torch.randn(1, 3, 16, 12, 18)  # (B, F, C, H, W): 9 frames at 96x144
+    text = torch.randn(1, 226, 4096)
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            start = time.perf_counter()
+            model(hidden_states=latents, encoder_hidden_states=text, timestep=torch.tensor([500]), return_dict=False)
+            times.append(time.perf_counter() - start)
+    return {"config": f"2b transformer {kind}", "weights_gib": weights / 1024**3, "forward_s": min(times[1:])}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-size", action="store_true", help="real CogVideoX-2b architecture, random weights")
@@ -128,10 +161,32 @@ def main() -> int:
     parser.add_argument("--memory", default="none", help="memory mode for every configuration")
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds; configurations alternate each round and the fastest round counts")
+    parser.add_argument("--transformer-footprint", action="store_true",
+                        help="only the full-size 2B transformer, fp32 vs optimum-quanto int8 (CPU is enough)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--footprint-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print("RESULT " + json.dumps(_run_one(json.loads(args.one))))
+        return 0
+    if args.footprint_one:
+        print("RESULT " + json.dumps(_transformer_footprint(args.footprint_one, args.threads)))
+        return 0
+    if args.transformer_footprint:
+        rows = {}
+        for kind in ("fp32", "int8"):
+            done = subprocess.run([sys.executable, __file__, "--footprint-one", kind, "--threads", str(args.threads)],
+                                  capture_output=True, text=True)
+            line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                print(f"{kind}: failed\n{done.stderr[-2000:]}")
+                return 1
+            rows[kind] = json.loads(line[7:])
+        print(f"\n{'configuration':<26}{'weights GiB (RSS)':>18}{'forward s':>11}")
+        for r in rows.values():
+            print(f"{r['config']:<26}{r['weights_gib']:>18.2f}{r['forward_s']:>11.2f}")
+        print(f"\nint8 / fp32: weights {rows['int8']['weights_gib'] / rows['fp32']['weights_gib']:.3f}x, "
+              f"forward {rows['int8']['forward_s'] / rows['fp32']['forward_s']:.3f}x")
         return 0
 
     import torch

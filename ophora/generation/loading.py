@@ -298,6 +298,33 @@ def bitsandbytes_configs(options: LoadOptions):
     return pipeline_quant, (DiffusersBnbConfig(load_in_8bit=True) if options.transformer else None)
 
 
+def quantize_int8_quanto(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace the Linear weights of ``module`` by int8 ones in place (optimum-quanto, weights only; activations
+    stay in the module's dtype) and freeze them, so the float weights are freed."""
+    from optimum.quanto import freeze, qint8, quantize
+
+    quantize(module, weights=qint8)
+    freeze(module)
+    release_freed_memory()
+    return module
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS. Why: after quantizing on CPU the float weights are freed, but
+    glibc keeps the fragmented heap, so the process stayed at its fp32 size (measured: 2.06 GiB before, 1.06
+    GiB after trimming a 6-block transformer). No-op where glibc is absent."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
+            pass
+
+
 def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipeline:
     """Load a ``CogVideoXPipeline`` as ``options`` (or keyword overrides) ask, ready to generate."""
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
@@ -325,11 +352,8 @@ def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipe
         raise ModelLoadError(_missing_weights_message(options, error)) from error
 
     if plan.quantization == "int8-quanto":
-        from optimum.quanto import freeze, qint8, quantize
-
         for component in (pipe.text_encoder, pipe.transformer):
-            quantize(component, weights=qint8)
-            freeze(component)
+            quantize_int8_quanto(component)
 
     if options.scheduler == "dpm":
         pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
