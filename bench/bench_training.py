@@ -94,13 +94,13 @@ def run_one(args) -> dict:
         data = work / "data"
         if not (data / "index.json").is_file():
             make_random_encoded(data, 2, (4, 3, 12, 18), (226, 32), "9x96x144")
-    config = config_from_dict(dict(
-        stage=f"bench-{args.one}", base_model=str(base), data=[str(data)], output_dir=str(work / f"run-{args.one}"),
-        training=args.one, lora=dict(rank=args.lora_rank, alpha=args.lora_rank), max_train_steps=1000,
-        train_batch_size=1, learning_rate=1e-4, lr_warmup_steps=10, checkpointing_steps=10_000,
-        validation_steps=0, gradient_checkpointing=not args.no_gradient_checkpointing,
-        mixed_precision=("fp16" if on_gpu else "no") if args.mixed_precision is None else args.mixed_precision,
-        use_8bit_adam=args.use_8bit_adam))
+    config = config_from_dict({
+        "stage": f"bench-{args.one}", "base_model": str(base), "data": [str(data)], "output_dir": str(work / f"run-{args.one}"),
+        "training": args.one, "lora": {"rank": args.lora_rank, "alpha": args.lora_rank}, "max_train_steps": 1000,
+        "train_batch_size": 1, "learning_rate": 1e-4, "lr_warmup_steps": 10, "checkpointing_steps": 10_000,
+        "validation_steps": 0, "gradient_checkpointing": not args.no_gradient_checkpointing,
+        "mixed_precision": ("fp16" if on_gpu else "no") if args.mixed_precision is None else args.mixed_precision,
+        "use_8bit_adam": args.use_8bit_adam})
     result = fit(config, stop_at_step=args.steps, cpu=not on_gpu, checkpoint_on_stop=False)
     return {"mode": args.one, "seconds_per_step": result.seconds_per_step,
             "peak_gpu_memory_gib": None if result.peak_memory_bytes is None else result.peak_memory_bytes / 1024**3,
@@ -138,7 +138,7 @@ def main() -> int:
         for mode in args.modes.split(","):
             command = [sys.executable, __file__, "--one", mode, "--work", work] + [
                 a for a in sys.argv[1:] if not a.startswith("--modes") and a not in args.modes.split(",")]
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
             line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH-RESULT ")), None)
             if line is None:
                 print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"Stopped at step {result.global_step}; resume with --resume latest.")
         return 0
-    except (ConfigError, DataError, EncodeError, ManifestError, ValueError) as error:
+    except (ConfigError, DataError, EncodeError, ManifestError, ValueError, OSError) as error:
+        # OSError: a hub id that cannot be fetched (offline, typo), an unreadable file, a full disk.
         print(f"error: {error}", file=sys.stderr)
         return 2

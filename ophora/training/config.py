@@ -7,6 +7,7 @@ multi-day run would train with the default. Unknown keys stop the run with the c
 from __future__ import annotations
 
 import difflib
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -74,7 +75,7 @@ class StageConfig:
     logging_steps: int = 1
     dataloader_num_workers: int = 0
 
-    def validate(self) -> "StageConfig":
+    def validate(self) -> StageConfig:
         """Raise ``ConfigError`` listing every problem at once."""
         problems = []
         if self.training not in TRAINING_MODES:
@@ -119,6 +120,44 @@ def _check_keys(values: dict, cls, where: str) -> None:
             raise ConfigError(f"Unknown key {key!r} in {where}.{hint}")
 
 
+def _check_types(values: dict, cls, where: str) -> dict:
+    """Coerce YAML 1.1's string reading of ``1e-4`` to float; refuse values of the wrong type with the key's name.
+
+    Why: PyYAML reads ``adam_weight_decay: 1e-3`` (no dot) as the string "1e-3", which would otherwise fail deep
+    inside torch's AdamW with an error that names neither the key nor the file.
+    """
+    hints = typing.get_type_hints(cls)
+    problems, checked = [], dict(values)
+    for key, value in values.items():
+        hint = hints.get(key)
+        optional = type(None) in typing.get_args(hint)
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
+        if value is None and optional:
+            continue
+        if base is float:
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{key}: expected a number, got {value!r}")
+                continue
+            checked[key] = float(value)
+        elif base is int and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{key}: expected a whole number, got {value!r}")
+        elif base is bool and not isinstance(value, bool):
+            problems.append(f"{key}: expected true or false, got {value!r}")
+        elif base is str and not isinstance(value, str):
+            problems.append(f"{key}: expected text, got {value!r}")
+        elif typing.get_origin(base) is list and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            problems.append(f"{key}: expected a list of text items, got {value!r}")
+    if problems:
+        raise ConfigError(f"{where} has values of the wrong type:\n  - " + "\n  - ".join(problems))
+    return checked
+
+
 def _parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise ConfigError(f"--set expects KEY=VALUE (YAML value), got {text!r}")
@@ -140,6 +179,8 @@ def config_from_dict(values: dict, where: str = "config") -> StageConfig:
         values["mixed_precision"] = "no"
     if isinstance(values.get("data"), str):
         values["data"] = [values["data"]]
+    values = _check_types(values, StageConfig, where)
+    lora = _check_types(lora, LoraSettings, f"{where} (lora)")
     return StageConfig(**values, lora=LoraSettings(**lora)).validate()
 
 

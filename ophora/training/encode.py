@@ -28,7 +28,12 @@ from pathlib import Path
 
 import torch
 
-from ophora.training.frames import Bucket, choose_bucket, frames_to_tensor, read_video_frames
+from ophora.training.frames import (
+    Bucket,
+    choose_bucket,
+    frames_to_tensor,
+    read_video_frames,
+)
 from ophora.training.manifest import ClipRecord, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -77,7 +82,7 @@ def _load_encoders(options: EncodeOptions, device: torch.device):
     try:
         pipe = CogVideoXPipeline.from_pretrained(options.model, transformer=None, torch_dtype=torch.float32,
                                                  local_files_only=options.local_files_only)
-    except (OSError, EnvironmentError) as error:
+    except OSError as error:
         raise EncodeError(f"Could not load the VAE and T5 of {options.model!r}: {error}") from error
     pipe.text_encoder.requires_grad_(False).eval().to(device)
     pipe.vae.requires_grad_(False).eval().to(device)

@@ -23,7 +23,7 @@ class Bucket:
     width: int
 
     @classmethod
-    def parse(cls, text: str) -> "Bucket":
+    def parse(cls, text: str) -> Bucket:
         """'49x480x720' -> Bucket(49, 480, 720)."""
         try:
             frames, height, width = (int(v) for v in text.lower().split("x"))
@@ -31,7 +31,7 @@ class Bucket:
             raise ValueError(f"Bucket {text!r} must be FRAMESxHEIGHTxWIDTH, e.g. 49x480x720.") from error
         return cls(frames, height, width)
 
-    def check(self, temporal: int = 4, spatial_multiple: int = 16) -> "Bucket":
+    def check(self, temporal: int = 4, spatial_multiple: int = 16) -> Bucket:
         """CogVideoX needs 4N+1 frames for the VAE (8N+1 for the 2b transformer) and sizes divisible by 16."""
         if (self.frames - 1) % (temporal * 2) or self.frames < 1:
             raise ValueError(f"Bucket {self}: frames must be {temporal * 2}N+1 (e.g. 9, 17, 49).")

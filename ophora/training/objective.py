@@ -33,7 +33,9 @@ def rotary_embeddings(transformer_config, latent_frames: int, latent_height: int
     if not transformer_config.use_rotary_positional_embeddings:
         return None
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
-    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import (
+        get_resize_crop_region_for_grid,
+    )
 
     p, p_t = transformer_config.patch_size, transformer_config.patch_size_t
     grid_h, grid_w = latent_height // p, latent_width // p
@@ -48,11 +50,13 @@ def rotary_embeddings(transformer_config, latent_frames: int, latent_height: int
 
 
 def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds: torch.Tensor,
-                   generator: torch.Generator, transformer_config=None) -> torch.Tensor:
+                   generator: torch.Generator, transformer_config=None,
+                   input_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One training loss for ``latents`` (B, C, F, H, W), scaled, and T5 ``prompt_embeds`` (B, L, D).
 
     Timesteps are uniform in [0, num_train_timesteps) and the noise is Gaussian, both drawn from ``generator``
-    (on CPU, so a resumed run draws the same numbers on any device).
+    (on CPU, so a resumed run draws the same numbers on any device). ``input_dtype`` casts only the
+    transformer's inputs (DeepSpeed bf16 holds bf16 weights and does not autocast); targets stay fp32.
     """
     config = transformer_config or transformer.config
     batch = latents.shape[0]
@@ -62,6 +66,8 @@ def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds:
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(device)
     noisy = scheduler.add_noise(x0, noise, timesteps)
     rotary = rotary_embeddings(config, x0.shape[1], x0.shape[3], x0.shape[4], device)
+    if input_dtype is not None:
+        noisy, prompt_embeds = noisy.to(input_dtype), prompt_embeds.to(input_dtype)
     prediction = transformer(hidden_states=noisy, encoder_hidden_states=prompt_embeds, timestep=timesteps,
                              image_rotary_emb=rotary, return_dict=False)[0]
     prediction_type = scheduler.config.prediction_type

@@ -72,6 +72,25 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path:
     return max(candidates, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
+def check_base_model(base_model: str) -> None:
+    """A local ``base_model`` must be a pipeline folder; say so before accelerate or any weights are loaded.
+
+    Why: P2FT's base is the TPT run's ``model/`` folder, which exists only once TPT reached max_train_steps;
+    without this check diffusers would treat the missing path as a hub id and fail with a network error.
+    """
+    path = Path(base_model).expanduser()
+    if path.is_dir():
+        missing = [name for name in ("model_index.json", "transformer", "scheduler", "vae") if not (path / name).exists()]
+        if missing:
+            raise ConfigError(f"base_model {path} is not a complete diffusers pipeline folder (no "
+                              f"{', '.join(missing)}). Point it at a pipeline folder such as a finished run's model/.")
+        return
+    if base_model.startswith((".", "/", "~")) or base_model.count("/") != 1:
+        raise ConfigError(f"base_model {base_model} does not exist. For P2FT it is the TPT run's model/ folder, "
+                          f"written when TPT reaches max_train_steps: finish TPT first (or resume it with "
+                          f"--resume latest), or give a hub id such as THUDM/CogVideoX-2b.")
+
+
 def _weight_dtype(mixed_precision: str) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
 
@@ -124,8 +143,8 @@ def trainable_parameters(transformer, training: str) -> list[torch.nn.Parameter]
 
 
 def _make_optimizer(config: StageConfig, params):
-    kwargs = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+    kwargs = {"lr": config.learning_rate, "betas": (config.adam_beta1, config.adam_beta2),
+                  "weight_decay": config.adam_weight_decay, "eps": config.adam_epsilon}
     if config.use_8bit_adam:
         import bitsandbytes as bnb
 
@@ -175,6 +194,7 @@ def fit(config: StageConfig, resume: str | None = None, stop_at_step: int | None
 
     output_dir = Path(config.output_dir)
     _check_hardware(config, use_cuda=torch.cuda.is_available() and not cpu)
+    check_base_model(config.base_model)
     dataset = EncodedClips(config.data)  # missing shards stop the run before any model is loaded
     if not resume and any((output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*/{STATE_FILE}")):
         raise ConfigError(f"{output_dir} already holds checkpoints of a run. Continue it with --resume latest, "
@@ -184,6 +204,7 @@ def fit(config: StageConfig, resume: str | None = None, stop_at_step: int | None
         log_with="tensorboard", cpu=cpu,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")))
     try:
+        _match_launch_settings(accelerator, config)
         return _train(accelerator, config, dataset, output_dir, resume, stop_at_step, local_files_only,
                       checkpoint_on_stop)
     finally:
@@ -193,6 +214,31 @@ def fit(config: StageConfig, resume: str | None = None, stop_at_step: int | None
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _match_launch_settings(accelerator, config: StageConfig) -> None:
+    """Make the accelerate launch config agree with the stage config, or stop before any model is loaded.
+
+    Why: ``accelerate launch`` exports the launch file's ``gradient_accumulation_steps`` and accelerate lets it
+    override the stage config silently, which would change the global batch and break exact resume. DeepSpeed
+    also needs the per-GPU batch size, which accelerate otherwise reads from a prepared DataLoader; ours is not
+    prepared (the bucket sampler shards the data itself), so we set it as diffusers' training scripts do.
+    """
+    if accelerator.gradient_accumulation_steps != config.gradient_accumulation_steps:
+        raise ConfigError(
+            f"The accelerate launch config sets gradient_accumulation_steps {accelerator.gradient_accumulation_steps} "
+            f"but the stage config says {config.gradient_accumulation_steps}. Make them equal (edit the accelerate "
+            f"config file, or --set gradient_accumulation_steps={accelerator.gradient_accumulation_steps}).")
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds_config = plugin.deepspeed_config
+    clipping = ds_config.get("gradient_clipping", "auto")
+    if clipping != "auto" and float(clipping) != config.max_grad_norm:
+        raise ConfigError(f"The DeepSpeed config clips gradients at {clipping} but the stage config's max_grad_norm "
+                          f"is {config.max_grad_norm}. Make them equal.")
+    ds_config["gradient_clipping"] = config.max_grad_norm
+    ds_config["train_micro_batch_size_per_gpu"] = config.train_batch_size
 
 
 def _train(accelerator, config: StageConfig, dataset: EncodedClips, output_dir: Path, resume: str | None,
@@ -228,6 +274,11 @@ def _train(accelerator, config: StageConfig, dataset: EncodedClips, output_dir: 
     sampler = BucketBatchSampler(dataset.buckets(), config.train_batch_size, config.seed,
                                  num_replicas=accelerator.num_processes, rank=accelerator.process_index)
     batches_per_epoch = len(sampler)
+    if accelerator.is_main_process:
+        logger.info("global batch %d per optimizer step = %d per process x %d processes x %d accumulation "
+                    "(the published recipe used 8)", config.train_batch_size * accelerator.num_processes *
+                    config.gradient_accumulation_steps, config.train_batch_size, accelerator.num_processes,
+                    config.gradient_accumulation_steps)
 
     result = FitResult(output_dir=output_dir, model_dir=None, is_main_process=accelerator.is_main_process)
     global_step = 0
@@ -262,6 +313,9 @@ def _train(accelerator, config: StageConfig, dataset: EncodedClips, output_dir: 
     micro = global_step * config.gradient_accumulation_steps
     epoch, position = divmod(micro, batches_per_epoch)
     sampler.set_position(epoch, position)
+    # DeepSpeed keeps the weights in bf16 without autocast (its fp16 mode casts inputs itself).
+    deepspeed_bf16 = accelerator.state.deepspeed_plugin is not None and config.mixed_precision == "bf16"
+    input_dtype = torch.bfloat16 if deepspeed_bf16 else None
     step_losses: list[torch.Tensor] = []
     step_times: list[float] = []
     if use_cuda:
@@ -277,7 +331,7 @@ def _train(accelerator, config: StageConfig, dataset: EncodedClips, output_dir: 
                 latents = latents.to(accelerator.device)
                 prompt_embeds = batch["prompt_embeds"].to(accelerator.device, torch.float32)
                 loss = diffusion_loss(transformer, scheduler, latents, prompt_embeds, noise.generator,
-                                      transformer_config)
+                                      transformer_config, input_dtype=input_dtype)
                 accelerator.backward(loss)
                 step_losses.append(accelerator.gather(loss.detach()).mean())
                 grad_norm = None
@@ -312,6 +366,7 @@ def _train(accelerator, config: StageConfig, dataset: EncodedClips, output_dir: 
                     clips = run_validation(
                         accelerator.unwrap_model(transformer), frozen, config.validation_prompts,
                         output_dir / "validation", global_step,
+                        run={"stage": config.stage, "run_dir": str(output_dir), "base_model": config.base_model},
                         num_frames=config.validation_num_frames or int(first_bucket[0]),
                         height=config.validation_height or int(first_bucket[1]),
                         width=config.validation_width or int(first_bucket[2]),

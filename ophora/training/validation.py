@@ -75,11 +75,14 @@ class FrozenParts:
 
 
 def run_validation(transformer, frozen: FrozenParts, prompts: list[str], out_dir: Path, step: int, *,
-                   num_frames: int, height: int, width: int, num_inference_steps: int, guidance_scale: float,
+                   run: dict, num_frames: int, height: int, width: int, num_inference_steps: int, guidance_scale: float,
                    use_dynamic_cfg: bool, seed: int, fps: int, autocast) -> list[Path]:
-    """Generate one clip per prompt with the current transformer; returns the written MP4 paths."""
+    """Generate one clip per prompt with the current transformer; returns the written MP4 paths.
+
+    ``run`` (stage, run folder, base model) goes into each clip's provenance next to the step.
+    """
     with frozen.on_device() as base:
-        paths = _generate_clips(base, transformer, frozen, prompts, out_dir, step, num_frames=num_frames,
+        paths = _generate_clips(base, transformer, frozen, prompts, out_dir, step, run=run, num_frames=num_frames,
                                 height=height, width=width, num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, use_dynamic_cfg=use_dynamic_cfg, seed=seed, fps=fps,
                                 autocast=autocast)
@@ -88,12 +91,17 @@ def run_validation(transformer, frozen: FrozenParts, prompts: list[str], out_dir
 
 
 def _generate_clips(base, transformer, frozen: FrozenParts, prompts: list[str], out_dir: Path, step: int, *,
-                    num_frames: int, height: int, width: int, num_inference_steps: int, guidance_scale: float,
+                    run: dict, num_frames: int, height: int, width: int, num_inference_steps: int, guidance_scale: float,
                     use_dynamic_cfg: bool, seed: int, fps: int, autocast) -> list[Path]:
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
     from ophora.generation.engine import GenerationRequest, generate
-    from ophora.generation.loading import Hardware, LoadedPipeline, LoadOptions, plan_loading
+    from ophora.generation.loading import (
+        Hardware,
+        LoadedPipeline,
+        LoadOptions,
+        plan_loading,
+    )
     from ophora.generation.video import write_clip
 
     pipe = CogVideoXPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
@@ -119,7 +127,10 @@ def _generate_clips(base, transformer, frozen: FrozenParts, prompts: list[str], 
                                         num_frames=num_frames, height=height, width=width, fps=fps)
             with autocast():
                 result = generate(loaded, request)
+            # The engine describes the base model; say that the denoiser is the run's in-training transformer.
             result.provenance["training_step"] = step
+            result.provenance["training"] = {**run, "step": step,
+                                             "transformer": "in-training weights of this run at this step"}
             paths.append(write_clip(result.frames, out_dir / f"step-{step:06d}" / f"prompt-{i:02d}.mp4", fps=fps,
                                     provenance=result.provenance, synthetic_mark=True))
     finally:

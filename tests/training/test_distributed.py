@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _launch(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "ophora", "train", *args]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -38,3 +38,40 @@ def test_two_processes_encode_shards_and_train(tiny_model_dir, manifest_csv, tmp
     assert json.loads((checkpoint / "ophora_state.json").read_text())["num_processes"] == 2
     assert {p.name for p in checkpoint.glob("noise_state_*.pt")} == {"noise_state_0.pt", "noise_state_1.pt"}
     assert (run / "model" / "transformer" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2"])
+def test_shipped_accelerate_configs_are_valid_for_accelerate_launch(name):
+    """accelerate's own config class reads them (it refuses unknown keys); DeepSpeed keys are launch options."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+    from accelerate.utils import DistributedType
+
+    from ophora.training.config import load_stage_config
+
+    launch = load_config_from_file(str(REPO / f"ophora/training/configs/accelerate/{name}.yaml"))
+    stage = load_stage_config(REPO / "ophora/training/configs/tpt.yaml")
+    assert launch.mixed_precision == stage.mixed_precision == "fp16"
+    if name == "ddp":
+        assert launch.distributed_type == DistributedType.MULTI_GPU and launch.num_processes == 8
+        return
+    assert launch.distributed_type == DistributedType.DEEPSPEED and launch.deepspeed_config["zero_stage"] == 2
+    options = vars(launch_command_parser().parse_args(["train.py"]))
+    assert set(launch.deepspeed_config) <= set(options), set(launch.deepspeed_config) - set(options)
+    assert launch.deepspeed_config["gradient_accumulation_steps"] == stage.gradient_accumulation_steps
+    assert launch.deepspeed_config["gradient_clipping"] == stage.max_grad_norm
+    assert launch.num_processes == 8 * launch.num_machines
+
+
+def test_launch_accumulation_that_disagrees_with_the_stage_stops_the_run(tiny_model_dir, encoded_dir, tmp_path,
+                                                                           monkeypatch):
+    """`accelerate launch` exports the launch file's accumulation; accelerate would let it win silently."""
+    from ophora.training.config import ConfigError, config_from_dict
+    from ophora.training.trainer import fit
+    from tests.training.conftest import tiny_stage
+
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    config = config_from_dict(tiny_stage(tiny_model_dir, encoded_dir, tmp_path / "run", gradient_accumulation_steps=2))
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps 4 but the stage config says 2"):
+        fit(config, cpu=True)
+    assert not (tmp_path / "run" / "checkpoints").exists()

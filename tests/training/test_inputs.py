@@ -49,13 +49,41 @@ def test_config_typo_names_the_key_and_suggests(tmp_path):
         load_stage_config(path)
 
 
-def test_shipped_configs_parse_with_published_recipe():
+@pytest.mark.parametrize("name,lr,steps", [("tpt", 1e-4, 65_000), ("p2ft", 5e-5, 4_500)])
+def test_shipped_configs_hold_the_published_recipe(name, lr, steps):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_stage_config(f"ophora/training/configs/{name}.yaml")
+    assert (config.stage, config.learning_rate, config.max_train_steps) == (name, lr, steps)
+    assert (config.adam_beta1, config.adam_beta2, config.adam_weight_decay, config.max_grad_norm) == (0.9, 0.95,
+                                                                                                      1e-3, 1.0)
+    assert (config.lr_scheduler, config.lr_warmup_steps) == ("cosine_with_restarts", 800)
+    assert (config.mixed_precision, config.gradient_checkpointing, config.training) == ("fp16", True, "full")
+    ddp = load_config_from_file("ophora/training/configs/accelerate/ddp.yaml")
+    # Batch 8 per optimizer step, as published, with the shipped DDP launch file.
+    assert config.train_batch_size * ddp.num_processes * config.gradient_accumulation_steps == 8
+
+
+def test_p2ft_starts_from_tpt_output_and_overrides_apply():
     tpt = load_stage_config("ophora/training/configs/tpt.yaml")
     p2ft = load_stage_config("ophora/training/configs/p2ft.yaml", ["max_train_steps=10", "lora.rank=16"])
-    assert (tpt.learning_rate, tpt.max_train_steps, tpt.lr_warmup_steps) == (1e-4, 65000, 800)
-    assert (tpt.adam_beta1, tpt.adam_beta2, tpt.adam_weight_decay, tpt.max_grad_norm) == (0.9, 0.95, 1e-3, 1.0)
-    assert (p2ft.learning_rate, p2ft.max_train_steps, p2ft.lora.rank) == (5e-5, 10, 16)
+    assert (p2ft.max_train_steps, p2ft.lora.rank) == (10, 16)
     assert p2ft.base_model == tpt.output_dir + "/model"  # P2FT starts from TPT's output
+    lora = load_stage_config("ophora/training/configs/lora_workstation.yaml")
+    assert lora.training == "lora" and lora.train_batch_size * lora.gradient_accumulation_steps == 8
+
+
+def test_yaml_exponents_without_dot_are_numbers_and_wrong_types_are_named(tmp_path):
+    """PyYAML reads `1e-3` as a string; it must not reach torch's AdamW as one."""
+    path = tmp_path / "stage.yaml"
+    path.write_text("data: [d]\nadam_weight_decay: 1e-3\nadam_epsilon: 1e-8\nvalidation_steps: 0\n")
+    config = load_stage_config(path, ["learning_rate=2e-5", "max_grad_norm=1"])
+    assert (config.adam_weight_decay, config.adam_epsilon, config.learning_rate, config.max_grad_norm) == (
+        1e-3, 1e-8, 2e-5, 1.0)
+    assert isinstance(config.max_grad_norm, float)
+    with pytest.raises(ConfigError, match="max_train_steps: expected a whole number(.|\n)*"
+                                          "gradient_checkpointing: expected true or false"):
+        load_stage_config(path, ["max_train_steps=1.5", "gradient_checkpointing=maybe"])
 
 
 def test_missing_shard_and_unfinished_encode_are_reported(encoded_dir, tmp_path):
@@ -105,3 +133,36 @@ def test_cpu_only_options_stop_before_loading_anything(tmp_path, clip_dir, capsy
                  "--output", str(tmp_path / "out")]) == 2
     assert "no 'instruction'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_p2ft_before_tpt_finished_names_the_missing_base(encoded_dir, tmp_path, capsys):
+    from ophora.training.cli import main
+
+    common = ["--cpu", "--set=mixed_precision=no", f"--set=data=[{encoded_dir}]", f"--set=output_dir={tmp_path / 'r'}",
+              "--set=validation_steps=0"]
+    assert main(["fit", "ophora/training/configs/p2ft.yaml", *common]) == 2
+    assert "outputs/ophora-tpt/model does not exist" in capsys.readouterr().err
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model_index.json").write_text("{}")
+    assert main(["fit", "ophora/training/configs/p2ft.yaml", *common, f"--set=base_model={tmp_path / 'half'}"]) == 2
+    assert "no transformer, scheduler, vae" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_encoded_with_another_vae_is_refused_before_training(tiny_model_dir, tmp_path):
+    import torch
+
+    from ophora.training.config import config_from_dict
+    from ophora.training.encode import save_shard, write_index
+    from ophora.training.trainer import fit
+
+    data = tmp_path / "other-vae"
+    (data / "shards").mkdir(parents=True)
+    save_shard(data / "shards" / "shard-00000.safetensors",
+               {"a/latent_dist": torch.zeros(32, 3, 12, 18), "a/prompt_embeds": torch.zeros(226, 32)},
+               [{"key": "a", "bucket": "9x96x144", "instruction": "x"}], [])
+    write_index(data, num_shards=1, plan={})
+    config = config_from_dict({"data": [str(data)], "base_model": str(tiny_model_dir), "mixed_precision": "no",
+                               "validation_steps": 0, "output_dir": str(tmp_path / "run")})
+    with pytest.raises(DataError, match="16 channels but the transformer takes 4.*another model's VAE"):
+        fit(config, cpu=True)
