@@ -7,6 +7,7 @@ Gradio's queue shows each visitor their place and an ETA while they wait.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import gradio as gr
@@ -59,7 +60,8 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
             raise gr.Error("Pick a surgical step first.")
         req = build_request(instruction, "", seed_text, max_steps, 6.0, 0)
         result = run_generation(service, req, request.session_hash or "anonymous", progress)
-        out = kiosk_dir / f"{request.session_hash or 'visitor'}-{result.request.seed}.mp4"
+        # A random name, never the session hash: that comes from the client and could hold '../'.
+        out = kiosk_dir / f"{secrets.token_hex(8)}-{result.request.seed}.mp4"
         write_clip(result.frames, out, fps=result.request.fps, provenance=result.provenance, synthetic_mark=True)
         return stage_file(out), f"Done in {result.seconds:.0f} s."
 

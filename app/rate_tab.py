@@ -90,7 +90,8 @@ def build_rate_tab(store_getter) -> None:
                 updates.append(gr.update(visible=True, choices=_choices(c), label=label, value=None))
             else:
                 updates.append(gr.update(visible=False, choices=[], value=None))
-        state = "You already answered this clip: submitting changes it (give a reason)." if sess.rated else ""
+        state = ("You already answered this clip. To change your answer, set only what you want to change "
+                 "(anything left empty keeps your earlier answer), give a reason and submit." if sess.rated else "")
         about_text = f"### {item.study_title}\n{item.study_instructions}\n\n**Clip {item.position} of {item.total}**"
         conf = item.turing_confidence or {"min": 1, "max": 5}
         return (sess, f"{head}\n\n{state}", gr.update(visible=True), about_text,

@@ -53,8 +53,12 @@ class GenerationService:
 
     # ------------------------------------------------------------------ model
     def load(self, options: LoadOptions) -> str:
-        """(Re)load the pipeline; on failure keep the app running and remember the message for the banner."""
+        """(Re)load the pipeline; on failure keep the app running and remember the message for the banner.
+
+        The old pipeline is dropped first (a GPU rarely holds two). If new settings fail where the old ones
+        worked, the old settings are loaded again, so a bad choice in "Advanced" does not end generation."""
         with self._gpu:
+            previous = self.options if self.loaded is not None else None
             self.loaded = None
             try:
                 self.loaded = load_pipeline(options)
@@ -63,6 +67,15 @@ class GenerationService:
             except (ModelLoadError, ValueError, OSError, RuntimeError) as error:
                 self.load_error = str(error)
                 logger.error("model not loaded: %s", error)
+                if previous is not None and previous != options:
+                    self._release_memory()
+                    try:
+                        self.loaded = load_pipeline(previous)
+                        self.options = previous
+                        self.load_error = (f"Could not apply the new settings ({error}); "
+                                           f"the previous settings are loaded again.")
+                    except (ModelLoadError, ValueError, OSError, RuntimeError) as again:
+                        self.load_error = f"{error} (the previous settings failed too: {again})"
         return self.banner()
 
     def reload(self, **changes) -> str:
@@ -70,7 +83,8 @@ class GenerationService:
 
     def banner(self) -> str:
         if self.loaded is not None:
-            return f"**Model in use.** {self.loaded.report}"
+            note = f"\n\n⚠️ {self.load_error}" if self.load_error else ""
+            return f"**Model in use.** {self.loaded.report}{note}"
         return (f"**No model loaded: generation is unavailable.** {self.load_error or ''}\n\n"
                 f"Rating and studies still work.")
 

@@ -210,7 +210,11 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     @guarded
     def on_create_yaml(file, text):
-        raw = Path(file).read_text(encoding="utf-8") if file else (text or "")
+        try:
+            raw = Path(file).read_text(encoding="utf-8") if file else (text or "")
+        except UnicodeDecodeError:
+            raise gr.Error(f"{Path(file).name} is not a text (UTF-8) YAML file; upload a study file like "
+                           "studies/example_cataract.yaml.") from None
         if not raw.strip():
             raise gr.Error("Upload a study YAML file or paste one.")
         try:

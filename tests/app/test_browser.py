@@ -151,6 +151,20 @@ def test_rater_reloads_and_resumes(page, rater_station, seeded_study):
     page.wait_for_selector("text=continue where you stopped")
     assert "Clip 2 of 4" in page.inner_text("#rate-panel")
     assert "1/4 rated" in page.inner_text("#rate-status")
+    # Frame stepping: ',' and '.' pause and move one frame (1/8 s at the blinded 8 fps).
+    page.wait_for_selector("#rate-video video")
+    page.locator("#rate-status").click()
+    page.keyboard.press(",")
+    before = page.evaluate("document.querySelector('#rate-video video').currentTime")
+    page.keyboard.press(".")
+    after, paused = page.evaluate("[document.querySelector('#rate-video video').currentTime, "
+                                  "document.querySelector('#rate-video video').paused]")
+    assert paused and abs(after - before - 1 / 8) < 0.01, (before, after)
+    # Alt+Left goes back to the answered clip, where a change needs a reason.
+    page.keyboard.press("Alt+ArrowLeft")
+    page.wait_for_selector("text=Clip 1 of 4")
+    page.wait_for_selector("#rate-reason", state="visible")
+    assert "You already answered this clip" in page.inner_text("#rate-status")
     assert not page.outside_requests, page.outside_requests
 
 

@@ -45,6 +45,7 @@ def test_generate_rejects_bad_input_and_stays_usable(studio, client_for):
 
 def test_cancel_stops_a_running_generation(studio, client_for):
     client = client_for(studio.url)
+    saved_before = len(History(studio.config.history_dir).entries())
     job = client.submit(PROMPTS[0], "", "3", 400, 6.0, 9, 0, 0, 8, api_name="/generate")
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -55,8 +56,10 @@ def test_cancel_stops_a_running_generation(studio, client_for):
     assert status.progress_data and "about" in status.progress_data[0].desc, "no step progress with an ETA"
     assert status.progress_data[0].length == 400
     assert "Cancelling" in client.predict(api_name="/cancel")
-    with pytest.raises(Exception, match="Cancelled"):
+    with pytest.raises(Exception, match=r"Cancelled after step \d+ of 400.*Nothing was saved") as cancelled:
         job.result(timeout=60)
+    assert int(str(cancelled.value).split("step ")[1].split(" ")[0]) < 400  # stopped between steps, not at the end
+    assert len(History(studio.config.history_dir).entries()) == saved_before
     assert client.predict(api_name="/cancel") == "Nothing to cancel."
 
 
@@ -79,6 +82,16 @@ def test_history_rerun_and_survives_restart(studio, seeded_study, client_for):
         fresh = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
         rows = table_rows(fresh.predict(api_name="/history_refresh")[0])
         assert set(seeded_study.history_ids) <= {row[0] for row in rows}
+        # After the restart a clip can still be re-run and added to a (new) study by the study lead.
+        assert fresh.predict(seeded_study.history_ids[1], api_name="/history_rerun")[2] == str(2**62 + 11)
+        with pytest.raises(Exception, match="Study lead only"):
+            fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
+        sign_in_admin(fresh, ADMIN_PASSWORD)
+        fresh.predict("restart-study", "After a restart", "Rate.", "", True, True, "zoe", 0, 1, api_name="/study_create")
+        added = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
+        assert "added to study **restart-study**" in added
+        again = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
+        assert "already in study" in again
         fresh.close()
     finally:
         demo.close()
@@ -154,3 +167,117 @@ def test_kiosk_generates_in_queue_and_has_no_admin(kiosk, studio, seeded_study, 
     # The visitor's copy (the served file, no sidecar) still carries its provenance and says synthetic.
     provenance = json.loads(read_container_metadata(video_path(clip))["comment"])
     assert provenance["synthetic"] is True and provenance["seed"] == 5
+
+
+def test_kiosk_file_names_ignore_the_client_session_hash(kiosk, app_data, client_for):
+    """The session hash is whatever the client sends; a '../' in it must not place files outside the kiosk folder."""
+    client = client_for(kiosk.url)
+    client.session_hash = "../../kiosk-escape"
+    from ophora.vocabulary import load_phases
+
+    clip, _ = client.predict(load_phases()[0].templates[0], "6", api_name="/kiosk_generate")
+    assert video_path(clip).is_file()
+    assert not list(app_data.parent.glob("kiosk-escape*")) and not list(app_data.glob("kiosk-escape*"))
+    assert all(p.parent == app_data / "kiosk" for p in (app_data / "kiosk").rglob("*.mp4"))
+
+
+def test_kiosk_queue_shows_place_and_runs_one_job_at_a_time(kiosk, studio, client_for):
+    """While the GPU is busy, a second visitor waits in the queue with a place and an ETA, not beside the first."""
+    from gradio_client.utils import Status
+
+    from ophora.vocabulary import load_phases
+
+    template = load_phases()[0].templates[0]
+    operator = client_for(studio.url)
+    long_job = operator.submit(PROMPTS[0], "", "3", 400, 6.0, 9, 0, 0, 8, api_name="/generate")
+    deadline = time.time() + 60
+    while not (long_job.status().progress_data and "step" in (long_job.status().progress_data[0].desc or "")):
+        assert time.time() < deadline, "the studio job never started"
+        time.sleep(0.1)
+    first, second = client_for(kiosk.url), client_for(kiosk.url)
+    first_job = first.submit(template, "8", api_name="/kiosk_generate")
+    time.sleep(1.0)
+    second_job = second.submit(template, "9", api_name="/kiosk_generate")
+    deadline, seen = time.time() + 30, None
+    while time.time() < deadline:
+        status = second_job.status()
+        if status.code == Status.IN_QUEUE and status.rank is not None:
+            seen = status
+            break
+        time.sleep(0.1)
+    assert seen is not None, "the second visitor was never shown a place in the queue"
+    assert seen.rank == 0 and seen.queue_size >= 1  # next in line behind the visitor on the GPU
+    running = first_job.status()  # the first visitor holds the queue's one GPU slot, waiting for the lock
+    assert running.code in (Status.PROCESSING, Status.PROGRESS) and running.rank is None
+    assert running.progress_data and running.progress_data[0].desc == "Waiting for the GPU"
+    assert seen.eta is not None  # earlier kiosk clips give Gradio a typical duration
+    operator.predict(api_name="/cancel")
+    with pytest.raises(Exception, match="Cancelled"):
+        long_job.result(timeout=60)
+    assert "Done" in first_job.result(timeout=120)[1] and "Done" in second_job.result(timeout=120)[1]
+
+
+def test_rerun_from_history_reproduces_the_clip(studio, seeded_study, client_for):
+    """The seed and settings recorded in history give back the same frames (seed above 2**53 included)."""
+    import numpy as np
+
+    client = client_for(studio.url)
+    values = client.predict(seeded_study.history_ids[1], api_name="/history_rerun")[:9]
+    again = client.predict(*values, api_name="/generate")
+    original = History(studio.config.history_dir).get(seeded_study.history_ids[1])
+    new = History(studio.config.history_dir).get(str(again[5]["value"] if isinstance(again[5], dict) else again[5]))
+    assert new.provenance["seed"] == 2**62 + 11
+    assert np.array_equal(read_clip(original.study_master)[0], read_clip(new.study_master)[0])
+
+
+def test_study_from_uploaded_yaml_and_from_pasted_text(studio, rater_station, client_for, tmp_path):
+    """The study lead's second way to create a study: a YAML file (upload or paste) that names its clip folders."""
+    from gradio_client import handle_file
+
+    from tests.study.helpers import make_video
+
+    real = tmp_path / "real"
+    for i in range(2):
+        make_video(real / f"case_{i}_hydrodissection.mp4", 10 + i, size="96x64")
+    text = f"""
+slug: yaml-study
+title: From a file
+instructions: Rate each clip.
+criteria:
+  - name: realism
+    scale: {{min: 1, max: 5, anchors: {{1: "clearly implausible", 5: "indistinguishable from real"}}}}
+phases: cataract
+ask_phase: true
+turing_test: true
+clip_sets:
+  - {{name: real, source: real, model: real, folder: "{real}"}}
+raters: [ann, ben]
+"""
+    upload = tmp_path / "study.yaml"
+    upload.write_text(text, encoding="utf-8")
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    message, codes, *_ = lead.predict(handle_file(str(upload)), "", api_name="/study_create_yaml")
+    assert "Created **yaml-study** with 2 raters and 2 clips" in message
+    assert sorted(row[0] for row in table_rows(codes)) == ["ann", "ben"]
+    pasted = text.replace("yaml-study", "yaml-pasted")
+    assert "yaml-pasted" in lead.predict(None, pasted, api_name="/study_create_yaml")[0]
+    with pytest.raises(Exception, match="Not valid YAML"):
+        lead.predict(None, "slug: [unclosed", api_name="/study_create_yaml")
+    binary = tmp_path / "clip.yaml"
+    binary.write_bytes(b"\x00\xff\xfe not text" * 10)
+    with pytest.raises(Exception, match="not a text .UTF-8. YAML file"):
+        lead.predict(handle_file(str(binary)), "", api_name="/study_create_yaml")
+    with pytest.raises(Exception, match="Upload a study YAML"):
+        lead.predict(None, "", api_name="/study_create_yaml")
+    # Issue a code to a late rater, then a new one: the old code stops working at the rater station.
+    _, issued = lead.predict("yaml-study", "cy", api_name="/study_add_rater")
+    [[name, first_code]] = table_rows(issued)
+    rater = client_for(rater_station.url)
+    assert "Clip 1 of 2" in rater_screen(rater.predict(first_code, api_name="/rate_sign_in"))["about"]
+    _, reissued = lead.predict("yaml-study", "cy", api_name="/study_reissue_code")
+    [[_, second_code]] = table_rows(reissued)
+    assert name == "cy" and second_code != first_code
+    with pytest.raises(Exception, match="unknown access code"):
+        rater.predict(first_code, api_name="/rate_sign_in")
+    assert "Signed in as **cy**" in rater_screen(rater.predict(second_code, api_name="/rate_sign_in"))["status"]

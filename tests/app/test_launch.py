@@ -94,3 +94,19 @@ def test_missing_weights_keep_the_app_usable(tmp_path, client_for):
         client.predict("a-long-password", api_name="/admin_sign_in")  # studies still work
     finally:
         demo.close()
+
+
+def test_failed_reload_keeps_the_previous_model():
+    """A bad choice under "Advanced" must not leave the app without a model."""
+    from app.service import GenerationService
+    from ophora.generation.engine import GenerationRequest
+    from ophora.generation.loading import LoadOptions
+
+    service = GenerationService(LoadOptions(model="tiny"))
+    banner = service.reload(precision="fp64")
+    assert banner.startswith("**Model in use.**") and "Could not apply the new settings" in banner
+    assert "Unknown precision 'fp64'" in banner and service.options.precision == "auto"
+    result = service.generate(GenerationRequest(prompt="Inject fluid", seed=1, num_inference_steps=1, num_frames=9),
+                              key="test")
+    assert result.frames.shape[0] == 9
+    assert "Could not apply" not in service.reload(precision="fp32")  # a good reload clears the note

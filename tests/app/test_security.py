@@ -100,9 +100,35 @@ def test_studio_admin_actions_need_the_password(studio, seeded_study, client_for
     assert ADMIN_PASSWORD not in json.dumps(config)
 
 
-def test_private_folders_are_never_served_by_path(studio, seeded_study, app_data):
+def test_private_folders_are_never_served_by_path(studio, rater_station, seeded_study, app_data):
     history_clip = app_data / "history" / f"{seeded_study.history_ids[0]}.mp4"
-    for path in (history_clip, history_clip.with_suffix(".json"), app_data / "studies.db"):
+    blinded = sorted((app_data / "studies" / seeded_study.slug / "blinded").glob("*.mp4"))
+    assert blinded  # the rater's copies: their names are the blind ids, their folder must stay private
+    from pathlib import Path
+
+    outside = [Path(__file__).resolve().parents[2] / "launch.py", Path("/etc/passwd")]  # the working folder, the OS
+    for path in (history_clip, history_clip.with_suffix(".json"), app_data / "studies.db", blinded[0], *outside):
         assert path.is_file()
-        reply = requests.get(f"{studio.url}gradio_api/file={path}", timeout=10)
-        assert reply.status_code == 403, path
+        for app in (studio, rater_station):
+            for route in (f"gradio_api/file={path}", f"file={path}"):
+                reply = requests.get(f"{app.url}{route}", timeout=10)
+                assert reply.status_code in (403, 404), (route, path)
+                assert b"ftyp" not in reply.content[:16] and b"SQLite" not in reply.content[:16], (route, path)
+                assert b"root:" not in reply.content and b"GRADIO_ANALYTICS" not in reply.content, (route, path)
+
+
+def test_analytics_off_and_loopback_only(studio, rater_station, kiosk):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for running in (studio, rater_station, kiosk):
+        assert running.demo.analytics_enabled is False
+        assert running.demo.server_name == "127.0.0.1"
+    # launch.py turns analytics off before Gradio is imported, even when the user's environment says otherwise.
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "True"}
+    out = subprocess.run([sys.executable, "-c", "import launch, gradio.analytics as a; print(a.analytics_enabled())"],
+                         check=False, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
