@@ -236,7 +236,7 @@ def _resolve_model_path(options: LoadOptions) -> tuple[str, bool]:
         return str(local.resolve()), _is_tiny_folder(local)
     if options.model.startswith((".", "/", "~")) or options.model.count("/") > 1:
         raise ModelLoadError(f"Model folder {options.model} does not exist. Check the path, or pass a hub id "
-                             f"such as {DEFAULT_MODEL}.")
+                             f"such as {DEFAULT_MODEL} (or `--model tiny` to try the tools without weights).")
     return options.model, False
 
 
@@ -278,7 +278,8 @@ def _load_transformer(path: str, dtype: torch.dtype, quantization_config, local_
                 f"{folder} holds no transformer: expected config.json and diffusion_pytorch_model*.safetensors "
                 f"(a folder saved by `python -m ophora train`, or a pipeline folder with transformer/).")
     elif not folder.exists():
-        raise ModelLoadError(f"Transformer folder {folder} does not exist.")
+        raise ModelLoadError(f"Transformer folder {folder} does not exist: pass the `model/` folder of a training "
+                             f"run (output_dir/model) or a folder holding transformer/config.json.")
     return CogVideoXTransformer3DModel.from_pretrained(
         str(folder), subfolder=subfolder, dtype=dtype, quantization_config=quantization_config,
         local_files_only=local_files_only)
