@@ -97,7 +97,7 @@ def run_one(args) -> dict:
     config = config_from_dict({
         "stage": f"bench-{args.one}", "base_model": str(base), "data": [str(data)], "output_dir": str(work / f"run-{args.one}"),
         "training": args.one, "lora": {"rank": args.lora_rank, "alpha": args.lora_rank}, "max_train_steps": 1000,
-        "train_batch_size": 1, "learning_rate": 1e-4, "lr_warmup_steps": 10, "checkpointing_steps": 10_000,
+        "global_batch_size": 1, "train_batch_size": 1, "learning_rate": 1e-4, "lr_warmup_steps": 10, "checkpointing_steps": 10_000,
         "validation_steps": 0, "gradient_checkpointing": not args.no_gradient_checkpointing,
         "mixed_precision": ("fp16" if on_gpu else "no") if args.mixed_precision is None else args.mixed_precision,
         "use_8bit_adam": args.use_8bit_adam})

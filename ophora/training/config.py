@@ -44,8 +44,12 @@ class StageConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     seed: int = 42
     max_train_steps: int = 65_000
-    train_batch_size: int = 1  # per device; global batch = this x devices x gradient_accumulation_steps
-    gradient_accumulation_steps: int = 1
+    # Clips per optimizer step = train_batch_size x processes x gradient_accumulation_steps. The published runs:
+    # 8 per process x 16 GPUs x 1 = 128. With global_batch_size set, the accumulation is derived at launch from
+    # the number of processes (8 GPUs -> 2, 1 GPU -> 16); null keeps gradient_accumulation_steps (default 1).
+    global_batch_size: int | None = 128
+    train_batch_size: int = 8  # per process
+    gradient_accumulation_steps: int | None = None  # None: derived from global_batch_size; set: must agree
     learning_rate: float = 1e-4
     lr_scheduler: str = "cosine_with_restarts"
     lr_warmup_steps: int = 800
@@ -88,10 +92,17 @@ class StageConfig:
             problems.append(f"save_dtype: {self.save_dtype!r} is not one of fp16, bf16, fp32")
         if not self.data:
             problems.append("data: list at least one folder written by `python -m ophora train encode`")
-        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps",
-                     "logging_steps", "lr_num_cycles"):
+        for name in ("max_train_steps", "train_batch_size", "checkpointing_steps", "logging_steps", "lr_num_cycles"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name}: must be a whole number >= 1, got {getattr(self, name)!r}")
+        for name in ("global_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                problems.append(f"{name}: must be a whole number >= 1 or null, got {value!r}")
+        if (isinstance(self.global_batch_size, int) and isinstance(self.train_batch_size, int)
+                and self.train_batch_size >= 1 and self.global_batch_size % self.train_batch_size):
+            problems.append(f"global_batch_size {self.global_batch_size} is not a multiple of train_batch_size "
+                            f"{self.train_batch_size} (the per-process batch)")
         if not isinstance(self.validation_steps, int) or self.validation_steps < 0:
             problems.append(f"validation_steps: must be a whole number >= 0, got {self.validation_steps!r}")
         if not isinstance(self.lr_warmup_steps, int) or self.lr_warmup_steps < 0:
@@ -109,6 +120,48 @@ class StageConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def batch_plan(self, num_processes: int) -> BatchPlan:
+        """Per-process batch, accumulation and global batch for a launch with ``num_processes`` processes.
+
+        Raises ``ConfigError`` when ``global_batch_size`` cannot be reached exactly with this many processes, or
+        disagrees with an explicit ``gradient_accumulation_steps``: a silently different global batch is a
+        different recipe (learning rate, warm-up and step counts were tuned for it).
+        """
+        per_process = self.train_batch_size
+        if self.global_batch_size is None:
+            accumulation = self.gradient_accumulation_steps or 1
+            return BatchPlan(per_process, num_processes, accumulation, per_process * num_processes * accumulation)
+        per_step = per_process * num_processes
+        if self.global_batch_size % per_step:
+            fits = [n for n in range(1, self.global_batch_size // per_process + 1)
+                    if self.global_batch_size % (per_process * n) == 0]
+            raise ConfigError(
+                f"global_batch_size {self.global_batch_size} cannot be split into {num_processes} processes x "
+                f"train_batch_size {per_process} x a whole number of accumulation steps. Launch with a process count "
+                f"in {fits}, or change train_batch_size (e.g. --set train_batch_size=1) or global_batch_size.")
+        accumulation = self.global_batch_size // per_step
+        if self.gradient_accumulation_steps is not None and self.gradient_accumulation_steps != accumulation:
+            raise ConfigError(
+                f"gradient_accumulation_steps {self.gradient_accumulation_steps} disagrees with global_batch_size "
+                f"{self.global_batch_size} = {num_processes} processes x train_batch_size {per_process} x "
+                f"{accumulation}. Remove gradient_accumulation_steps (it is derived), or set "
+                f"global_batch_size: null to use it as given.")
+        return BatchPlan(per_process, num_processes, accumulation, self.global_batch_size)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimizer step's global batch is split at this launch."""
+
+    per_process: int
+    processes: int
+    accumulation: int
+    global_batch: int
+
+    def describe(self) -> str:
+        return (f"global batch {self.global_batch} per optimizer step = {self.per_process} per process x "
+                f"{self.processes} processes x {self.accumulation} accumulation steps")
 
 
 def _check_keys(values: dict, cls, where: str) -> None:

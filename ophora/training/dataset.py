@@ -90,18 +90,28 @@ def collate(items: list[dict]) -> dict:
 
 
 class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Per-process batches of one bucket; ``set_position(epoch, batch)`` resumes mid-epoch."""
+    """This process's micro-batches, all of one bucket; ``set_position(epoch, step)`` resumes mid-epoch.
+
+    The unit is the optimizer step's global batch (``batch_size x num_replicas x accumulation`` clips). Micro-batch
+    ``m`` of a step gives process ``rank`` the slice ``(m * num_replicas + rank) * batch_size`` onwards, so every
+    split of the same global batch (processes, per-process batch, accumulation) trains on the same clips per step.
+    """
 
     def __init__(self, buckets: dict[str, list[int]], batch_size: int, seed: int, num_replicas: int = 1,
-                 rank: int = 0):
+                 rank: int = 0, accumulation: int = 1):
         self.buckets = {name: list(ids) for name, ids in sorted(buckets.items())}
         self.batch_size, self.seed = batch_size, seed
-        self.num_replicas, self.rank = num_replicas, rank
-        self.epoch, self.start_batch = 0, 0
+        self.num_replicas, self.rank, self.accumulation = num_replicas, rank, accumulation
+        self.epoch, self.start_step = 0, 0
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.num_replicas * self.accumulation
 
     def global_batches(self, epoch: int) -> list[list[int]]:
+        """Every optimizer step's clips of ``epoch``: a pure function of seed, epoch and the global batch size."""
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        size = self.batch_size * self.num_replicas
+        size = self.global_batch_size
         batches = []
         for ids in self.buckets.values():
             order = [ids[j] for j in torch.randperm(len(ids), generator=generator).tolist()]
@@ -110,14 +120,18 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             batches += [order[j:j + size] for j in range(0, len(order), size)]
         return [batches[j] for j in torch.randperm(len(batches), generator=generator).tolist()]
 
-    def __len__(self) -> int:
-        size = self.batch_size * self.num_replicas
+    def steps_per_epoch(self) -> int:
+        size = self.global_batch_size
         return sum(-(-len(ids) // size) for ids in self.buckets.values())
 
-    def set_position(self, epoch: int, batch: int) -> None:
-        self.epoch, self.start_batch = epoch, batch
+    def __len__(self) -> int:  # micro-batches of this process per epoch
+        return self.steps_per_epoch() * self.accumulation
+
+    def set_position(self, epoch: int, step: int) -> None:
+        self.epoch, self.start_step = epoch, step
 
     def __iter__(self):
-        batches = self.global_batches(self.epoch)
-        for batch in batches[self.start_batch:]:
-            yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        for batch in self.global_batches(self.epoch)[self.start_step:]:
+            for micro in range(self.accumulation):
+                start = (micro * self.num_replicas + self.rank) * self.batch_size
+                yield batch[start:start + self.batch_size]

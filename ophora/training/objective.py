@@ -12,14 +12,46 @@ loss always matches whatever base model is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
+# One CPU generator for the whole batch, or one per sample (what training uses, see ``sample_generators``).
+Generators = torch.Generator | Sequence[torch.Generator]
 
-def sample_latents(latent_dist: torch.Tensor, scaling_factor: float, generator: torch.Generator) -> torch.Tensor:
+
+def sample_generators(seed: int, positions: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded by the run's seed and the sample's position in the global stream.
+
+    Why per sample: the posterior sample, noise and timestep a clip gets then depend only on where it sits in the
+    run (optimizer step x global batch + slot), not on how the global batch is split into processes, micro-batches
+    and accumulation steps. 2 GPUs x batch 1, 1 GPU x batch 1 x accumulation 2 and 1 GPU x batch 2 train on the
+    same numbers, and a resumed run needs no saved generator state.
+    """
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, position]).generate_state(1, np.uint64)[0]))
+            for position in positions]
+
+
+def _randn(shape: torch.Size, generator: Generators, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, dtype=dtype)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}.")
+    return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype) for g in generator])
+
+
+def _randint(high: int, batch: int, generator: Generators) -> torch.Tensor:
+    if isinstance(generator, torch.Generator):
+        return torch.randint(0, high, (batch,), generator=generator)
+    return torch.cat([torch.randint(0, high, (1,), generator=g) for g in generator])
+
+
+def sample_latents(latent_dist: torch.Tensor, scaling_factor: float, generator: Generators) -> torch.Tensor:
     """Draw from the stored VAE posterior (mean, logvar) and scale, as the transformer was trained to see."""
     mean, logvar = torch.chunk(latent_dist.float(), 2, dim=1)
     std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    noise = _randn(mean.shape, generator, mean.dtype)
     # Same arithmetic as DiagonalGaussianDistribution.sample, with our generator on CPU for exact resume.
     return (mean + std * noise.to(mean.device)) * scaling_factor
 
@@ -50,20 +82,20 @@ def rotary_embeddings(transformer_config, latent_frames: int, latent_height: int
 
 
 def diffusion_loss(transformer, scheduler, latents: torch.Tensor, prompt_embeds: torch.Tensor,
-                   generator: torch.Generator, transformer_config=None,
+                   generator: Generators, transformer_config=None,
                    input_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One training loss for ``latents`` (B, C, F, H, W), scaled, and T5 ``prompt_embeds`` (B, L, D).
 
     Timesteps are uniform in [0, num_train_timesteps) and the noise is Gaussian, both drawn from ``generator``
-    (on CPU, so a resumed run draws the same numbers on any device). ``input_dtype`` casts only the
+    (on CPU, so a resumed run draws the same numbers on any device; a list gives one generator per sample). ``input_dtype`` casts only the
     transformer's inputs (DeepSpeed bf16 holds bf16 weights and does not autocast); targets stay fp32.
     """
     config = transformer_config or transformer.config
     batch = latents.shape[0]
     device = latents.device
     x0 = latents.permute(0, 2, 1, 3, 4).contiguous()  # the transformer takes (B, F, C, H, W)
-    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(device)
+    noise = _randn(x0.shape, generator, x0.dtype).to(device)
+    timesteps = _randint(scheduler.config.num_train_timesteps, batch, generator).to(device)
     noisy = scheduler.add_noise(x0, noise, timesteps)
     rotary = rotary_embeddings(config, x0.shape[1], x0.shape[3], x0.shape[4], device)
     if input_dtype is not None:

@@ -27,6 +27,29 @@ def state_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def _whole_models():
+    """Build models whole even inside a DeepSpeed ZeRO-3 run.
+
+    Why: while a ZeRO-3 config is registered, transformers builds every model partitioned
+    (``deepspeed.zero.Init``, a collective). The frozen T5 encoder is loaded by the main process alone, so the
+    other processes would never join and the run would hang.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:
+        yield
+        return
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = registered() if registered is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if config is not None:
+            hf_deepspeed.set_hf_deepspeed_config(config)
+
+
 class FrozenParts:
     """The base pipeline's tokenizer, T5 encoder, VAE and scheduler; loaded on first use, never trained."""
 
@@ -40,8 +63,9 @@ class FrozenParts:
         if self.pipe is None:
             from diffusers import CogVideoXPipeline
 
-            self.pipe = CogVideoXPipeline.from_pretrained(self.base_model, transformer=None, torch_dtype=self.dtype,
-                                                          local_files_only=self.local_files_only)
+            with _whole_models():
+                self.pipe = CogVideoXPipeline.from_pretrained(self.base_model, transformer=None, torch_dtype=self.dtype,
+                                                              local_files_only=self.local_files_only)
             for name in ("text_encoder", "vae"):
                 module = getattr(self.pipe, name)
                 module.requires_grad_(False).eval()

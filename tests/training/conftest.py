@@ -53,7 +53,7 @@ def encoded_dir(tmp_path_factory, manifest_csv, tiny_model_dir) -> Path:
 def tiny_stage(tiny_model_dir, encoded_dir, output_dir, **overrides) -> dict:
     """A stage config for the tiny model on CPU: small, fast, deterministic."""
     values = {"stage": "tpt", "base_model": str(tiny_model_dir), "data": [str(encoded_dir)], "output_dir": str(output_dir),
-                  "max_train_steps": 8, "train_batch_size": 2, "learning_rate": 3e-3, "lr_scheduler": "constant",
+                  "max_train_steps": 8, "global_batch_size": None, "train_batch_size": 2, "learning_rate": 3e-3, "lr_scheduler": "constant",
                   "lr_warmup_steps": 0, "mixed_precision": "no", "checkpointing_steps": 100, "validation_steps": 0,
                   "save_dtype": "fp32", "seed": 7}
     values.update(overrides)

@@ -32,35 +32,45 @@ def test_two_processes_encode_shards_and_train(tiny_model_dir, manifest_csv, tmp
     done = _launch("fit", "ophora/training/configs/tpt.yaml", "--cpu", f"--set=base_model={tiny_model_dir}",
                    f"--set=data=[{data}]", f"--set=output_dir={run}", "--set=max_train_steps=3",
                    "--set=mixed_precision=no", "--set=validation_steps=0", "--set=checkpointing_steps=3",
+                   "--set=global_batch_size=2", "--set=train_batch_size=1",
                    "--set=save_dtype=fp32")
     assert done.stdout.count("Stage tpt: 3 steps") == 1  # reported once, by the main process
     checkpoint = run / "checkpoints" / "checkpoint-3"
-    assert json.loads((checkpoint / "ophora_state.json").read_text())["num_processes"] == 2
-    assert {p.name for p in checkpoint.glob("noise_state_*.pt")} == {"noise_state_0.pt", "noise_state_1.pt"}
+    state = json.loads((checkpoint / "ophora_state.json").read_text())
+    assert state["num_processes"] == 2 and state["batch"]["global_batch"] == 2
+    assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert (run / "model" / "transformer" / "config.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2"])
+@pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
 def test_shipped_accelerate_configs_are_valid_for_accelerate_launch(name):
     """accelerate's own config class reads them (it refuses unknown keys); DeepSpeed keys are launch options."""
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import launch_command_parser
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
 
     from ophora.training.config import load_stage_config
 
     launch = load_config_from_file(str(REPO / f"ophora/training/configs/accelerate/{name}.yaml"))
     stage = load_stage_config(REPO / "ophora/training/configs/tpt.yaml")
     assert launch.mixed_precision == stage.mixed_precision == "fp16"
+    assert stage.batch_plan(launch.num_processes).global_batch == 128  # the published global batch
     if name == "ddp":
         assert launch.distributed_type == DistributedType.MULTI_GPU and launch.num_processes == 8
         return
-    assert launch.distributed_type == DistributedType.DEEPSPEED and launch.deepspeed_config["zero_stage"] == 2
+    assert launch.distributed_type == DistributedType.DEEPSPEED
     options = vars(launch_command_parser().parse_args(["train.py"]))
     assert set(launch.deepspeed_config) <= set(options), set(launch.deepspeed_config) - set(options)
-    assert launch.deepspeed_config["gradient_accumulation_steps"] == stage.gradient_accumulation_steps
+    assert "gradient_accumulation_steps" not in launch.deepspeed_config  # derived from the stage's global batch
     assert launch.deepspeed_config["gradient_clipping"] == stage.max_grad_norm
-    assert launch.num_processes == 8 * launch.num_machines
+    assert launch.num_processes == 8 * launch.num_machines == 16
+    # accelerate's DeepSpeedPlugin builds the DeepSpeed config from these keys.
+    keys = {k: v for k, v in launch.deepspeed_config.items() if k != "deepspeed_multinode_launcher"}
+    plugin = DeepSpeedPlugin(**keys)
+    zero = plugin.deepspeed_config["zero_optimization"]
+    assert zero["stage"] == int(name[-1]) and plugin.deepspeed_config["gradient_accumulation_steps"] == "auto"
+    if name == "deepspeed_zero3":  # as the original runs: whole 16-bit weights gathered on save
+        assert zero["stage3_gather_16bit_weights_on_model_save"] is True
 
 
 def test_launch_accumulation_that_disagrees_with_the_stage_stops_the_run(tiny_model_dir, encoded_dir, tmp_path,
@@ -72,6 +82,6 @@ def test_launch_accumulation_that_disagrees_with_the_stage_stops_the_run(tiny_mo
 
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
     config = config_from_dict(tiny_stage(tiny_model_dir, encoded_dir, tmp_path / "run", gradient_accumulation_steps=2))
-    with pytest.raises(ConfigError, match="gradient_accumulation_steps 4 but the stage config says 2"):
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps 4 but the stage config needs 2"):
         fit(config, cpu=True)
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -116,6 +116,7 @@ def test_lora_tpt_then_p2ft_through_the_cli(tiny_model_dir, encoded_dir, tmp_pat
     from ophora.training.cli import main
 
     common = [f"data=[{encoded_dir}]", "mixed_precision=no", "validation_steps=0", "train_batch_size=2",
+              "global_batch_size=2",
               "lr_warmup_steps=0", "save_dtype=fp32", "checkpointing_steps=100"]
     tpt = tmp_path / "tpt"
     assert main(["fit", "ophora/training/configs/tpt.yaml", "--cpu"] + [f"--set={s}" for s in common + [

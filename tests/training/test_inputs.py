@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from ophora.training.config import ConfigError, load_stage_config
+from ophora.training.config import BatchPlan, ConfigError, load_stage_config
 from ophora.training.dataset import BucketBatchSampler, DataError, EncodedClips
 from ophora.training.frames import Bucket, choose_bucket, sample_frame_indices
 from ophora.training.manifest import ManifestError, read_manifest
@@ -59,9 +59,28 @@ def test_shipped_configs_hold_the_published_recipe(name, lr, steps):
                                                                                                       1e-3, 1.0)
     assert (config.lr_scheduler, config.lr_warmup_steps) == ("cosine_with_restarts", 800)
     assert (config.mixed_precision, config.gradient_checkpointing, config.training) == ("fp16", True, "full")
+    # Global batch 128 = 8 per process x 16 GPUs (ZeRO-3, as published) or x 8 GPUs x 2 accumulation (DDP).
+    assert (config.global_batch_size, config.train_batch_size, config.gradient_accumulation_steps) == (128, 8, None)
+    zero3 = load_config_from_file("ophora/training/configs/accelerate/deepspeed_zero3.yaml")
+    assert config.batch_plan(zero3.num_processes) == BatchPlan(8, 16, 1, 128)
     ddp = load_config_from_file("ophora/training/configs/accelerate/ddp.yaml")
-    # Batch 8 per optimizer step, as published, with the shipped DDP launch file.
-    assert config.train_batch_size * ddp.num_processes * config.gradient_accumulation_steps == 8
+    assert config.batch_plan(ddp.num_processes) == BatchPlan(8, 8, 2, 128)
+    assert config.batch_plan(1) == BatchPlan(8, 1, 16, 128)
+
+
+def test_global_batch_that_cannot_be_split_is_refused_with_the_counts_that_work():
+    config = load_stage_config("ophora/training/configs/tpt.yaml")
+    with pytest.raises(ConfigError, match=r"cannot be split into 3 processes .* in \[1, 2, 4, 8, 16\]"):
+        config.batch_plan(3)
+    assert load_stage_config("ophora/training/configs/tpt.yaml", ["train_batch_size=1"]).batch_plan(2) == \
+        BatchPlan(1, 2, 64, 128)
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps 4 disagrees with global_batch_size 128"):
+        load_stage_config("ophora/training/configs/tpt.yaml", ["gradient_accumulation_steps=4"]).batch_plan(8)
+    with pytest.raises(ConfigError, match="global_batch_size 128 is not a multiple of train_batch_size 3"):
+        load_stage_config("ophora/training/configs/tpt.yaml", ["train_batch_size=3"])
+    explicit = load_stage_config("ophora/training/configs/tpt.yaml", ["global_batch_size=null",
+                                                                      "gradient_accumulation_steps=3"])
+    assert explicit.batch_plan(2) == BatchPlan(8, 2, 3, 48)
 
 
 def test_p2ft_starts_from_tpt_output_and_overrides_apply():
@@ -70,7 +89,7 @@ def test_p2ft_starts_from_tpt_output_and_overrides_apply():
     assert (p2ft.max_train_steps, p2ft.lora.rank) == (10, 16)
     assert p2ft.base_model == tpt.output_dir + "/model"  # P2FT starts from TPT's output
     lora = load_stage_config("ophora/training/configs/lora_workstation.yaml")
-    assert lora.training == "lora" and lora.train_batch_size * lora.gradient_accumulation_steps == 8
+    assert lora.training == "lora" and lora.batch_plan(1) == BatchPlan(1, 1, 8, 8)  # one workstation GPU
 
 
 def test_yaml_exponents_without_dot_are_numbers_and_wrong_types_are_named(tmp_path):
