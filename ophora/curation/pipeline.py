@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -24,10 +25,10 @@ from .chat_client import MalformedAnswer
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
-from .refine import InvalidInstruction, RefineCache, Refiner
+from .refine import InvalidInstruction, RefineCache, Refiner, validate_instruction
 from .stages import RetryableError, StageResult
 
-STAGES = ("probe", "caption", "dynamics", "face", "text", "vlm", "refine")
+STAGES = ("probe", "caption", "narration", "dynamics", "face", "text", "vlm", "refine", "deid")
 # Columns that legitimately differ between two runs of the same clips (timings, cache hits).
 VOLATILE_COLUMNS = ("dynamics_seconds", "refine_cached", "seconds", "worker")
 
@@ -49,7 +50,19 @@ def output_paths(out: str | Path) -> dict[str, Path]:
     out = Path(out)
     stem = out.with_suffix("")
     return {"parquet": out, "journal": Path(f"{stem}.journal.jsonl"), "cache": Path(f"{stem}.refine-cache.sqlite"),
-            "report": Path(f"{stem}.report.html"), "summary": Path(f"{stem}.summary.json")}
+            "report": Path(f"{stem}.report.html"), "summary": Path(f"{stem}.summary.json"),
+            "config": Path(f"{stem}.config.json"), "narration": Path(f"{stem}.narration.private.parquet")}
+
+
+def write_private(frame: pd.DataFrame, path: Path) -> None:
+    """Write a private working file readable by its owner only (raw narration stays here, never released)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(descriptor)
+    frame.to_parquet(partial, index=False)
+    os.chmod(partial, 0o600)
+    partial.replace(path)
 
 
 class Curator:
@@ -75,6 +88,9 @@ class Curator:
 
             self.vlm = VlmScreen(privacy["vlm"])
         self.refiner = Refiner(config["refine"], cache_path)
+        from .deid import shared_deidentifier
+
+        self.deid = shared_deidentifier(privacy["deid"])
 
     def _caption_stage(self, task: ClipTask) -> StageResult:
         words = len((task.caption or "").split())
@@ -85,15 +101,42 @@ class Curator:
             return StageResult(measured, f"caption: too short ({words} words)")
         return StageResult(measured)
 
+    def _narration_stage(self, task: ClipTask) -> StageResult:
+        """PHI screen of the narration before any refiner (or remote LLM) sees it: sentences with PHI go."""
+        screened = self.deid.screen(task.caption or "")
+        measured = {"sentences": screened.sentences, "removed_sentences": screened.removed_sentences,
+                    "redactions": json.dumps(screened.kinds, sort_keys=True)}
+        if not screened.text:
+            return StageResult(measured, f"privacy: PHI in every narration sentence ({_kinds_text(screened.kinds)})")
+        return StageResult(measured, caption=screened.text)
+
     def _refine_stage(self, task: ClipTask) -> StageResult:
         try:
             return StageResult(self.refiner.refine(task.caption or ""))
         except InvalidInstruction as error:
             return StageResult({"refine_backend": self.refiner.label}, f"refine: {error}")
 
+    def screen_instruction(self, instruction: str) -> StageResult:
+        """PHI screen of the refined instruction (an LLM may add what the narration screen removed)."""
+        screened = self.deid.screen(instruction or "")
+        measured = {"removed_sentences": screened.removed_sentences,
+                    "redactions": json.dumps(screened.kinds, sort_keys=True)}
+        if not screened.findings:
+            return StageResult(measured)
+        measured["instruction"] = None  # never keep an instruction with PHI, not even in a dropped row
+        if not screened.text:
+            return StageResult(measured, f"privacy: PHI in the instruction ({_kinds_text(screened.kinds)})")
+        try:
+            measured["instruction"] = validate_instruction(screened.text, self.config["refine"])
+        except InvalidInstruction as error:
+            return StageResult(measured, f"privacy: PHI in the instruction ({_kinds_text(screened.kinds)}); "
+                                         f"what is left is no instruction ({error})")
+        return StageResult(measured)
+
     def stage_functions(self) -> list[tuple[str, Callable[[ClipTask], StageResult]]]:
         stages: list[tuple[str, Callable[[ClipTask], StageResult]]] = [
-            ("probe", lambda task: probe_clip(task, self.config)), ("caption", self._caption_stage)]
+            ("probe", lambda task: probe_clip(task, self.config)), ("caption", self._caption_stage),
+            ("narration", self._narration_stage)]
         if self.config["dynamics"]["enabled"]:
             stages.append(("dynamics", lambda task: dynamics_stage(task, self.config)))
         if self.face is not None:
@@ -103,13 +146,17 @@ class Curator:
         if self.vlm is not None:
             stages.append(("vlm", self.vlm))
         stages.append(("refine", self._refine_stage))
+        stages.append(("deid", lambda task: self.screen_instruction(self._instruction)))
         return stages
 
     def process(self, task: ClipTask) -> dict:
         """Run every stage on one clip and return its row. Never raises for a bad clip."""
         began = time.perf_counter()
-        row: dict = {"clip_id": task.clip_id, "video": task.video, "caption": task.caption,
+        row: dict = {"clip_id": task.clip_id, "video": task.video, "phase": task.phase,
                      "start_s": task.start_s, "end_s": task.end_s}
+        if self.config["run"].get("keep_narration"):
+            row["narration"] = task.caption  # asked for explicitly; `curate release` never copies it
+        self._instruction = None
         reasons, stages_run, decision, drop_stage = [], [], "keep", None
         stop_early = bool(self.config["run"]["stop_at_first_drop"])
         for name, stage in self.stage_functions():
@@ -129,7 +176,12 @@ class Curator:
                 break
             stages_run.append(name)
             for key, value in result.measurements.items():
-                row[f"{name}_{key}" if name != "refine" else key] = value
+                row[f"{name}_{key}" if name not in ("refine", "deid") or key == "redactions"
+                    or key == "removed_sentences" else key] = value
+            if name == "refine":
+                self._instruction = row.get("instruction")
+            if result.caption is not None:
+                task = replace(task, caption=result.caption)  # later stages see the screened narration
             if result.drop_reason is not None:
                 reasons.append(result.drop_reason)
                 if decision == "keep":
@@ -140,6 +192,10 @@ class Curator:
         if "instruction" not in row:
             row["instruction"] = None
         return row
+
+
+def _kinds_text(kinds: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none"
 
 
 # --- local process pool -------------------------------------------------------------------------------------
@@ -181,7 +237,7 @@ def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, worke
                 yield future.result()
             except Exception as error:  # e.g. a decoder crash killed the worker: record it, retry next run
                 task = futures[future]
-                yield {"clip_id": task.clip_id, "video": task.video, "caption": task.caption,
+                yield {"clip_id": task.clip_id, "video": task.video, "phase": task.phase,
                        "start_s": task.start_s, "end_s": task.end_s, "decision": "error", "keep": False,
                        "drop_stage": None, "reason": f"worker failed: {type(error).__name__}: {error}",
                        "stages_run": "", "config_hash": config_hash(config), "instruction": None}
@@ -274,6 +330,9 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
         results = run_ray(todo, config, cache, ray_address)
     else:
         raise ValueError(f"backend {backend!r} unknown; use local or ray")
+    paths["config"].write_text(json.dumps({"config_hash": current, "config": config}, indent=2), encoding="utf-8")
+    write_private(pd.DataFrame({"clip_id": [t.clip_id for t in tasks], "video": [t.video for t in tasks],
+                                "narration": [t.caption for t in tasks]}), paths["narration"])
     rows = dict(done)
     with paths["journal"].open("a", encoding="utf-8") as journal:
         for count, row in enumerate(results, start=1):
