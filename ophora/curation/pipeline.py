@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -22,15 +22,16 @@ from pathlib import Path
 import pandas as pd
 
 from .chat_client import MalformedAnswer
+from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, scene_window, window_seconds
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
 from .refine import InvalidInstruction, RefineCache, Refiner, validate_instruction
 from .stages import RetryableError, StageResult
 
-STAGES = ("probe", "caption", "narration", "dynamics", "face", "text", "vlm", "refine", "deid")
+STAGES = ("probe", "caption", "narration", "decode", "dynamics", "window", "face", "text", "vlm", "refine", "deid")
 # Columns that legitimately differ between two runs of the same clips (timings, cache hits).
-VOLATILE_COLUMNS = ("dynamics_seconds", "refine_cached", "seconds", "worker")
+VOLATILE_COLUMNS = ("dynamics_seconds", "decode_seconds", "refine_cached", "seconds", "worker")
 
 
 # Settings that change how a result is fetched, not what it is: changing them keeps earlier decisions valid.
@@ -92,29 +93,87 @@ class Curator:
 
         self.deid = shared_deidentifier(privacy["deid"])
 
-    def _caption_stage(self, task: ClipTask) -> StageResult:
-        words = len((task.caption or "").split())
+    def _caption_stage(self, state: ClipState) -> StageResult:
+        caption = state.task.caption
+        words = len((caption or "").split())
         measured = {"words": words}
-        if not task.caption:
+        if not caption:
             return StageResult(measured, "caption: missing caption")
         if words < int(self.config["caption"]["min_words"]):
             return StageResult(measured, f"caption: too short ({words} words)")
         return StageResult(measured)
 
-    def _narration_stage(self, task: ClipTask) -> StageResult:
+    def _narration_stage(self, state: ClipState) -> StageResult:
         """PHI screen of the narration before any refiner (or remote LLM) sees it: sentences with PHI go."""
-        screened = self.deid.screen(task.caption or "")
+        screened = self.deid.screen(state.task.caption or "")
         measured = {"sentences": screened.sentences, "removed_sentences": screened.removed_sentences,
                     "redactions": json.dumps(screened.kinds, sort_keys=True)}
         if not screened.text:
             return StageResult(measured, f"privacy: PHI in every narration sentence ({_kinds_text(screened.kinds)})")
         return StageResult(measured, caption=screened.text)
 
-    def _refine_stage(self, task: ClipTask) -> StageResult:
+    def _sample_indices(self, state: ClipState) -> dict[str, list[int]]:
+        """Frame numbers each enabled screen looks at (kept by the decoding pass, decoded nowhere else)."""
+        from .privacy import sample_indices
+
+        privacy, task, facts = self.config["privacy"], state.task, state.facts
+        screens = {"face": self.face and privacy["face_prescreen"], "text": self.text and privacy["text_prescreen"],
+                   "vlm": self.vlm and privacy["vlm"]}
+        return {name: sample_indices(facts["fps"], facts["frames"], int(cfg["frames"]), task.start_s, task.end_s)
+                for name, cfg in screens.items() if cfg}
+
+    def _decode_stage(self, state: ClipState) -> StageResult:
+        """Decode every frame of the clip window once (cuts and sampled frames on the way); see decode.py."""
+        state.samples = self._sample_indices(state)
+        keep = {index for indices in state.samples.values() for index in indices}
+        dynamics = self.config["dynamics"] if self.config["dynamics"]["enabled"] else None
         try:
-            return StageResult(self.refiner.refine(task.caption or ""))
+            state.decoded = decode_clip(state.task, state.facts, keep, dynamics)
+        except Exception as error:  # the decoder gave up on this file: a fact about the clip
+            return StageResult({}, f"incomplete: the video could not be decoded ({type(error).__name__}: {error})")
+        decoded = state.decoded
+        measured = {"frames_expected": decoded.frames_expected, "frames_decoded": decoded.frames_decoded,
+                    "failures": decoded.decode_failures, "seconds": decoded.seconds}
+        missing = decoded.frames_expected - decoded.frames_decoded
+        if missing > int(self.config["probe"]["max_missing_frames"]):
+            return StageResult(measured, f"incomplete: decoded {decoded.frames_decoded} of "
+                                         f"{decoded.frames_expected} frames")
+        return StageResult(measured)
+
+    def _dynamics_stage(self, state: ClipState) -> StageResult:
+        return dynamics_stage(state.task, self.config, measured=state.decoded.cuts)
+
+    def _window_stage(self, state: ClipState) -> StageResult:
+        """The training window: the longest scene of the clip (all of it when there is no cut)."""
+        decoded, facts, task = state.decoded, state.facts, state.task
+        fps = facts["fps"]
+        last = decoded.first_frame + min(decoded.frames_expected, decoded.frames_decoded)
+        cut_frames = list((decoded.cuts or {}).get("cut_frames") or [])
+        first_frame, end_frame = scene_window(cut_frames, decoded.first_frame, last, fps)
+        measured = {"frames": end_frame - first_frame, "scenes": len(cut_frames) + 1,
+                    "start_s": task.start_s, "end_s": task.end_s}
+        if cut_frames:
+            measured["start_s"], measured["end_s"] = window_seconds(first_frame, end_frame, fps)
+        wanted = self.config["probe"].get("window_frames")
+        if wanted and measured["frames"] < int(wanted):
+            where = "longest scene" if cut_frames else "clip"
+            return StageResult(measured, f"window: {where} has {measured['frames']} frames, fewer than the "
+                                         f"{int(wanted)}-frame training window")
+        return StageResult(measured)
+
+    def _screen_stage(self, screen, name: str) -> Callable[[ClipState], StageResult]:
+        def run(state: ClipState) -> StageResult:
+            return screen(state.task, frames=state.decoded.pick(state.samples[name]))
+        return run
+
+    def _refine_stage(self, state: ClipState) -> StageResult:
+        try:
+            return StageResult(self.refiner.refine(state.task.caption or ""))
         except InvalidInstruction as error:
             return StageResult({"refine_backend": self.refiner.label}, f"refine: {error}")
+
+    def _deid_stage(self, state: ClipState) -> StageResult:
+        return self.screen_instruction(state.instruction or "")
 
     def screen_instruction(self, instruction: str) -> StageResult:
         """PHI screen of the refined instruction (an LLM may add what the narration screen removed)."""
@@ -133,20 +192,18 @@ class Curator:
                                          f"what is left is no instruction ({error})")
         return StageResult(measured)
 
-    def stage_functions(self) -> list[tuple[str, Callable[[ClipTask], StageResult]]]:
-        stages: list[tuple[str, Callable[[ClipTask], StageResult]]] = [
-            ("probe", lambda task: probe_clip(task, self.config)), ("caption", self._caption_stage),
-            ("narration", self._narration_stage)]
+    def stage_functions(self) -> list[tuple[str, Callable[[ClipState], StageResult]]]:
+        stages: list[tuple[str, Callable[[ClipState], StageResult]]] = [
+            ("probe", lambda state: probe_clip(state.task, self.config)), ("caption", self._caption_stage),
+            ("narration", self._narration_stage), ("decode", self._decode_stage)]
         if self.config["dynamics"]["enabled"]:
-            stages.append(("dynamics", lambda task: dynamics_stage(task, self.config)))
-        if self.face is not None:
-            stages.append(("face", self.face))
-        if self.text is not None:
-            stages.append(("text", self.text))
-        if self.vlm is not None:
-            stages.append(("vlm", self.vlm))
+            stages.append(("dynamics", self._dynamics_stage))
+        stages.append(("window", self._window_stage))
+        for name, screen in (("face", self.face), ("text", self.text), ("vlm", self.vlm)):
+            if screen is not None:
+                stages.append((name, self._screen_stage(screen, name)))
         stages.append(("refine", self._refine_stage))
-        stages.append(("deid", lambda task: self.screen_instruction(self._instruction)))
+        stages.append(("deid", self._deid_stage))
         return stages
 
     def process(self, task: ClipTask) -> dict:
@@ -156,14 +213,16 @@ class Curator:
                      "start_s": task.start_s, "end_s": task.end_s}
         if self.config["run"].get("keep_narration"):
             row["narration"] = task.caption  # asked for explicitly; `curate release` never copies it
-        self._instruction = None
+        state = ClipState(task)
         reasons, stages_run, decision, drop_stage = [], [], "keep", None
         stop_early = bool(self.config["run"]["stop_at_first_drop"])
         for name, stage in self.stage_functions():
             if decision != "keep" and (stop_early or not row.get("probe_clip_frames")):
                 break  # a clip with no decodable frame has nothing left to measure
+            if name in NEEDS_DECODED and state.decoded is None:
+                continue  # measure-everything mode after a failed decode: nothing to look at
             try:
-                result = stage(task)
+                result = stage(state)
             except (RetryableError, MalformedAnswer) as error:
                 reasons.append(f"{name}: {error}")
                 if decision == "keep":  # an already dropped clip stays decided
@@ -176,12 +235,14 @@ class Curator:
                 break
             stages_run.append(name)
             for key, value in result.measurements.items():
-                row[f"{name}_{key}" if name not in ("refine", "deid") or key == "redactions"
-                    or key == "removed_sentences" else key] = value
-            if name == "refine":
-                self._instruction = row.get("instruction")
+                row[key if name in ("refine", "deid") and key not in ("redactions", "removed_sentences")
+                    else f"{name}_{key}"] = value
+            if name == "probe":
+                state.facts = result.measurements
+            if name in ("refine", "deid"):
+                state.instruction = row.get("instruction")
             if result.caption is not None:
-                task = replace(task, caption=result.caption)  # later stages see the screened narration
+                state.task = replace(state.task, caption=result.caption)  # later stages see the screened text
             if result.drop_reason is not None:
                 reasons.append(result.drop_reason)
                 if decision == "keep":
@@ -192,6 +253,19 @@ class Curator:
         if "instruction" not in row:
             row["instruction"] = None
         return row
+
+
+NEEDS_DECODED = ("dynamics", "window", "face", "text", "vlm")
+
+
+@dataclass
+class ClipState:
+    """What the stages of one clip pass on to each other (probe facts, the decoding pass, the instruction)."""
+    task: ClipTask
+    facts: dict = field(default_factory=dict)
+    decoded: DecodedClip | None = None
+    samples: dict[str, list[int]] = field(default_factory=dict)
+    instruction: str | None = None
 
 
 def _kinds_text(kinds: dict[str, int]) -> str:
@@ -205,6 +279,7 @@ _WORKER: Curator | None = None  # one Curator per worker process, built once by 
 def _init_worker(config: dict, cache_path: str | None) -> None:
     global _WORKER
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_SINGLE_THREAD)  # one decode thread per worker
     try:
         import cv2
 

@@ -92,6 +92,13 @@ def strip_video(source: Path, target: Path) -> None:
     partial.replace(target)
 
 
+def _window(row: dict, bound: str) -> float | None:
+    """The training window's bound (the longest scene, see the curation's window stage), else the clip's."""
+    column = "window_" + bound if "window_frames" in row and pd.notna(row.get("window_frames")) else bound
+    value = row.get(column)
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def _redaction_totals(frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, int]:
     totals: Counter = Counter()
     for column in columns:
@@ -202,7 +209,7 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
         source_id, target = sources[source]
         record = {"clip_id": salted_hash(salt, "clip|" + str(row["clip_id"])),
                   "video": target.relative_to(out).as_posix(), "instruction": instruction, "caption": instruction,
-                  "phase": row.get("phase"), "start_s": row.get("start_s"), "end_s": row.get("end_s"),
+                  "phase": row.get("phase"), "start_s": _window(row, "start_s"), "end_s": _window(row, "end_s"),
                   "source_id": source_id}
         record.update({name: row.get(column) for name, column in PROBE_COLUMNS.items()})
         released.append(record)

@@ -102,9 +102,9 @@ def test_card_explains_every_row(released, curated):
                               "withheld_at_release": 0, "dropped": 3, "errors": 0}
     assert sum(card["reasons_detail"].values()) == 3
     assert card["reasons_detail"]["probe: video file missing: <path>"] == 1
-    assert card["reasons_detail"]["resolution: 640x360 below 720x480"] == 1
+    assert card["reasons_detail"]["resolution: 640x360 below 720x480 (long x short side)"] == 1
     assert card["phases"] == {"lens-implantation": 1, "hydrodissection": 1}
-    assert card["filters"]["probe"]["min_width"] == 720 and card["filters"]["dynamics"]["detector"] == "content"
+    assert card["filters"]["probe"]["min_long_side"] == 720 and card["filters"]["dynamics"]["detector"] == "content"
     assert "Presidio analyzer" in card["deidentification"]["method"] and "pysbd" in card["deidentification"]["method"]
     assert card["deidentification"]["redactions_in_narrations"]["name"] >= 2
     assert card["models"]["refine"]["labels_in_rows"] == ["rules-v1 (offline rule-based)"]
