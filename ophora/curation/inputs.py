@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def _clean_float(value) -> float | None:
 
 
 def is_url(text: str) -> bool:
-    return "://" in text and text.split("://", 1)[0].isalpha()
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
 def stable_clip_id(video: str, start_s: float | None, end_s: float | None) -> str:
@@ -105,10 +106,15 @@ def tasks_from_frame(frame: pd.DataFrame, base_dir: Path, source: str = "manifes
             continue
         first_row[clip_id] = number
         tasks.append(ClipTask(clip_id, video, _clean_text(row.get("caption")), start, end, _phase(row.get("phase"))))
-    urls = [(n, t.video) for n, t in enumerate(tasks) if is_url(t.video)]
-    if urls:
-        raise InputError(f"{source}: {len(urls)} video(s) are URLs, e.g. {urls[0][1]}; the curation reads local "
-                         f"files only. Download them first (e.g. `python -m fsspec` or curl) and list the local paths.")
+    from .fetch import unsupported_reason
+
+    refused = [(n, t.video, unsupported_reason(t.video)) for n, t in enumerate(tasks) if is_url(t.video)]
+    refused = [item for item in refused if item[2] is not None]
+    if refused:
+        number, url, why = refused[0]
+        raise InputError(f"{source}: {len(refused)} video URL(s) cannot be fetched here, e.g. {url}: {why}. "
+                         f"Install the package, or download the files and list local paths. "
+                         f"(http and https URLs are downloaded to a resumable cache beside the output.)")
     if duplicates:
         # data rows are numbered from 1, as a spreadsheet shows them under the header
         listed = "; ".join(f"clip {cid!r}: rows {', '.join(str(n + 1) for n in rows)}"

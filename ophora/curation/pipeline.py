@@ -10,6 +10,7 @@ and retried by the next run. One bad clip never stops the run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -29,7 +30,7 @@ from .probe import probe_clip
 from .refine import InvalidInstruction, RefineCache, Refiner, validate_instruction
 from .stages import RetryableError, StageResult
 
-STAGES = ("probe", "caption", "narration", "decode", "dynamics", "window", "face", "text", "vlm", "refine", "deid")
+STAGES = ("download", "probe", "caption", "narration", "decode", "dynamics", "window", "face", "text", "vlm", "refine", "deid")
 # Columns that legitimately differ between two runs of the same clips (timings, cache hits).
 VOLATILE_COLUMNS = ("dynamics_seconds", "decode_seconds", "refine_cached", "seconds", "worker")
 
@@ -52,7 +53,7 @@ def output_paths(out: str | Path) -> dict[str, Path]:
     stem = out.with_suffix("")
     return {"parquet": out, "journal": Path(f"{stem}.journal.jsonl"), "cache": Path(f"{stem}.refine-cache.sqlite"),
             "report": Path(f"{stem}.report.html"), "summary": Path(f"{stem}.summary.json"),
-            "config": Path(f"{stem}.config.json"), "narration": Path(f"{stem}.narration.private.parquet")}
+            "config": Path(f"{stem}.config.json"), "downloads": Path(f"{stem}.downloads"), "narration": Path(f"{stem}.narration.private.parquet")}
 
 
 def write_private(frame: pd.DataFrame, path: Path) -> None:
@@ -344,6 +345,28 @@ def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address
         yield from ray.get(done[0])
 
 
+# --- remote videos ---------------------------------------------------------------------------------------------
+def fetch_remote(tasks: list[ClipTask], cache_dir: Path, current_hash: str) -> tuple[list[ClipTask], list[dict]]:
+    """Download URL videos into the resumable cache (see fetch.py); a failed download is an error row that the
+    next run retries (and resumes)."""
+    from .fetch import DownloadError, fetch
+    from .inputs import is_url
+
+    ready, failed = [], []
+    for task in tasks:
+        if not is_url(task.video):
+            ready.append(task)
+            continue
+        try:
+            ready.append(replace(task, video=str(fetch(task.video, cache_dir))))
+        except DownloadError as error:
+            failed.append({"clip_id": task.clip_id, "video": task.video, "phase": task.phase, "start_s": task.start_s,
+                           "end_s": task.end_s, "decision": "error", "keep": False, "drop_stage": "download",
+                           "reason": f"download: {error}", "stages_run": "", "config_hash": current_hash,
+                           "instruction": None})
+    return ready, failed
+
+
 # --- resumable run ---------------------------------------------------------------------------------------------
 def load_previous(paths: dict[str, Path]) -> dict[str, dict]:
     """Rows from an earlier run (its parquet, then its journal, later lines winning)."""
@@ -395,6 +418,7 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     done = {cid: row for cid, row in previous.items() if cid in wanted and row.get("config_hash") == current
             and row.get("decision") in ("keep", "drop")}
     todo = [task for task in tasks if task.clip_id not in done]
+    todo, failed_downloads = fetch_remote(todo, paths["downloads"], config_hash(config))
     cache = str(paths["cache"]) if config["refine"].get("cache", True) else None
     workers = workers if workers is not None else int(config["run"].get("workers") or 0)
     workers = workers or (os.cpu_count() or 1)
@@ -410,12 +434,12 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
                                 "narration": [t.caption for t in tasks]}), paths["narration"])
     rows = dict(done)
     with paths["journal"].open("a", encoding="utf-8") as journal:
-        for count, row in enumerate(results, start=1):
+        for count, row in enumerate(itertools.chain(failed_downloads, results), start=1):
             rows[row["clip_id"]] = row
             journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
             journal.flush()
             if progress is not None:
-                progress(row, count, len(todo))
+                progress(row, count, len(todo) + len(failed_downloads))
     frame = rows_to_frame(rows.values(), [task.clip_id for task in tasks])
     partial = paths["parquet"].with_name(paths["parquet"].name + ".partial")
     frame.to_parquet(partial, index=False)

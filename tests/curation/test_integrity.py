@@ -96,8 +96,84 @@ def test_duplicate_rows_collapse_with_a_warning_naming_rows_and_path(tmp_path, s
     assert "2 duplicate row(s)" in message
 
 
-def test_url_inputs_are_refused_up_front(tmp_path):
+class RangeServer:
+    """A real HTTP server on 127.0.0.1 serving files with Range support; it can cut a response short."""
+
+    def __init__(self, files: dict[str, bytes]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.files, self.requests, self.cut_after = files, [], None
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+                body = data[start:]
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cut_after is not None:  # a dropped connection mid-file
+                    self.wfile.write(body[: server.cut_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_url_videos_are_downloaded_to_a_resumable_cache(tmp_path, sample_clips):
+    data = sample_clips[1].read_bytes()
+    with RangeServer({"/clips/hydro.mp4": data}) as server:
+        rows = [{"clip_id": "remote", "video": server.url("/clips/hydro.mp4"),
+                 "caption": "Inject fluid under the capsule with a cannula to free the nucleus."},
+                {"clip_id": "gone", "video": server.url("/clips/missing.mp4"), "caption": "Insert the lens."}]
+        manifest = tmp_path / "urls.csv"
+        pd.DataFrame(rows).to_csv(manifest, index=False)
+        tasks = read_tasks(manifest)
+        assert tasks[0].video == rows[0]["video"]  # not mangled into a local path
+        config = load_config(overrides=["privacy.face_prescreen.enabled=false"])
+        out = tmp_path / "run" / "curated.parquet"
+        server.cut_after = len(data) // 3  # the first run loses the connection a third of the way
+        first = run_pipeline(tasks, config, out, workers=1).set_index("clip_id")
+        assert first.loc["remote", "decision"] == "error" and "rerun to resume" in first.loc["remote", "reason"]
+        assert first.loc["gone", "decision"] == "error" and "HTTP 404" in first.loc["gone", "reason"]
+        server.cut_after = None
+        second = run_pipeline(tasks, config, out, workers=1).set_index("clip_id")
+    assert second.loc["remote", "decision"] == "keep", second.loc["remote", "reason"]
+    assert ("/clips/hydro.mp4", f"bytes={len(data) // 3}-") in server.requests  # resumed, not restarted
+    cached = list((tmp_path / "run" / "curated.downloads").glob("*.mp4"))
+    assert len(cached) == 1 and cached[0].read_bytes() == data
+    assert second.loc["remote", "video"] == str(cached[0])
+
+
+def test_urls_that_cannot_be_fetched_are_refused_up_front(tmp_path):
     manifest = tmp_path / "urls.csv"
-    pd.DataFrame([{"video": "https://example.org/a.mp4", "caption": "Insert the lens."}]).to_csv(manifest, index=False)
-    with pytest.raises(InputError, match="URLs, e.g. https://example.org/a.mp4; the curation reads local files"):
+    pd.DataFrame([{"video": "s3://bucket/a.mp4", "caption": "Insert the lens."}]).to_csv(manifest, index=False)
+    with pytest.raises(InputError, match=r"1 video URL\(s\) cannot be fetched here, e.g. s3://bucket/a.mp4: s3:// "
+                                         r"needs a package that is not installed \(Install s3fs"):
         read_tasks(manifest)
