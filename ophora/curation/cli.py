@@ -60,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             verdict = row["decision"] if row["decision"] == "keep" else f"{row['decision']}: {row['reason']}"
             print(f"[{count}/{total}] {row['clip_id']} {verdict}", flush=True)
 
+    from .chat_client import EndpointDown
+
     began = time.perf_counter()
     try:
         frame = run_pipeline(tasks, config, args.out, backend=args.backend, workers=args.workers,
                              ray_address=args.ray_address, fresh=args.fresh, progress=progress)
+    except EndpointDown as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except (FileNotFoundError, ValueError, RuntimeError) as error:  # e.g. no face cascade, unknown backend
         print(f"error: {error}", file=sys.stderr)
         return 2

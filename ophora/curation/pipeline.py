@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .chat_client import MalformedAnswer
+from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
 from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, scene_window, window_seconds
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
@@ -36,7 +36,8 @@ VOLATILE_COLUMNS = ("dynamics_seconds", "decode_seconds", "refine_cached", "seco
 
 
 # Settings that change how a result is fetched, not what it is: changing them keeps earlier decisions valid.
-TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "retries", "backoff_s", "cache")
+TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "retries", "backoff_s", "cache", "max_backoff_s",
+                  "clip_timeout_s", "breaker_failures", "breaker_pause_s", "breaker_stop_after")
 
 
 def config_hash(config: dict) -> str:
@@ -53,7 +54,8 @@ def output_paths(out: str | Path) -> dict[str, Path]:
     stem = out.with_suffix("")
     return {"parquet": out, "journal": Path(f"{stem}.journal.jsonl"), "cache": Path(f"{stem}.refine-cache.sqlite"),
             "report": Path(f"{stem}.report.html"), "summary": Path(f"{stem}.summary.json"),
-            "config": Path(f"{stem}.config.json"), "downloads": Path(f"{stem}.downloads"), "narration": Path(f"{stem}.narration.private.parquet")}
+            "config": Path(f"{stem}.config.json"), "downloads": Path(f"{stem}.downloads"),
+            "breaker": Path(f"{stem}.breaker"), "narration": Path(f"{stem}.narration.private.parquet")}
 
 
 def write_private(frame: pd.DataFrame, path: Path) -> None:
@@ -70,7 +72,7 @@ def write_private(frame: pd.DataFrame, path: Path) -> None:
 class Curator:
     """Holds one config and the stage objects built from it (the face cascade, the backends)."""
 
-    def __init__(self, config: dict, cache_path: str | Path | None = None):
+    def __init__(self, config: dict, cache_path: str | Path | None = None, breaker_path: str | Path | None = None):
         self.config = config
         self.hash = config_hash(config)
         privacy = config["privacy"]
@@ -88,8 +90,8 @@ class Curator:
         if privacy["vlm"]["enabled"]:
             from .privacy import VlmScreen
 
-            self.vlm = VlmScreen(privacy["vlm"])
-        self.refiner = Refiner(config["refine"], cache_path)
+            self.vlm = VlmScreen(privacy["vlm"], _own_breaker(breaker_path, "vlm"))
+        self.refiner = Refiner(config["refine"], cache_path, _own_breaker(breaker_path, "refine"))
         from .deid import shared_deidentifier
 
         self.deid = shared_deidentifier(privacy["deid"])
@@ -224,6 +226,8 @@ class Curator:
                 continue  # measure-everything mode after a failed decode: nothing to look at
             try:
                 result = stage(state)
+            except EndpointDown:
+                raise  # the run stops (see run_pipeline); this clip stays undecided
             except (RetryableError, MalformedAnswer) as error:
                 reasons.append(f"{name}: {error}")
                 if decision == "keep":  # an already dropped clip stays decided
@@ -277,7 +281,12 @@ def _kinds_text(kinds: dict[str, int]) -> str:
 _WORKER: Curator | None = None  # one Curator per worker process, built once by the pool initializer
 
 
-def _init_worker(config: dict, cache_path: str | None) -> None:
+def _own_breaker(path: str | Path | None, endpoint: str) -> Path | None:
+    """One breaker file per endpoint (refine LLM, privacy VLM) beside the output."""
+    return None if path is None else Path(f"{path}.{endpoint}.json")
+
+
+def _init_worker(config: dict, cache_path: str | None, breaker_path: str | None) -> None:
     global _WORKER
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_SINGLE_THREAD)  # one decode thread per worker
@@ -287,7 +296,7 @@ def _init_worker(config: dict, cache_path: str | None) -> None:
         cv2.setNumThreads(1)  # parallelism comes from processes; don't oversubscribe cores
     except Exception:
         pass
-    _WORKER = Curator(config, cache_path)
+    _WORKER = Curator(config, cache_path, breaker_path)
 
 
 def _work(task: ClipTask) -> dict:
@@ -297,20 +306,24 @@ def _work(task: ClipTask) -> dict:
     return row
 
 
-def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, workers: int) -> Iterator[dict]:
+def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, workers: int,
+              breaker_path: str | None = None) -> Iterator[dict]:
     if workers <= 1:
-        curator = Curator(config, cache_path)
+        curator = Curator(config, cache_path, breaker_path)
         for task in tasks:
             yield {**curator.process(task), "worker": os.getpid()}
         return
     if cache_path is not None and config["refine"].get("cache", True):
         RefineCache(cache_path)  # create the file and switch it to WAL once, before the workers race to it
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(config, cache_path)) as pool:
+                             initargs=(config, cache_path, breaker_path)) as pool:
         futures = {pool.submit(_work, task): task for task in tasks}
         for future in as_completed(futures):
             try:
                 yield future.result()
+            except EndpointDown:
+                pool.shutdown(wait=True, cancel_futures=True)  # stop handing out clips; the others stop fast
+                raise
             except Exception as error:  # e.g. a decoder crash killed the worker: record it, retry next run
                 task = futures[future]
                 yield {"clip_id": task.clip_id, "video": task.video, "phase": task.phase,
@@ -343,6 +356,15 @@ def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield from ray.get(done[0])
+
+
+def preflight(config: dict) -> None:
+    """Stop before the first clip when a configured endpoint is down (``EndpointDown`` says which and why)."""
+    if config["refine"]["backend"] == "openai":
+        ChatEndpoint.from_config(config["refine"]).preflight()
+    vlm = config["privacy"]["vlm"]
+    if vlm["enabled"] and vlm["backend"] == "openai":
+        ChatEndpoint.from_config(vlm).preflight()
 
 
 # --- remote videos ---------------------------------------------------------------------------------------------
@@ -423,8 +445,13 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     workers = workers if workers is not None else int(config["run"].get("workers") or 0)
     workers = workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(todo) or 1))
+    breaker = str(paths["breaker"])
+    for endpoint in ("refine", "vlm"):
+        _own_breaker(breaker, endpoint).unlink(missing_ok=True)  # each run starts with closed breakers
+    if todo:
+        preflight(config)
     if backend == "local":
-        results = run_local(todo, config, cache, workers)
+        results = run_local(todo, config, cache, workers, breaker)
     elif backend == "ray":
         results = run_ray(todo, config, cache, ray_address)
     else:
@@ -433,16 +460,22 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     write_private(pd.DataFrame({"clip_id": [t.clip_id for t in tasks], "video": [t.video for t in tasks],
                                 "narration": [t.caption for t in tasks]}), paths["narration"])
     rows = dict(done)
-    with paths["journal"].open("a", encoding="utf-8") as journal:
-        for count, row in enumerate(itertools.chain(failed_downloads, results), start=1):
-            rows[row["clip_id"]] = row
-            journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
-            journal.flush()
-            if progress is not None:
-                progress(row, count, len(todo) + len(failed_downloads))
+    stopped: EndpointDown | None = None
+    try:
+        with paths["journal"].open("a", encoding="utf-8") as journal:
+            for count, row in enumerate(itertools.chain(failed_downloads, results), start=1):
+                rows[row["clip_id"]] = row
+                journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+                journal.flush()
+                if progress is not None:
+                    progress(row, count, len(todo) + len(failed_downloads))
+    except EndpointDown as error:  # the run stops; what is decided so far is saved below, the rest waits
+        stopped = error
     frame = rows_to_frame(rows.values(), [task.clip_id for task in tasks])
     partial = paths["parquet"].with_name(paths["parquet"].name + ".partial")
     frame.to_parquet(partial, index=False)
     partial.replace(paths["parquet"])
     paths["journal"].unlink(missing_ok=True)  # everything in it is now in the parquet
+    if stopped is not None:
+        raise stopped
     return pd.read_parquet(paths["parquet"])  # the manifest exactly as a reader of the file will see it

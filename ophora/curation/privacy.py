@@ -204,11 +204,11 @@ def parse_rubric(text: str) -> dict[str, bool]:
 class VlmScreen:
     """Asks a vision-language model the rubric about sampled frames (OpenAI-compatible server or local)."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, breaker_path: str | Path | None = None):
         self.cfg = cfg
         if cfg["backend"] not in ("openai", "transformers"):
             raise ValueError(f"privacy.vlm.backend {cfg['backend']!r} unknown; use openai or transformers")
-        self.endpoint = ChatEndpoint.from_config(cfg) if cfg["backend"] == "openai" else None
+        self.endpoint = ChatEndpoint.from_config(cfg, breaker_path) if cfg["backend"] == "openai" else None
         self._local = None
 
     def ask(self, frames: list[np.ndarray]) -> str:

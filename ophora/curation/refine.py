@@ -230,12 +230,12 @@ class RefineCache:
 class Refiner:
     """Refines captions with the configured backend, validating and caching every answer."""
 
-    def __init__(self, cfg: dict, cache_path: str | Path | None = None):
+    def __init__(self, cfg: dict, cache_path: str | Path | None = None, breaker_path: str | Path | None = None):
         self.cfg = cfg
         self.backend = cfg["backend"]
         if self.backend not in ("rules", "openai", "transformers"):
             raise ValueError(f"refine.backend {self.backend!r} unknown; use rules, openai or transformers")
-        self.endpoint = ChatEndpoint.from_config(cfg) if self.backend == "openai" else None
+        self.endpoint = ChatEndpoint.from_config(cfg, breaker_path) if self.backend == "openai" else None
         self._local = None
         self.cache = RefineCache(cache_path) if cache_path is not None and cfg.get("cache", True) else None
 

@@ -123,14 +123,19 @@ def test_ray_backend_gives_the_same_manifest(cli_run, manifest, tmp_path):
 def test_resume_skips_decided_and_retries_errors(manifest, tmp_path, chat_server):
     out = tmp_path / "llm.parquet"
     tasks = read_tasks(manifest)
-    dead = load_config(overrides=["refine.backend=openai", "refine.base_url=http://127.0.0.1:9/v1",
-                                  "refine.model=refine-ok", "refine.retries=0", "privacy.face_prescreen.enabled=false"])
+    # the endpoint answers the run's preflight, then fails every request (the breaker set high: no pause)
+    dead = load_config(overrides=["refine.backend=openai", f"refine.base_url={chat_server.base_url}",
+                                  "refine.model=refine-ok", "refine.retries=0", "refine.breaker_failures=100",
+                                  "privacy.face_prescreen.enabled=false"])
+    chat_server.outage_after = 1
     first = run_pipeline(tasks, dead, out, workers=1).set_index("clip_id")
     assert (first["decision"] == "error").sum() == 5  # every clip that reached the refine stage
     assert first.loc["real-cortex", "decision"] == "error"
-    assert first.loc["real-cortex", "reason"].startswith("refine: endpoint failed") and not first.loc["real-cortex", "keep"]
+    assert first.loc["real-cortex", "reason"].startswith("refine: endpoint failed after 1 attempts: HTTP 503")
+    assert not first.loc["real-cortex", "keep"]
     assert first.loc["low-res", "decision"] == "drop"  # decided clips are unaffected by the endpoint
     # the endpoint comes up: only the errored clips are processed again, and the ids are remembered
+    chat_server.outage_after = None
     alive = load_config(overrides=["refine.backend=openai", f"refine.base_url={chat_server.base_url}",
                                    "refine.model=refine-ok", "refine.retries=0",
                                    "privacy.face_prescreen.enabled=false"])
@@ -140,7 +145,7 @@ def test_resume_skips_decided_and_retries_errors(manifest, tmp_path, chat_server
     assert (second["decision"] != "error").all()
     assert (second.set_index("clip_id").loc["real-cortex", "instruction"]) == CANNED_INSTRUCTION
     calls = chat_server.calls("refine-ok")
-    seen.clear()
+    seen.clear()  # (every request, preflight included, is recorded)
     third = run_pipeline(tasks, alive, out, workers=1, progress=lambda row, i, n: seen.append(row["clip_id"]))
     assert seen == [] and chat_server.calls("refine-ok") == calls  # a rerun costs nothing
     pd.testing.assert_frame_equal(second, third)
