@@ -51,13 +51,20 @@ def measure_cuts(video: str, cfg: dict, start_s: float | None = None, end_s: flo
         manager.downscale = downscale
     detector = make_detector(cfg["detector"], cfg.get("threshold"), cfg.get("min_scene_len_frames", 8))
     manager.add_detector(detector)
+    min_gap = int(cfg.get("min_scene_len_frames", 8))
+    if cfg.get("gradual_detector"):  # a second detector in the same pass, for dissolves the first one misses
+        manager.add_detector(make_detector(cfg["gradual_detector"], None, min_gap))
     first = stream.frame_number
     processed = manager.detect_scenes(video=stream, end_time=float(end_s) if end_s is not None else None,
                                       frame_skip=frame_skip)
     scenes = manager.get_scene_list(start_in_scene=True)
-    cuts = [scene[0].seconds for scene in scenes[1:]]
-    cut_frames = [int(scene[0].frame_num) for scene in scenes[1:]]
     fps = float(stream.frame_rate)
+    cut_frames: list[int] = []
+    for scene in scenes[1:]:  # two detectors may mark one cut a frame apart: count it once
+        frame = int(scene[0].frame_num)
+        if not cut_frames or frame - cut_frames[-1] >= min_gap:
+            cut_frames.append(frame)
+    cuts = [frame / fps for frame in cut_frames]
     span_frames = max(1, stream.frame_number - first)
     duration_s = span_frames / fps if fps > 0 else 0.0
     mean_score = None
