@@ -10,6 +10,7 @@ import time
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ophora curate",
+        epilog="Release a curated manifest: python -m ophora curate release CURATED.parquet --out DIR",
         description="Probe, resolution-filter, dynamics-filter (PySceneDetect), privacy-screen and refine the "
                     "captions of narrated surgery videos into a clean instruction manifest. Resumable: rerun "
                     "the same command to finish an interrupted run or retry clips that errored.")
@@ -27,10 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true", help="ignore an earlier run's results in --out")
     parser.add_argument("--limit", type=int, default=None, help="curate only the first N clips (a trial run)")
     parser.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
+    parser.add_argument("--keep-narration", action="store_true",
+                        help="keep the raw narration in the curated manifest (column narration); by default it "
+                             "stays only in OUT.narration.private.parquet. `curate release` never copies it")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "release":
+        from .release import main as release_main
+
+        return release_main(argv[1:])
     args = build_parser().parse_args(argv)
     from .config import ConfigError, load_config
     from .inputs import InputError, read_tasks
@@ -38,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import write_report
 
     try:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, args.overrides + (["run.keep_narration=true"] if args.keep_narration else []))
         tasks = read_tasks(args.input)
     except (ConfigError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -51,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             verdict = row["decision"] if row["decision"] == "keep" else f"{row['decision']}: {row['reason']}"
             print(f"[{count}/{total}] {row['clip_id']} {verdict}", flush=True)
 
+    from .chat_client import EndpointDown
+
     began = time.perf_counter()
     try:
         frame = run_pipeline(tasks, config, args.out, backend=args.backend, workers=args.workers,
                              ray_address=args.ray_address, fresh=args.fresh, progress=progress)
+    except EndpointDown as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except (FileNotFoundError, ValueError, RuntimeError) as error:  # e.g. no face cascade, unknown backend
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -30,12 +30,16 @@ def make_detector(name: str, threshold: float | None, min_scene_len: int):
     return classes[name](**kwargs)
 
 
-def measure_cuts(video: str, cfg: dict, start_s: float | None = None, end_s: float | None = None) -> dict:
-    """Run the configured detector over ``video`` (or its ``[start_s, end_s)`` window) and count cuts."""
+def measure_cuts(video: str, cfg: dict, start_s: float | None = None, end_s: float | None = None,
+                 stream=None) -> dict:
+    """Run the configured detector over ``video`` (or its ``[start_s, end_s)`` window) and count cuts.
+
+    ``stream``: an already opened PySceneDetect stream (the pipeline's tapped one, see ``decode.py``)."""
     import scenedetect
 
     began = time.perf_counter()
-    stream = scenedetect.open_video(video, backend=cfg.get("backend", "opencv"))
+    if stream is None:
+        stream = scenedetect.open_video(video, backend=cfg.get("backend", "opencv"))
     if start_s:
         stream.seek(float(start_s))
     frame_skip = int(cfg.get("frame_skip") or 0)
@@ -47,12 +51,20 @@ def measure_cuts(video: str, cfg: dict, start_s: float | None = None, end_s: flo
         manager.downscale = downscale
     detector = make_detector(cfg["detector"], cfg.get("threshold"), cfg.get("min_scene_len_frames", 8))
     manager.add_detector(detector)
+    min_gap = int(cfg.get("min_scene_len_frames", 8))
+    if cfg.get("gradual_detector"):  # a second detector in the same pass, for dissolves the first one misses
+        manager.add_detector(make_detector(cfg["gradual_detector"], None, min_gap))
     first = stream.frame_number
     processed = manager.detect_scenes(video=stream, end_time=float(end_s) if end_s is not None else None,
                                       frame_skip=frame_skip)
     scenes = manager.get_scene_list(start_in_scene=True)
-    cuts = [scene[0].seconds for scene in scenes[1:]]
     fps = float(stream.frame_rate)
+    cut_frames: list[int] = []
+    for scene in scenes[1:]:  # two detectors may mark one cut a frame apart: count it once
+        frame = int(scene[0].frame_num)
+        if not cut_frames or frame - cut_frames[-1] >= min_gap:
+            cut_frames.append(frame)
+    cuts = [frame / fps for frame in cut_frames]
     span_frames = max(1, stream.frame_number - first)
     duration_s = span_frames / fps if fps > 0 else 0.0
     mean_score = None
@@ -61,18 +73,20 @@ def measure_cuts(video: str, cfg: dict, start_s: float | None = None, end_s: flo
         values = [stats.get_metrics(n, [key])[0] for n in range(first, first + span_frames)]
         values = [float(v) for v in values if v is not None]
         mean_score = sum(values) / len(values) if values else None
-    return {"cuts": len(cuts), "cut_times_s": cuts, "frames_processed": int(processed),
+    return {"cuts": len(cuts), "cut_times_s": cuts, "cut_frames": cut_frames, "frames_processed": int(processed),
             "frames_spanned": int(span_frames), "duration_s": duration_s,
             "cuts_per_minute": len(cuts) / duration_s * 60.0 if duration_s > 0 else 0.0,
             "mean_score": mean_score, "seconds": time.perf_counter() - began}
 
 
-def dynamics_stage(task: ClipTask, config: dict) -> StageResult:
+def dynamics_stage(task: ClipTask, config: dict, measured: dict | None = None) -> StageResult:
+    """Judge the cut density; ``measured``: cuts already measured by the pipeline's decoding pass."""
     cfg = config["dynamics"]
-    try:
-        measured = measure_cuts(task.video, cfg, task.start_s, task.end_s)
-    except Exception as error:  # a decoder failure mid-file is a fact about this clip
-        return StageResult({}, f"dynamics: could not decode the video ({type(error).__name__}: {error})")
+    if measured is None:
+        try:
+            measured = measure_cuts(task.video, cfg, task.start_s, task.end_s)
+        except Exception as error:  # a decoder failure mid-file is a fact about this clip
+            return StageResult({}, f"dynamics: could not decode the video ({type(error).__name__}: {error})")
     rate = measured["cuts_per_minute"]
     if cfg.get("max_cuts_per_minute") is not None and rate > cfg["max_cuts_per_minute"]:
         return StageResult(measured, f"dynamics: {measured['cuts']} cuts = {rate:.1f}/min above "

@@ -9,8 +9,10 @@ keeps the researcher's own ids, otherwise a stable id is derived from path and b
 from __future__ import annotations
 
 import hashlib
-import os
 import math
+import os
+import re
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +25,20 @@ class InputError(ValueError):
     """The input cannot be read as a manifest; the message says what to fix."""
 
 
+class DuplicateRowsWarning(UserWarning):
+    """Rows of the manifest describe the same clip; only the first is curated."""
+
+
+def _phase(value) -> str | None:
+    text = _clean_text(value)
+    if text is None:
+        return None
+    from ophora.vocabulary import find_phase
+
+    found = find_phase(text)
+    return found.id if found is not None else text
+
+
 @dataclass(frozen=True)
 class ClipTask:
     clip_id: str
@@ -30,6 +46,7 @@ class ClipTask:
     caption: str | None
     start_s: float | None = None
     end_s: float | None = None
+    phase: str | None = None  # surgical phase id (assets/phases.yaml) when the manifest gives one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +69,10 @@ def _clean_float(value) -> float | None:
     return None if math.isnan(number) else number
 
 
+def is_url(text: str) -> bool:
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
 def stable_clip_id(video: str, start_s: float | None, end_s: float | None) -> str:
     key = f"{video}|{start_s if start_s is not None else ''}|{end_s if end_s is not None else ''}"
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
@@ -71,17 +92,36 @@ def read_manifest_table(path: Path) -> pd.DataFrame:
 def tasks_from_frame(frame: pd.DataFrame, base_dir: Path, source: str = "manifest") -> list[ClipTask]:
     if "video" not in frame.columns:
         raise InputError(f"{source}: needs a 'video' column (and 'caption'); found {list(frame.columns)}")
-    tasks, seen = [], set()
-    for row in frame.to_dict(orient="records"):
+    tasks: list[ClipTask] = []
+    first_row: dict[str, int] = {}
+    duplicates: dict[str, list[int]] = {}
+    for number, row in enumerate(frame.to_dict(orient="records")):
         video = _clean_text(row.get("video")) or ""
-        if video and not Path(video).is_absolute():
+        if video and not is_url(video) and not Path(video).is_absolute():
             video = os.path.abspath(base_dir / video)
         start, end = _clean_float(row.get("start")), _clean_float(row.get("end"))
         clip_id = _clean_text(row.get("clip_id")) or stable_clip_id(video, start, end)
-        if clip_id in seen:
-            raise InputError(f"{source}: clip_id {clip_id!r} appears twice; ids must be unique per clip")
-        seen.add(clip_id)
-        tasks.append(ClipTask(clip_id, video, _clean_text(row.get("caption")), start, end))
+        if clip_id in first_row:
+            duplicates.setdefault(clip_id, [first_row[clip_id]]).append(number)
+            continue
+        first_row[clip_id] = number
+        tasks.append(ClipTask(clip_id, video, _clean_text(row.get("caption")), start, end, _phase(row.get("phase"))))
+    from .fetch import unsupported_reason
+
+    refused = [(n, t.video, unsupported_reason(t.video)) for n, t in enumerate(tasks) if is_url(t.video)]
+    refused = [item for item in refused if item[2] is not None]
+    if refused:
+        number, url, why = refused[0]
+        raise InputError(f"{source}: {len(refused)} video URL(s) cannot be fetched here, e.g. {url}: {why}. "
+                         f"Install the package, or download the files and list local paths. "
+                         f"(http and https URLs are downloaded to a resumable cache beside the output.)")
+    if duplicates:
+        # data rows are numbered from 1, as a spreadsheet shows them under the header
+        listed = "; ".join(f"clip {cid!r}: rows {', '.join(str(n + 1) for n in rows)}"
+                           for cid, rows in list(duplicates.items())[:10])
+        more = f" (and {len(duplicates) - 10} more clips)" if len(duplicates) > 10 else ""
+        warnings.warn(f"{source}: {sum(len(r) - 1 for r in duplicates.values())} duplicate row(s) collapsed, the "
+                      f"first of each kept: {listed}{more}", DuplicateRowsWarning, stacklevel=2)
     return tasks
 
 

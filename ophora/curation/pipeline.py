@@ -10,9 +10,11 @@ and retried by the next run. One bad clip never stops the run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
+from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -20,20 +22,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from .chat_client import MalformedAnswer
+from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
+from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, scene_window, window_seconds
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
-from .refine import InvalidInstruction, RefineCache, Refiner
+from .refine import InvalidInstruction, RefineCache, Refiner, validate_instruction
 from .stages import RetryableError, StageResult
 
-STAGES = ("probe", "caption", "dynamics", "face", "text", "vlm", "refine")
+STAGES = ("download", "probe", "caption", "narration", "decode", "dynamics", "window", "face", "text", "vlm", "refine", "deid")
 # Columns that legitimately differ between two runs of the same clips (timings, cache hits).
-VOLATILE_COLUMNS = ("dynamics_seconds", "refine_cached", "seconds", "worker")
+VOLATILE_COLUMNS = ("dynamics_seconds", "decode_seconds", "refine_cached", "seconds", "worker")
 
 
 # Settings that change how a result is fetched, not what it is: changing them keeps earlier decisions valid.
-TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "retries", "backoff_s", "cache")
+TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "retries", "backoff_s", "cache", "max_backoff_s",
+                  "clip_timeout_s", "breaker_failures", "breaker_pause_s", "breaker_stop_after")
 
 
 def config_hash(config: dict) -> str:
@@ -49,13 +53,26 @@ def output_paths(out: str | Path) -> dict[str, Path]:
     out = Path(out)
     stem = out.with_suffix("")
     return {"parquet": out, "journal": Path(f"{stem}.journal.jsonl"), "cache": Path(f"{stem}.refine-cache.sqlite"),
-            "report": Path(f"{stem}.report.html"), "summary": Path(f"{stem}.summary.json")}
+            "report": Path(f"{stem}.report.html"), "summary": Path(f"{stem}.summary.json"),
+            "config": Path(f"{stem}.config.json"), "downloads": Path(f"{stem}.downloads"),
+            "breaker": Path(f"{stem}.breaker"), "narration": Path(f"{stem}.narration.private.parquet")}
+
+
+def write_private(frame: pd.DataFrame, path: Path) -> None:
+    """Write a private working file readable by its owner only (raw narration stays here, never released)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(descriptor)
+    frame.to_parquet(partial, index=False)
+    os.chmod(partial, 0o600)
+    partial.replace(path)
 
 
 class Curator:
     """Holds one config and the stage objects built from it (the face cascade, the backends)."""
 
-    def __init__(self, config: dict, cache_path: str | Path | None = None):
+    def __init__(self, config: dict, cache_path: str | Path | None = None, breaker_path: str | Path | None = None):
         self.config = config
         self.hash = config_hash(config)
         privacy = config["privacy"]
@@ -73,50 +90,144 @@ class Curator:
         if privacy["vlm"]["enabled"]:
             from .privacy import VlmScreen
 
-            self.vlm = VlmScreen(privacy["vlm"])
-        self.refiner = Refiner(config["refine"], cache_path)
+            self.vlm = VlmScreen(privacy["vlm"], _own_breaker(breaker_path, "vlm"))
+        self.refiner = Refiner(config["refine"], cache_path, _own_breaker(breaker_path, "refine"))
+        from .deid import shared_deidentifier
 
-    def _caption_stage(self, task: ClipTask) -> StageResult:
-        words = len((task.caption or "").split())
+        self.deid = shared_deidentifier(privacy["deid"])
+
+    def _caption_stage(self, state: ClipState) -> StageResult:
+        caption = state.task.caption
+        words = len((caption or "").split())
         measured = {"words": words}
-        if not task.caption:
+        if not caption:
             return StageResult(measured, "caption: missing caption")
         if words < int(self.config["caption"]["min_words"]):
             return StageResult(measured, f"caption: too short ({words} words)")
         return StageResult(measured)
 
-    def _refine_stage(self, task: ClipTask) -> StageResult:
+    def _narration_stage(self, state: ClipState) -> StageResult:
+        """PHI screen of the narration before any refiner (or remote LLM) sees it: sentences with PHI go."""
+        screened = self.deid.screen(state.task.caption or "")
+        measured = {"sentences": screened.sentences, "removed_sentences": screened.removed_sentences,
+                    "redactions": json.dumps(screened.kinds, sort_keys=True)}
+        if not screened.text:
+            return StageResult(measured, f"privacy: PHI in every narration sentence ({_kinds_text(screened.kinds)})")
+        return StageResult(measured, caption=screened.text)
+
+    def _sample_indices(self, state: ClipState) -> dict[str, list[int]]:
+        """Frame numbers each enabled screen looks at (kept by the decoding pass, decoded nowhere else)."""
+        from .privacy import sample_indices
+
+        privacy, task, facts = self.config["privacy"], state.task, state.facts
+        screens = {"face": self.face and privacy["face_prescreen"], "text": self.text and privacy["text_prescreen"],
+                   "vlm": self.vlm and privacy["vlm"]}
+        return {name: sample_indices(facts["fps"], facts["frames"], int(cfg["frames"]), task.start_s, task.end_s)
+                for name, cfg in screens.items() if cfg}
+
+    def _decode_stage(self, state: ClipState) -> StageResult:
+        """Decode every frame of the clip window once (cuts and sampled frames on the way); see decode.py."""
+        state.samples = self._sample_indices(state)
+        keep = {index for indices in state.samples.values() for index in indices}
+        dynamics = self.config["dynamics"] if self.config["dynamics"]["enabled"] else None
         try:
-            return StageResult(self.refiner.refine(task.caption or ""))
+            state.decoded = decode_clip(state.task, state.facts, keep, dynamics)
+        except Exception as error:  # the decoder gave up on this file: a fact about the clip
+            return StageResult({}, f"incomplete: the video could not be decoded ({type(error).__name__}: {error})")
+        decoded = state.decoded
+        measured = {"frames_expected": decoded.frames_expected, "frames_decoded": decoded.frames_decoded,
+                    "failures": decoded.decode_failures, "seconds": decoded.seconds}
+        missing = decoded.frames_expected - decoded.frames_decoded
+        if missing > int(self.config["probe"]["max_missing_frames"]):
+            return StageResult(measured, f"incomplete: decoded {decoded.frames_decoded} of "
+                                         f"{decoded.frames_expected} frames")
+        return StageResult(measured)
+
+    def _dynamics_stage(self, state: ClipState) -> StageResult:
+        return dynamics_stage(state.task, self.config, measured=state.decoded.cuts)
+
+    def _window_stage(self, state: ClipState) -> StageResult:
+        """The training window: the longest scene of the clip (all of it when there is no cut)."""
+        decoded, facts, task = state.decoded, state.facts, state.task
+        fps = facts["fps"]
+        last = decoded.first_frame + min(decoded.frames_expected, decoded.frames_decoded)
+        cut_frames = list((decoded.cuts or {}).get("cut_frames") or [])
+        first_frame, end_frame = scene_window(cut_frames, decoded.first_frame, last, fps)
+        measured = {"frames": end_frame - first_frame, "scenes": len(cut_frames) + 1,
+                    "start_s": task.start_s, "end_s": task.end_s}
+        if cut_frames:
+            measured["start_s"], measured["end_s"] = window_seconds(first_frame, end_frame, fps)
+        wanted = self.config["probe"].get("window_frames")
+        if wanted and measured["frames"] < int(wanted):
+            where = "longest scene" if cut_frames else "clip"
+            return StageResult(measured, f"window: {where} has {measured['frames']} frames, fewer than the "
+                                         f"{int(wanted)}-frame training window")
+        return StageResult(measured)
+
+    def _screen_stage(self, screen, name: str) -> Callable[[ClipState], StageResult]:
+        def run(state: ClipState) -> StageResult:
+            return screen(state.task, frames=state.decoded.pick(state.samples[name]))
+        return run
+
+    def _refine_stage(self, state: ClipState) -> StageResult:
+        try:
+            return StageResult(self.refiner.refine(state.task.caption or ""))
         except InvalidInstruction as error:
             return StageResult({"refine_backend": self.refiner.label}, f"refine: {error}")
 
-    def stage_functions(self) -> list[tuple[str, Callable[[ClipTask], StageResult]]]:
-        stages: list[tuple[str, Callable[[ClipTask], StageResult]]] = [
-            ("probe", lambda task: probe_clip(task, self.config)), ("caption", self._caption_stage)]
+    def _deid_stage(self, state: ClipState) -> StageResult:
+        return self.screen_instruction(state.instruction or "")
+
+    def screen_instruction(self, instruction: str) -> StageResult:
+        """PHI screen of the refined instruction (an LLM may add what the narration screen removed)."""
+        screened = self.deid.screen(instruction or "")
+        measured = {"removed_sentences": screened.removed_sentences,
+                    "redactions": json.dumps(screened.kinds, sort_keys=True)}
+        if not screened.findings:
+            return StageResult(measured)
+        measured["instruction"] = None  # never keep an instruction with PHI, not even in a dropped row
+        if not screened.text:
+            return StageResult(measured, f"privacy: PHI in the instruction ({_kinds_text(screened.kinds)})")
+        try:
+            measured["instruction"] = validate_instruction(screened.text, self.config["refine"])
+        except InvalidInstruction as error:
+            return StageResult(measured, f"privacy: PHI in the instruction ({_kinds_text(screened.kinds)}); "
+                                         f"what is left is no instruction ({error})")
+        return StageResult(measured)
+
+    def stage_functions(self) -> list[tuple[str, Callable[[ClipState], StageResult]]]:
+        stages: list[tuple[str, Callable[[ClipState], StageResult]]] = [
+            ("probe", lambda state: probe_clip(state.task, self.config)), ("caption", self._caption_stage),
+            ("narration", self._narration_stage), ("decode", self._decode_stage)]
         if self.config["dynamics"]["enabled"]:
-            stages.append(("dynamics", lambda task: dynamics_stage(task, self.config)))
-        if self.face is not None:
-            stages.append(("face", self.face))
-        if self.text is not None:
-            stages.append(("text", self.text))
-        if self.vlm is not None:
-            stages.append(("vlm", self.vlm))
+            stages.append(("dynamics", self._dynamics_stage))
+        stages.append(("window", self._window_stage))
+        for name, screen in (("face", self.face), ("text", self.text), ("vlm", self.vlm)):
+            if screen is not None:
+                stages.append((name, self._screen_stage(screen, name)))
         stages.append(("refine", self._refine_stage))
+        stages.append(("deid", self._deid_stage))
         return stages
 
     def process(self, task: ClipTask) -> dict:
         """Run every stage on one clip and return its row. Never raises for a bad clip."""
         began = time.perf_counter()
-        row: dict = {"clip_id": task.clip_id, "video": task.video, "caption": task.caption,
+        row: dict = {"clip_id": task.clip_id, "video": task.video, "phase": task.phase,
                      "start_s": task.start_s, "end_s": task.end_s}
+        if self.config["run"].get("keep_narration"):
+            row["narration"] = task.caption  # asked for explicitly; `curate release` never copies it
+        state = ClipState(task)
         reasons, stages_run, decision, drop_stage = [], [], "keep", None
         stop_early = bool(self.config["run"]["stop_at_first_drop"])
         for name, stage in self.stage_functions():
             if decision != "keep" and (stop_early or not row.get("probe_clip_frames")):
                 break  # a clip with no decodable frame has nothing left to measure
+            if name in NEEDS_DECODED and state.decoded is None:
+                continue  # measure-everything mode after a failed decode: nothing to look at
             try:
-                result = stage(task)
+                result = stage(state)
+            except EndpointDown:
+                raise  # the run stops (see run_pipeline); this clip stays undecided
             except (RetryableError, MalformedAnswer) as error:
                 reasons.append(f"{name}: {error}")
                 if decision == "keep":  # an already dropped clip stays decided
@@ -129,7 +240,14 @@ class Curator:
                 break
             stages_run.append(name)
             for key, value in result.measurements.items():
-                row[f"{name}_{key}" if name != "refine" else key] = value
+                row[key if name in ("refine", "deid") and key not in ("redactions", "removed_sentences")
+                    else f"{name}_{key}"] = value
+            if name == "probe":
+                state.facts = result.measurements
+            if name in ("refine", "deid"):
+                state.instruction = row.get("instruction")
+            if result.caption is not None:
+                state.task = replace(state.task, caption=result.caption)  # later stages see the screened text
             if result.drop_reason is not None:
                 reasons.append(result.drop_reason)
                 if decision == "keep":
@@ -142,20 +260,43 @@ class Curator:
         return row
 
 
+NEEDS_DECODED = ("dynamics", "window", "face", "text", "vlm")
+
+
+@dataclass
+class ClipState:
+    """What the stages of one clip pass on to each other (probe facts, the decoding pass, the instruction)."""
+    task: ClipTask
+    facts: dict = field(default_factory=dict)
+    decoded: DecodedClip | None = None
+    samples: dict[str, list[int]] = field(default_factory=dict)
+    instruction: str | None = None
+
+
+def _kinds_text(kinds: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none"
+
+
 # --- local process pool -------------------------------------------------------------------------------------
 _WORKER: Curator | None = None  # one Curator per worker process, built once by the pool initializer
 
 
-def _init_worker(config: dict, cache_path: str | None) -> None:
+def _own_breaker(path: str | Path | None, endpoint: str) -> Path | None:
+    """One breaker file per endpoint (refine LLM, privacy VLM) beside the output."""
+    return None if path is None else Path(f"{path}.{endpoint}.json")
+
+
+def _init_worker(config: dict, cache_path: str | None, breaker_path: str | None) -> None:
     global _WORKER
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_SINGLE_THREAD)  # one decode thread per worker
     try:
         import cv2
 
         cv2.setNumThreads(1)  # parallelism comes from processes; don't oversubscribe cores
     except Exception:
         pass
-    _WORKER = Curator(config, cache_path)
+    _WORKER = Curator(config, cache_path, breaker_path)
 
 
 def _work(task: ClipTask) -> dict:
@@ -165,23 +306,27 @@ def _work(task: ClipTask) -> dict:
     return row
 
 
-def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, workers: int) -> Iterator[dict]:
+def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, workers: int,
+              breaker_path: str | None = None) -> Iterator[dict]:
     if workers <= 1:
-        curator = Curator(config, cache_path)
+        curator = Curator(config, cache_path, breaker_path)
         for task in tasks:
             yield {**curator.process(task), "worker": os.getpid()}
         return
     if cache_path is not None and config["refine"].get("cache", True):
         RefineCache(cache_path)  # create the file and switch it to WAL once, before the workers race to it
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(config, cache_path)) as pool:
+                             initargs=(config, cache_path, breaker_path)) as pool:
         futures = {pool.submit(_work, task): task for task in tasks}
         for future in as_completed(futures):
             try:
                 yield future.result()
+            except EndpointDown:
+                pool.shutdown(wait=True, cancel_futures=True)  # stop handing out clips; the others stop fast
+                raise
             except Exception as error:  # e.g. a decoder crash killed the worker: record it, retry next run
                 task = futures[future]
-                yield {"clip_id": task.clip_id, "video": task.video, "caption": task.caption,
+                yield {"clip_id": task.clip_id, "video": task.video, "phase": task.phase,
                        "start_s": task.start_s, "end_s": task.end_s, "decision": "error", "keep": False,
                        "drop_stage": None, "reason": f"worker failed: {type(error).__name__}: {error}",
                        "stages_run": "", "config_hash": config_hash(config), "instruction": None}
@@ -211,6 +356,37 @@ def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield from ray.get(done[0])
+
+
+def preflight(config: dict) -> None:
+    """Stop before the first clip when a configured endpoint is down (``EndpointDown`` says which and why)."""
+    if config["refine"]["backend"] == "openai":
+        ChatEndpoint.from_config(config["refine"]).preflight()
+    vlm = config["privacy"]["vlm"]
+    if vlm["enabled"] and vlm["backend"] == "openai":
+        ChatEndpoint.from_config(vlm).preflight()
+
+
+# --- remote videos ---------------------------------------------------------------------------------------------
+def fetch_remote(tasks: list[ClipTask], cache_dir: Path, current_hash: str) -> tuple[list[ClipTask], list[dict]]:
+    """Download URL videos into the resumable cache (see fetch.py); a failed download is an error row that the
+    next run retries (and resumes)."""
+    from .fetch import DownloadError, fetch
+    from .inputs import is_url
+
+    ready, failed = [], []
+    for task in tasks:
+        if not is_url(task.video):
+            ready.append(task)
+            continue
+        try:
+            ready.append(replace(task, video=str(fetch(task.video, cache_dir))))
+        except DownloadError as error:
+            failed.append({"clip_id": task.clip_id, "video": task.video, "phase": task.phase, "start_s": task.start_s,
+                           "end_s": task.end_s, "decision": "error", "keep": False, "drop_stage": "download",
+                           "reason": f"download: {error}", "stages_run": "", "config_hash": current_hash,
+                           "instruction": None})
+    return ready, failed
 
 
 # --- resumable run ---------------------------------------------------------------------------------------------
@@ -264,27 +440,42 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     done = {cid: row for cid, row in previous.items() if cid in wanted and row.get("config_hash") == current
             and row.get("decision") in ("keep", "drop")}
     todo = [task for task in tasks if task.clip_id not in done]
+    todo, failed_downloads = fetch_remote(todo, paths["downloads"], config_hash(config))
     cache = str(paths["cache"]) if config["refine"].get("cache", True) else None
     workers = workers if workers is not None else int(config["run"].get("workers") or 0)
     workers = workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(todo) or 1))
+    breaker = str(paths["breaker"])
+    for endpoint in ("refine", "vlm"):
+        _own_breaker(breaker, endpoint).unlink(missing_ok=True)  # each run starts with closed breakers
+    if todo:
+        preflight(config)
     if backend == "local":
-        results = run_local(todo, config, cache, workers)
+        results = run_local(todo, config, cache, workers, breaker)
     elif backend == "ray":
         results = run_ray(todo, config, cache, ray_address)
     else:
         raise ValueError(f"backend {backend!r} unknown; use local or ray")
+    paths["config"].write_text(json.dumps({"config_hash": current, "config": config}, indent=2), encoding="utf-8")
+    write_private(pd.DataFrame({"clip_id": [t.clip_id for t in tasks], "video": [t.video for t in tasks],
+                                "narration": [t.caption for t in tasks]}), paths["narration"])
     rows = dict(done)
-    with paths["journal"].open("a", encoding="utf-8") as journal:
-        for count, row in enumerate(results, start=1):
-            rows[row["clip_id"]] = row
-            journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
-            journal.flush()
-            if progress is not None:
-                progress(row, count, len(todo))
+    stopped: EndpointDown | None = None
+    try:
+        with paths["journal"].open("a", encoding="utf-8") as journal:
+            for count, row in enumerate(itertools.chain(failed_downloads, results), start=1):
+                rows[row["clip_id"]] = row
+                journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+                journal.flush()
+                if progress is not None:
+                    progress(row, count, len(todo) + len(failed_downloads))
+    except EndpointDown as error:  # the run stops; what is decided so far is saved below, the rest waits
+        stopped = error
     frame = rows_to_frame(rows.values(), [task.clip_id for task in tasks])
     partial = paths["parquet"].with_name(paths["parquet"].name + ".partial")
     frame.to_parquet(partial, index=False)
     partial.replace(paths["parquet"])
     paths["journal"].unlink(missing_ok=True)  # everything in it is now in the parquet
+    if stopped is not None:
+        raise stopped
     return pd.read_parquet(paths["parquet"])  # the manifest exactly as a reader of the file will see it

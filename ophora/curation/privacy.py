@@ -33,31 +33,45 @@ PRIVACY_PROMPT = (
 )
 
 
+def sample_indices(fps: float, total: int, count: int, start_s: float | None = None,
+                   end_s: float | None = None) -> list[int]:
+    """``count`` frame numbers spread evenly over the clip window (the same frames whoever decodes them)."""
+    first = int(round((start_s or 0.0) * fps)) if fps else 0
+    last = min(total, int(round(end_s * fps))) if end_s is not None and fps else total
+    if last <= first:
+        return []
+    return [int(i) for i in np.unique(np.linspace(first, last - 1, num=max(1, count)).round().astype(int))]
+
+
+def fit_frame(frame_rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale so the longest side is at most ``max_side`` (None: unchanged)."""
+    import cv2
+
+    if max_side and max(frame_rgb.shape[:2]) > max_side:
+        scale = max_side / max(frame_rgb.shape[:2])
+        frame_rgb = cv2.resize(frame_rgb, (round(frame_rgb.shape[1] * scale), round(frame_rgb.shape[0] * scale)),
+                               interpolation=cv2.INTER_AREA)
+    return frame_rgb
+
+
 def sample_frames(video: str, count: int, start_s: float | None = None, end_s: float | None = None,
                   max_side: int | None = None) -> list[np.ndarray]:
-    """``count`` RGB frames spread evenly over the clip window, downscaled so the longest side <= max_side."""
+    """``count`` RGB frames spread evenly over the clip window, downscaled so the longest side <= max_side.
+
+    The pipeline does not call this: it hands the screens the frames its single decoding pass kept
+    (``decode.py``); this is for using a screen on its own."""
     import cv2
 
     capture = cv2.VideoCapture(str(video))
     try:
-        fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        first = int(round((start_s or 0.0) * fps)) if fps else 0
-        last = min(total, int(round(end_s * fps))) if end_s is not None and fps else total
-        if last <= first:
-            return []
-        indices = np.unique(np.linspace(first, last - 1, num=max(1, count)).round().astype(int))
+        indices = sample_indices(capture.get(cv2.CAP_PROP_FPS) or 0.0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+                                 count, start_s, end_s)
         frames = []
         for index in indices:
             capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
             ok, frame = capture.read()
-            if not ok:
-                continue
-            if max_side and max(frame.shape[:2]) > max_side:
-                scale = max_side / max(frame.shape[:2])
-                frame = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)),
-                                   interpolation=cv2.INTER_AREA)
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            if ok:
+                frames.append(fit_frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), max_side))
         return frames
     finally:
         capture.release()
@@ -95,8 +109,11 @@ class FaceScreen:
                                               minNeighbors=int(self.cfg["min_neighbors"]), minSize=(min_size, min_size))
         return [tuple(int(v) for v in rect) for rect in found]
 
-    def __call__(self, task: ClipTask) -> StageResult:
-        frames = sample_frames(task.video, int(self.cfg["frames"]), task.start_s, task.end_s, self.cfg["max_side"])
+    def __call__(self, task: ClipTask, frames: list[np.ndarray] | None = None) -> StageResult:
+        """``frames``: RGB frames already decoded (the pipeline's single pass); None: sample them here."""
+        if frames is None:
+            frames = sample_frames(task.video, int(self.cfg["frames"]), task.start_s, task.end_s, self.cfg["max_side"])
+        frames = [fit_frame(frame, self.cfg["max_side"]) for frame in frames]
         if not frames:
             return StageResult({}, "face_prescreen: no frame could be decoded")
         counts = [len(self.faces(frame)) for frame in frames]
@@ -148,8 +165,9 @@ class TextScreen:
                 found.append(text)
         return found
 
-    def __call__(self, task: ClipTask) -> StageResult:
-        frames = sample_frames(task.video, int(self.cfg["frames"]), task.start_s, task.end_s, None)
+    def __call__(self, task: ClipTask, frames: list[np.ndarray] | None = None) -> StageResult:
+        if frames is None:
+            frames = sample_frames(task.video, int(self.cfg["frames"]), task.start_s, task.end_s, None)
         if not frames:
             return StageResult({}, "text_prescreen: no frame could be decoded")
         per_frame = [self.words(frame) for frame in frames]
@@ -186,11 +204,11 @@ def parse_rubric(text: str) -> dict[str, bool]:
 class VlmScreen:
     """Asks a vision-language model the rubric about sampled frames (OpenAI-compatible server or local)."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, breaker_path: str | Path | None = None):
         self.cfg = cfg
         if cfg["backend"] not in ("openai", "transformers"):
             raise ValueError(f"privacy.vlm.backend {cfg['backend']!r} unknown; use openai or transformers")
-        self.endpoint = ChatEndpoint.from_config(cfg) if cfg["backend"] == "openai" else None
+        self.endpoint = ChatEndpoint.from_config(cfg, breaker_path) if cfg["backend"] == "openai" else None
         self._local = None
 
     def ask(self, frames: list[np.ndarray]) -> str:
@@ -221,8 +239,10 @@ class VlmScreen:
             output = model.generate(**inputs, max_new_tokens=int(self.cfg["max_tokens"]), do_sample=False)
         return processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 
-    def __call__(self, task: ClipTask) -> StageResult:
-        frames = sample_frames(task.video, int(self.cfg["frames"]), task.start_s, task.end_s, self.cfg["max_side"])
+    def __call__(self, task: ClipTask, frames: list[np.ndarray] | None = None) -> StageResult:
+        if frames is None:
+            frames = sample_frames(task.video, int(self.cfg["frames"]), task.start_s, task.end_s, self.cfg["max_side"])
+        frames = [fit_frame(frame, self.cfg["max_side"]) for frame in frames]
         if not frames:
             return StageResult({}, "privacy_vlm: no frame could be decoded")
         error: MalformedAnswer | None = None

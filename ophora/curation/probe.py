@@ -37,13 +37,17 @@ def probe_video(path: str | Path) -> dict:
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         codec = _fourcc(capture.get(cv2.CAP_PROP_FOURCC))
-        ok, _ = capture.read()
+        rotation = int(capture.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
+        ok, first = capture.read()
     finally:
         capture.release()
     if not ok or frames <= 0:
         raise ValueError("zero-length video (no decodable frame)")
+    # OpenCV turns frames upright (CAP_PROP_ORIENTATION_AUTO), so the decoded frame has the displayed size
+    display_height, display_width = first.shape[:2]
     return {"width": width, "height": height, "fps": fps, "frames": frames,
-            "duration_s": frames / fps if fps > 0 else 0.0, "codec": codec}
+            "duration_s": frames / fps if fps > 0 else 0.0, "codec": codec, "rotation": rotation,
+            "display_width": int(display_width), "display_height": int(display_height)}
 
 
 def probe_clip(task: ClipTask, config: dict) -> StageResult:
@@ -67,7 +71,9 @@ def probe_clip(task: ClipTask, config: dict) -> StageResult:
         return StageResult(facts, f"probe: zero-length clip ({clip_frames} frames < {cfg['min_frames']})")
     if facts["clip_duration_s"] < cfg["min_duration_s"]:
         return StageResult(facts, f"probe: clip too short ({facts['clip_duration_s']:.2f} s < {cfg['min_duration_s']} s)")
-    if facts["width"] < cfg["min_width"] or facts["height"] < cfg["min_height"]:
-        return StageResult(facts, f"resolution: {facts['width']}x{facts['height']} below "
-                                  f"{cfg['min_width']}x{cfg['min_height']}")
+    long_side = max(facts["display_width"], facts["display_height"])
+    short_side = min(facts["display_width"], facts["display_height"])
+    if long_side < cfg["min_long_side"] or short_side < cfg["min_short_side"]:
+        return StageResult(facts, f"resolution: {facts['display_width']}x{facts['display_height']} below "
+                                  f"{cfg['min_long_side']}x{cfg['min_short_side']} (long x short side)")
     return StageResult(facts)

@@ -15,6 +15,7 @@ import json
 import re
 import sqlite3
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from .chat_client import ChatEndpoint, MalformedAnswer
@@ -155,11 +156,23 @@ def _imperative(clause: str) -> str:
     return clause[:1].upper() + clause[1:] if clause else clause
 
 
+@lru_cache(maxsize=1)
+def _segmenter():
+    import pysbd
+
+    return pysbd.Segmenter(language="en", clean=False)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences by pysbd (abbreviations such as "Mr.", "St.", "e.g." do not end a sentence)."""
+    return list(_segmenter().segment(text.strip())) if text.strip() else []
+
+
 def rule_refine(caption: str, max_words: int = 40) -> str:
     """Offline rule-based refiner: keep the most surgical sentence, drop meta-narration and asides.
 
     A fallback for runs without an LLM; it does not paraphrase, so its output is rougher than an LLM's."""
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", caption.strip()) if s.strip()]
+    sentences = [s.strip() for s in split_sentences(caption) if s.strip()]
     candidates = [(_relevance(s), -i, _imperative(s)) for i, s in enumerate(sentences)]
     candidates = [c for c in candidates if c[2]]
     if not candidates:
@@ -217,12 +230,12 @@ class RefineCache:
 class Refiner:
     """Refines captions with the configured backend, validating and caching every answer."""
 
-    def __init__(self, cfg: dict, cache_path: str | Path | None = None):
+    def __init__(self, cfg: dict, cache_path: str | Path | None = None, breaker_path: str | Path | None = None):
         self.cfg = cfg
         self.backend = cfg["backend"]
         if self.backend not in ("rules", "openai", "transformers"):
             raise ValueError(f"refine.backend {self.backend!r} unknown; use rules, openai or transformers")
-        self.endpoint = ChatEndpoint.from_config(cfg) if self.backend == "openai" else None
+        self.endpoint = ChatEndpoint.from_config(cfg, breaker_path) if self.backend == "openai" else None
         self._local = None
         self.cache = RefineCache(cache_path) if cache_path is not None and cfg.get("cache", True) else None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 class StageResult:
     measurements: dict = field(default_factory=dict)
     drop_reason: str | None = None  # None: the clip passes this stage
+    caption: str | None = None  # a screened caption the later stages use instead of the task's
 
 
 class RetryableError(RuntimeError):

@@ -5,6 +5,10 @@ The request's ``model`` picks the behaviour, so one server covers every case:
   malformed      a body that is not JSON         no-choices      JSON without ``choices``
   slow           answers after ``slow_s``        fail-500        always HTTP 500
   flaky          HTTP 503 twice, then canned     vlm-clean / vlm-text / vlm-garbled  privacy rubric answers
+  rate-limited   HTTP 429 with Retry-After: 1 twice, then canned
+  down-after-first  canned once (the run's preflight), then HTTP 503 for ever
+  hang           answers after ``hang_s`` (a server that hangs)
+``outage_after = N`` makes every request after the N-th answer HTTP 503 (an outage during a run).
 Every request is recorded (path, model, messages) so tests can count calls and inspect what was sent.
 """
 
@@ -21,10 +25,13 @@ RUBRIC_NO = {"face": "no", "identifiable_person": "no", "on_screen_text": "no", 
 
 
 class ChatServer:
-    def __init__(self, slow_s: float = 2.0):
+    def __init__(self, slow_s: float = 2.0, hang_s: float = 20.0):
         self.requests: list[dict] = []
         self.slow_s = slow_s
+        self.hang_s = hang_s
         self._flaky_count = 0
+        self._counts: dict[str, int] = {}
+        self.outage_after: int | None = None  # set: every request after this many (in all) gets HTTP 503
         self._lock = threading.Lock()
         server = self
 
@@ -40,11 +47,14 @@ class ChatServer:
                                             "messages": body.get("messages")})
                 if self.path != "/v1/chat/completions":
                     return self._send(404, b'{"error": "not found"}')
-                status, payload = server.answer(body)
-                self._send(status, payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+                status, payload, *headers = server.answer(body)
+                self._send(status, payload if isinstance(payload, bytes) else json.dumps(payload).encode(),
+                           headers[0] if headers else {})
 
-            def _send(self, status: int, payload: bytes):
+            def _send(self, status: int, payload: bytes, headers: dict | None = None):
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -69,8 +79,26 @@ class ChatServer:
         return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": "test",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
 
-    def answer(self, body: dict) -> tuple[int, dict | bytes]:
+    def _count(self, model: str) -> int:
+        with self._lock:
+            self._counts[model] = self._counts.get(model, 0) + 1
+            return self._counts[model]
+
+    def answer(self, body: dict) -> tuple:
         model = body.get("model")
+        if self.outage_after is not None and len(self.requests) > self.outage_after:
+            return 503, {"error": {"message": "outage"}}
+        if model == "rate-limited":
+            if self._count(model) <= 2:
+                return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "1"}
+            return 200, self.completion(CANNED_INSTRUCTION)
+        if model == "down-after-first":
+            if self._count(model) == 1:
+                return 200, self.completion(CANNED_INSTRUCTION)
+            return 503, {"error": {"message": "down"}}
+        if model == "hang":
+            time.sleep(self.hang_s)
+            return 200, self.completion(CANNED_INSTRUCTION)
         if model == "refine-ok":
             return 200, self.completion(CANNED_INSTRUCTION)
         if model == "refine-narrate":

@@ -23,7 +23,7 @@ def manifest(tmp_path_factory, sample_clips, cut_video, lowres_video, joined_sam
     folder = tmp_path_factory.mktemp("manifest")
     empty = folder / "empty.mp4"
     empty.write_bytes(b"")
-    face = make_face_video(folder / "face.mp4", grace_hopper_rgb)
+    face = make_face_video(folder / "face.mp4", grace_hopper_rgb, frames=49)
     rows = [
         {"clip_id": "real-cortex", "video": str(sample_clips[0]), "caption": PAPER_NARRATION},
         {"clip_id": "real-hydro", "video": str(sample_clips[1]),
@@ -35,7 +35,7 @@ def manifest(tmp_path_factory, sample_clips, cut_video, lowres_video, joined_sam
         {"clip_id": "no-caption", "video": str(sample_clips[1]), "caption": None, "start": 0.0, "end": 3.0},
         {"clip_id": "joined", "video": str(joined_samples), "caption": "Inject fluid under the capsule with a cannula."},
         {"clip_id": "joined-first-half", "video": str(joined_samples), "caption": "Remove the cortex with the I/A tip.",
-         "start": 0.0, "end": 6.0},
+         "start": 0.0, "end": 6.125},  # frames 0-48: the first clip, up to the cut
         {"clip_id": "face", "video": str(face), "caption": "Remove the cortex with the I/A tip."},
     ]
     path = folder / "clips.csv"
@@ -69,6 +69,10 @@ def check_rows(frame: pd.DataFrame) -> None:
     assert rows.loc["real-cortex", "probe_width"] == 720 and rows.loc["low-res", "probe_height"] == 360
     assert rows.loc["three-cuts", "dynamics_cuts"] == 3 and rows.loc["joined", "dynamics_cuts"] == 1
     assert rows.loc["joined-first-half", "dynamics_cuts"] == 0
+    # the training window of the joined clip is its longest scene (the first, frames 0-48), never across the cut
+    assert rows.loc["joined", "window_frames"] == 49 and rows.loc["joined", "window_scenes"] == 2
+    assert rows.loc["joined", "window_start_s"] == 0.0 and rows.loc["joined", "window_end_s"] == 48.75 / 8
+    assert rows.loc["real-cortex", "decode_frames_decoded"] == rows.loc["real-cortex", "decode_frames_expected"] == 49
     assert rows.loc["joined", "probe_frames"] == 98 and rows.loc["real-hydro", "probe_codec"] == "h264"
     kept = rows[rows["keep"]]
     assert kept["instruction"].notna().all() and not kept["instruction"].str.contains("video").any()
@@ -119,14 +123,19 @@ def test_ray_backend_gives_the_same_manifest(cli_run, manifest, tmp_path):
 def test_resume_skips_decided_and_retries_errors(manifest, tmp_path, chat_server):
     out = tmp_path / "llm.parquet"
     tasks = read_tasks(manifest)
-    dead = load_config(overrides=["refine.backend=openai", "refine.base_url=http://127.0.0.1:9/v1",
-                                  "refine.model=refine-ok", "refine.retries=0", "privacy.face_prescreen.enabled=false"])
+    # the endpoint answers the run's preflight, then fails every request (the breaker set high: no pause)
+    dead = load_config(overrides=["refine.backend=openai", f"refine.base_url={chat_server.base_url}",
+                                  "refine.model=refine-ok", "refine.retries=0", "refine.breaker_failures=100",
+                                  "privacy.face_prescreen.enabled=false"])
+    chat_server.outage_after = 1
     first = run_pipeline(tasks, dead, out, workers=1).set_index("clip_id")
     assert (first["decision"] == "error").sum() == 5  # every clip that reached the refine stage
     assert first.loc["real-cortex", "decision"] == "error"
-    assert first.loc["real-cortex", "reason"].startswith("refine: endpoint failed") and not first.loc["real-cortex", "keep"]
+    assert first.loc["real-cortex", "reason"].startswith("refine: endpoint failed after 1 attempts: HTTP 503")
+    assert not first.loc["real-cortex", "keep"]
     assert first.loc["low-res", "decision"] == "drop"  # decided clips are unaffected by the endpoint
     # the endpoint comes up: only the errored clips are processed again, and the ids are remembered
+    chat_server.outage_after = None
     alive = load_config(overrides=["refine.backend=openai", f"refine.base_url={chat_server.base_url}",
                                    "refine.model=refine-ok", "refine.retries=0",
                                    "privacy.face_prescreen.enabled=false"])
@@ -136,7 +145,7 @@ def test_resume_skips_decided_and_retries_errors(manifest, tmp_path, chat_server
     assert (second["decision"] != "error").all()
     assert (second.set_index("clip_id").loc["real-cortex", "instruction"]) == CANNED_INSTRUCTION
     calls = chat_server.calls("refine-ok")
-    seen.clear()
+    seen.clear()  # (every request, preflight included, is recorded)
     third = run_pipeline(tasks, alive, out, workers=1, progress=lambda row, i, n: seen.append(row["clip_id"]))
     assert seen == [] and chat_server.calls("refine-ok") == calls  # a rerun costs nothing
     pd.testing.assert_frame_equal(second, third)

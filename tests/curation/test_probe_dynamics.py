@@ -31,10 +31,10 @@ def test_probe_facts_of_real_clips(sample_clips):
 def test_resolution_filter(lowres_video, cut_video):
     config = load_config()
     result = probe_clip(task(lowres_video), config)
-    assert result.drop_reason == "resolution: 640x360 below 720x480"
+    assert result.drop_reason == "resolution: 640x360 below 720x480 (long x short side)"
     assert (result.measurements["width"], result.measurements["height"]) == (640, 360)
     assert probe_clip(task(cut_video), config).drop_reason is None
-    relaxed = load_config(overrides=["probe.min_width=640", "probe.min_height=360"])
+    relaxed = load_config(overrides=["probe.min_long_side=640", "probe.min_short_side=360"])
     assert probe_clip(task(lowres_video), relaxed).drop_reason is None
 
 

@@ -91,7 +91,7 @@ def test_failing_endpoint_is_retried_with_backoff_then_retryable(chat_server, tm
     with pytest.raises(RetryableError, match="HTTP 500"):
         refiner.refine(PAPER_NARRATION)
     assert chat_server.calls("fail-500") == 3
-    assert time.perf_counter() - began >= 0.1 + 0.2  # exponential backoff between attempts
+    assert time.perf_counter() - began >= 0.5 * (0.1 + 0.2)  # jittered exponential backoff: half to all of it
 
 
 def test_flaky_endpoint_recovers_within_retries(chat_server, tmp_path):
@@ -117,3 +117,13 @@ def test_endpoint_down_is_retryable(tmp_path):
     cfg = refine_cfg(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model="x", retries=1, backoff_s=0.01)
     with pytest.raises(RetryableError, match="cannot reach"):
         Refiner(cfg, tmp_path / "c.sqlite").refine(PAPER_NARRATION)
+
+
+def test_rule_refiner_splits_sentences_with_pysbd_not_at_abbreviations():
+    from ophora.curation.refine import rule_refine, split_sentences
+
+    text = "The IOL is placed by Dr. Adams at St. Luke's. Then rotate the IOL with the hook into the capsular bag."
+    assert split_sentences(text) == ["The IOL is placed by Dr. Adams at St. Luke's. ",
+                                     "Then rotate the IOL with the hook into the capsular bag."]
+    assert rule_refine("We use e.g. a cannula to inject fluid under the capsule.") == \
+        "Use e.g. a cannula to inject fluid under the capsule."

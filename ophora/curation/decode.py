@@ -1,0 +1,103 @@
+"""One decoding pass per clip: completeness, PySceneDetect's scene list and the frames the privacy screens need.
+
+Why one pass: decoding is the cost of curation. The probe reads only the header, so a truncated or zero-filled
+file looks whole until every frame of the clip's window is actually decoded; PySceneDetect decodes them all
+anyway, so the same pass counts the decoded frames (``incomplete: decoded N of M frames`` when short), runs the
+cut detector, and keeps the few frames the face, OCR and VLM screens look at. ``TappedStream`` is PySceneDetect's
+own OpenCV stream with a tap on ``read``; decoding stays on PySceneDetect's single decode thread, and the
+worker sets FFmpeg to one thread (``OPENCV_FFMPEG_CAPTURE_OPTIONS``), so a worker uses one core for decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .inputs import ClipTask
+
+# FFmpeg's own frame threads would make every worker use all cores; parallelism comes from worker processes.
+FFMPEG_SINGLE_THREAD = "threads;1"
+
+
+def _tapped_stream_class():
+    from scenedetect.backends.opencv import VideoStreamCv2
+
+    class TappedStream(VideoStreamCv2):
+        """PySceneDetect's OpenCV stream that counts every frame it decodes and keeps RGB copies of some."""
+
+        def __init__(self, path: str, keep: set[int]):
+            super().__init__(path)
+            self.keep = keep
+            self.kept: dict[int, np.ndarray] = {}
+            self.decoded = 0
+
+        def read(self, decode: bool = True):
+            import cv2
+
+            upcoming = self.frame_number  # the index of the frame this read returns
+            wanted = upcoming in self.keep
+            frame = super().read(decode or wanted)
+            if frame is False:
+                return False
+            self.decoded += 1
+            if wanted and isinstance(frame, np.ndarray):
+                self.kept[upcoming] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            return frame if decode else True
+
+    return TappedStream
+
+
+@dataclass
+class DecodedClip:
+    """What the single pass saw; ``frames`` are the kept RGB frames by absolute frame number."""
+    first_frame: int
+    frames_expected: int
+    frames_decoded: int
+    decode_failures: int
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
+    cuts: dict | None = None  # dynamics.measure_cuts' measurements when the dynamics stage is on
+    seconds: float = 0.0
+
+    def pick(self, indices: list[int]) -> list[np.ndarray]:
+        return [self.frames[i] for i in indices if i in self.frames]
+
+
+def decode_clip(task: ClipTask, facts: dict, keep: set[int], dynamics_cfg: dict | None) -> DecodedClip:
+    """Decode every frame of the clip window once; run the cut detector on the way when ``dynamics_cfg``."""
+    from .dynamics import measure_cuts
+
+    began = time.perf_counter()
+    stream = _tapped_stream_class()(task.video, keep)
+    fps = float(stream.frame_rate)
+    first = int(round((task.start_s or 0.0) * fps)) if task.start_s else 0
+    expected = int(facts["clip_frames"])
+    measured = None
+    if dynamics_cfg is not None:
+        measured = measure_cuts(task.video, dynamics_cfg, task.start_s, task.end_s, stream=stream)
+    else:
+        if task.start_s:
+            stream.seek(float(task.start_s))
+        while stream.decoded < expected and stream.read(decode=False) is not False:
+            pass
+    return DecodedClip(first_frame=first, frames_expected=expected, frames_decoded=stream.decoded,
+                       decode_failures=int(getattr(stream, "_decode_failures", 0)), frames=stream.kept, cuts=measured,
+                       seconds=time.perf_counter() - began)
+
+
+def scene_window(cut_frames: list[int], first: int, last: int, fps: float) -> tuple[int, int]:
+    """The longest scene [a, b) (frame numbers) of the clip window [first, last) split at ``cut_frames``."""
+    bounds = [first] + sorted(c for c in cut_frames if first < c < last) + [last]
+    scenes = list(zip(bounds[:-1], bounds[1:]))
+    return max(scenes, key=lambda scene: (scene[1] - scene[0], -scene[0]))
+
+
+def window_seconds(a: int, b: int, fps: float) -> tuple[float, float]:
+    """Seconds that select exactly frames a..b-1 with ffmpeg's ``-ss``/``-t`` (as the encoder reads windows):
+    a quarter frame before each frame boundary, so rounding to milliseconds never pulls in a frame of the
+    neighbouring scene."""
+    return max(0.0, (a - 0.25) / fps), (b - 0.25) / fps
+
+
+__all__ = ["DecodedClip", "FFMPEG_SINGLE_THREAD", "decode_clip", "scene_window", "window_seconds"]
