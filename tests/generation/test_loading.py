@@ -77,8 +77,9 @@ def test_fine_tuned_transformer_replaces_the_base_one(tiny_model_dir, tmp_path):
 
 
 def test_missing_or_wrong_model_folders_say_what_to_do(tmp_path):
-    with pytest.raises(ModelLoadError, match="does not exist"):
+    with pytest.raises(ModelLoadError, match="No such folder") as info:
         load_pipeline(model=str(tmp_path / "nowhere"))
+    assert "hf download" not in str(info.value)  # hub advice is for hub ids only
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="no model_index.json"):
         load_pipeline(model=str(tmp_path / "empty"))
