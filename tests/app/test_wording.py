@@ -112,3 +112,18 @@ def test_kiosk_wait_comes_from_the_loaded_models_step_time(tiny_model_dir):
     service.leave_line("first")  # the kiosk handler leaves the line when its clip ends, however it ends
     service.leave_line("second")
     assert service.join_line("third", 60)[0] == 1
+
+
+def test_user_errors_log_one_line_not_a_traceback(caplog):
+    import logging
+
+    import gradio as gr
+
+    from app.wording import quiet, user_error
+
+    with caplog.at_level(logging.INFO, logger="app"):
+        error = user_error("Seed must be a whole number.\nPress the dice.")
+        other = quiet(gr.Error("Wrong admin password."))
+    assert error.print_exception is False and other.print_exception is False  # Gradio prints no traceback
+    assert [r.getMessage() for r in caplog.records] == ["user error: Seed must be a whole number.",
+                                                        "user error: Wrong admin password."]

@@ -135,3 +135,16 @@ def test_every_damaged_file_in_one_message(tiny_model_dir, tmp_path):
     with pytest.raises(ModelLoadError) as info:
         check_weight_files(copy)
     assert "vae: no weight file" in str(info.value) and "text_encoder: no weight file" in str(info.value)
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "ophora", "--help"], ["-m", "ophora", "generate", "--help"], ["launch.py", "--help"],
+    ["launch.py", "--share", "--no-browser"],  # refused: needs --auth
+])
+def test_help_and_refusals_import_no_torch_diffusers_or_gradio(command):
+    """Quick start: help and argument errors never pay for torch, diffusers or gradio (timings: bench_startup.py)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-X", "importtime", *command], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode in (0, 2), done.stderr[-2000:]
+    assert not {"torch", "diffusers", "gradio", "transformers"} & _imported(done.stderr)
