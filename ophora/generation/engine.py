@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
