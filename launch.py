@@ -68,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "studio" and args.host not in LOOPBACK_HOSTS and auth is None:
         parser.error("the studio shows the generation history and provenance: binding it to a network address "
                      "needs --auth USER:PASSWORD (or run raters on a `--mode rater` station)")
-    admin_password = os.environ.get("OPHORA_ADMIN_PASSWORD")
-    if args.admin_password_file:
-        admin_password = args.admin_password_file.read_text(encoding="utf-8").strip()
+    # Only the studio has a study lead: a rater station or kiosk ignores the variable, even set empty.
+    admin_password = (os.environ.get("OPHORA_ADMIN_PASSWORD") or None) if args.mode == "studio" else None
+    if args.admin_password_file and args.mode == "studio":
+        try:
+            admin_password = args.admin_password_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            parser.error(f"--admin-password-file {args.admin_password_file}: cannot read it ({error})")
     data_dir = {"data_dir": args.data_dir} if args.data_dir else {}
     try:
         config = AppConfig(mode=args.mode, model=args.model, load_options=load_options_from_args(args),

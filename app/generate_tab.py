@@ -15,10 +15,14 @@ import gradio as gr
 from app.history import ROW_HEADERS, History, HistoryError
 from app.security import AdminSession, require_admin, stage_file
 from app.service import GenerationService, explain_error, format_step
-from ophora.generation.engine import MAX_SEED, GenerationRequest
+from app.wording import user_error
+from ophora.generation.engine import MAX_SEED, SEED_NOTE, GenerationCancelled, GenerationRequest
+from ophora.generation.preflight import check_output_folder
+from ophora.generation.request import GenerationInputError
 from ophora.vocabulary import find_phase, load_phases
 
-FRAME_CHOICES = [("model's native", 0)] + [(str(n), n) for n in (9, 17, 25, 33, 41, 49)]
+NATIVE = "native"
+FRAME_CHOICES = [("model's native", NATIVE)] + [(str(n), n) for n in (9, 17, 25, 33, 41, 49)]
 GPU = "gpu"  # the one concurrency group every GPU event joins (limit 1)
 
 
@@ -26,10 +30,25 @@ def parse_seed(text) -> int:
     try:
         seed = int(str(text).strip())
     except (TypeError, ValueError):
-        raise gr.Error(f"Seed must be a whole number from 0 to {MAX_SEED}; got {text!r}. Press the dice for a random one.")
+        raise user_error(f"Seed must be a whole number from 0 to {MAX_SEED}; got {text!r}. Press the dice for a "
+                         f"random one.") from None
     if not 0 <= seed <= MAX_SEED:
-        raise gr.Error(f"Seed must be between 0 and {MAX_SEED}; got {seed}.")
+        raise user_error(f"Seed must be between 0 and {MAX_SEED}; got {seed}.")
     return seed
+
+
+def _whole_or_native(value, name: str) -> int | None:
+    """Empty (or "native") means the model's native size; anything else must be a whole number (0 is an error,
+    reported by the request checks with the valid values)."""
+    if value is None or value == "" or value == NATIVE:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise user_error(f"{name} must be a whole number or empty for the model's native size; got {value!r}.") from None
+    if not number.is_integer():
+        raise user_error(f"{name} must be a whole number; got {value!r}.")
+    return int(number)
 
 
 def random_seed() -> str:
@@ -51,15 +70,25 @@ def phase_of_prompt(prompt: str) -> str | None:
     return found.id if found else None
 
 
-def build_request(prompt, negative, seed, steps, guidance, frames, height=0, width=0, fps=8) -> GenerationRequest:
+def build_request(prompt, negative, seed, steps, guidance, frames, height=None, width=None, fps=8) -> GenerationRequest:
     return GenerationRequest(prompt=str(prompt or ""), negative_prompt=str(negative or ""), seed=parse_seed(seed),
-                             num_inference_steps=int(steps), guidance_scale=float(guidance),
-                             num_frames=int(frames) or None, height=int(height or 0) or None,
-                             width=int(width or 0) or None, fps=int(fps or 8))
+                             num_inference_steps=_whole_or_native(steps, "Steps") or 0,
+                             guidance_scale=float(guidance if guidance is not None else "nan"),
+                             num_frames=_whole_or_native(frames, "Frames"), height=_whole_or_native(height, "Height"),
+                             width=_whole_or_native(width, "Width"), fps=_whole_or_native(fps, "fps") or 8)
 
 
-def run_generation(service: GenerationService, request: GenerationRequest, key: str, progress: gr.Progress):
-    """Run one clip with a Gradio progress bar; every failure becomes a ``gr.Error`` and the app stays usable."""
+def run_generation(service: GenerationService, request: GenerationRequest, key: str, progress: gr.Progress,
+                   out_folder: Path | None = None):
+    """Run one clip with a Gradio progress bar. A cancel is a notice (``gr.Warning``, not a red error) and
+    ``GenerationCancelled`` goes on to the caller, which keeps its outputs; every other failure becomes an error
+    message, and the app stays usable."""
+    try:
+        if out_folder is not None:
+            check_output_folder(out_folder, "clip folder")  # before the GPU is spent, not after
+        service.check(request)
+    except GenerationInputError as error:
+        raise user_error(str(error), duration=None) from None
     progress(0, desc="Waiting for the GPU" if service.busy() else "Starting")
 
     def on_step(step):
@@ -67,8 +96,11 @@ def run_generation(service: GenerationService, request: GenerationRequest, key: 
 
     try:
         return service.generate(request, key=key, on_step=on_step)
+    except GenerationCancelled as error:
+        gr.Warning(explain_error(error))
+        raise
     except Exception as error:  # noqa: BLE001 - every failure is shown to the user, the server lives on
-        raise gr.Error(explain_error(error), duration=None) from error
+        raise user_error(explain_error(error), duration=None) from None
 
 
 def history_table(history: History):
@@ -88,16 +120,17 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
                                     placeholder="e.g. Inject balanced salt solution under the capsule rim with a cannula")
                 negative = gr.Textbox(label="Negative prompt", lines=1)
                 with gr.Row():
-                    seed = gr.Textbox(value="12345", label=f"Seed (0 to {MAX_SEED})", elem_id="seed", scale=4)
+                    seed = gr.Textbox(value="12345", label=f"Seed (0 to {MAX_SEED})", elem_id="seed", scale=4,
+                                      info=SEED_NOTE.split(" --deterministic")[0])
                     dice = gr.Button("Random seed", scale=1, min_width=80, elem_id="dice")
                 with gr.Row():
                     steps = gr.Slider(1, 500, value=50, step=1, label="Steps (published: 50)", elem_id="steps")
                     guidance = gr.Slider(1, 15, value=6, step=0.5, label="Guidance (published: 6)")
-                    frames = gr.Dropdown(FRAME_CHOICES, value=0, label="Frames (8N+1)", elem_id="frames")
+                    frames = gr.Dropdown(FRAME_CHOICES, value=NATIVE, label="Frames (8N+1)", elem_id="frames")
                 with gr.Accordion("Advanced: size and memory", open=False):
                     with gr.Row():
-                        height = gr.Number(0, label="Height (0: native)", precision=0)
-                        width = gr.Number(0, label="Width (0: native)", precision=0)
+                        height = gr.Number(None, label="Height (empty: the model's native)", precision=0)
+                        width = gr.Number(None, label="Width (empty: the model's native)", precision=0)
                         fps = gr.Number(8, label="fps", precision=0)
                     opts = service.option_values()
                     with gr.Row():
@@ -143,7 +176,10 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
     # ------------------------------------------------------------------ handlers
     def on_generate(p, n, s, st, g, f, h, w, r, request: gr.Request, progress=gr.Progress()):
         req = build_request(p, n, s, st, g, f, h, w, r)
-        result = run_generation(service, req, request.session_hash or "anonymous", progress)
+        try:
+            result = run_generation(service, req, request.session_hash or "anonymous", progress, history.root)
+        except GenerationCancelled as cancelled:  # a notice was shown; the page keeps what it had
+            return (gr.update(), explain_error(cancelled), gr.update(), gr.update(), gr.update(), gr.update())
         phase = phase_of_prompt(req.prompt)
         entry = history.add(result.frames, result.provenance, fps=result.request.fps,
                             extra={"phase": phase} if phase else None)
@@ -182,7 +218,7 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
         try:
             return history.get(eid)
         except HistoryError as error:
-            raise gr.Error(str(error)) from None
+            raise user_error(str(error)) from None
 
     def on_show(eid):
         entry = load_entry(eid)
@@ -192,10 +228,10 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
 
     def on_rerun(eid):
         p = load_entry(eid).provenance
-        frames_value = p.get("num_frames") if p.get("num_frames") in dict(FRAME_CHOICES).values() else 0
+        frames_value = p.get("num_frames") if p.get("num_frames") in dict(FRAME_CHOICES).values() else NATIVE
         return (p.get("prompt", ""), p.get("negative_prompt", ""), str(p.get("seed", 12345)),
                 p.get("num_inference_steps", 50), p.get("guidance_scale", 6.0), frames_value,
-                p.get("height", 0), p.get("width", 0), p.get("fps", 8), gr.Tabs(selected="generate"))
+                p.get("height"), p.get("width"), p.get("fps", 8), gr.Tabs(selected="generate"))
 
     rerun.click(on_rerun, entry_id, [prompt, negative, seed, steps, guidance, frames, height, width, fps, tabs],
                 api_name="history_rerun")

@@ -14,7 +14,9 @@ import gradio as gr
 
 from app.generate_tab import GPU, build_request, random_seed, run_generation, template_choices
 from app.security import stage_file
-from app.service import GenerationService
+from app.wording import queue_message, user_error
+from app.service import GenerationService, explain_error
+from ophora.generation.engine import GenerationCancelled
 from ophora.generation.video import write_clip
 
 GALLERY_SECONDS = 8
@@ -56,20 +58,24 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
                show_progress="hidden", queue=False)
 
     def on_generate(instruction, seed_text, request: gr.Request, progress=gr.Progress()):
-        if not instruction:
-            raise gr.Error("Pick a surgical step first.")
-        req = build_request(instruction, "", seed_text, max_steps, 6.0, 0)
-        result = run_generation(service, req, request.session_hash or "anonymous", progress)
+        key = request.session_hash or "anonymous"
+        try:
+            if not instruction:
+                raise user_error("Pick a surgical step first.")
+            req = build_request(instruction, "", seed_text, max_steps, 6.0, None)
+            result = run_generation(service, req, key, progress, kiosk_dir)
+        except GenerationCancelled as cancelled:
+            return gr.update(), explain_error(cancelled)
+        finally:
+            service.leave_line(key)
         # A random name, never the session hash: that comes from the client and could hold '../'.
         out = kiosk_dir / f"{secrets.token_hex(8)}-{result.request.seed}.mp4"
         write_clip(result.frames, out, fps=result.request.fps, provenance=result.provenance, synthetic_mark=True)
         return stage_file(out), f"Done in {result.seconds:.0f} s."
 
-    def on_queue_info():
-        typical = service.typical_seconds()
-        busy = "A clip is being generated right now. " if service.busy() else ""
-        return busy + (f"A clip takes about {typical:.0f} s. Your place in the queue shows on your clip while you wait."
-                       if typical else "Your place in the queue shows on your clip while you wait.")
+    def on_queue_info(request: gr.Request):
+        place, wait_s = service.join_line(request.session_hash or "anonymous", max_steps)
+        return queue_message(place, wait_s)
 
     go.click(on_queue_info, None, wait, queue=False, api_visibility="undocumented").then(
         on_generate, [template, seed], [mine, wait], api_name="kiosk_generate", concurrency_limit=1,

@@ -13,6 +13,7 @@ import time
 import gradio as gr
 
 from app.security import RaterSession, require_rater, stage_file
+from app.wording import quiet
 from ophora.study.store import StudyError
 
 MAX_CRITERIA = 8
@@ -107,7 +108,9 @@ def build_rate_tab(store_getter) -> None:
             try:
                 return fn(*args, **kwargs)
             except StudyError as error:
-                raise gr.Error(str(error)) from None
+                raise quiet(gr.Error(str(error))) from None
+            except gr.Error as error:
+                raise quiet(error) from None
         wrapper.__name__ = fn.__name__
         return wrapper
 

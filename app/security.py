@@ -10,14 +10,19 @@ named as we choose: the history and blinded-clip folders themselves are never se
 from __future__ import annotations
 
 import hmac
+import math
 import os
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
+
+from app.wording import user_error
 
 
 @dataclass
@@ -40,20 +45,69 @@ class RaterSession:
 
 
 def check_password(given: str | None, expected: str) -> bool:
-    ok = hmac.compare_digest((given or "").encode("utf-8"), expected.encode("utf-8"))
-    if not ok:
-        time.sleep(0.5)  # slows down guessing over HTTP
-    return ok
+    """Constant-time comparison; see ``SignInGuard`` for how guessing is slowed down."""
+    return hmac.compare_digest((given or "").encode("utf-8"), expected.encode("utf-8"))
+
+
+class SignInGuard:
+    """Exponential backoff after failed admin sign-ins, per client address and for all clients together.
+
+    Why both: per client stops one machine from guessing; the total stops many machines (or parallel
+    requests) from sharing the work. After ``free`` failures each further failure doubles the wait, from
+    ``base_s`` up to ``max_s``; while a wait runs every attempt (even the right password) is refused without
+    being checked. The check and the bookkeeping happen under one lock, so parallel guesses queue up behind
+    the lockout instead of racing past it. A successful sign-in clears its client and the total.
+    """
+
+    def __init__(self, *, free: int = 3, total_free: int = 10, base_s: float = 1.0, max_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free, self.total_free, self.base_s, self.max_s, self.clock = free, total_free, base_s, max_s, clock
+        self._failures: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+        self._total = 0
+        self._total_until = 0.0
+        self._lock = threading.Lock()
+
+    def _delay(self, failures: int, free: int) -> float:
+        return 0.0 if failures <= free else min(self.max_s, self.base_s * 2 ** (failures - free - 1))
+
+    def wait_s(self, client: str) -> float:
+        now = self.clock()
+        return max(0.0, self._until.get(client, 0.0) - now, self._total_until - now)
+
+    def check(self, given: str | None, expected: str, client: str) -> bool:
+        """True for the right password; raises a "try again in N s" error while a backoff runs."""
+        with self._lock:
+            wait = self.wait_s(client)
+            if wait > 0:
+                raise user_error(f"Too many wrong admin passwords. Try again in {math.ceil(wait)} s.")
+            if check_password(given, expected):
+                self._failures.pop(client, None)
+                self._until.pop(client, None)
+                self._total, self._total_until = 0, 0.0
+                return True
+            now = self.clock()
+            self._failures[client] = self._failures.get(client, 0) + 1
+            self._until[client] = now + self._delay(self._failures[client], self.free)
+            self._total += 1
+            self._total_until = now + self._delay(self._total, self.total_free)
+            return False
+
+
+def client_key(request: gr.Request | None) -> str:
+    """The caller's address (every session from one machine shares its backoff)."""
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
 
 
 def require_admin(session: AdminSession | None) -> None:
     if not isinstance(session, AdminSession) or not session.signed_in:
-        raise gr.Error("Study lead only: sign in with the admin password on the Studies tab first.")
+        raise user_error("Study lead only: sign in with the admin password on the Studies tab first.")
 
 
 def require_rater(session: RaterSession | None) -> RaterSession:
     if not isinstance(session, RaterSession) or not session.code:
-        raise gr.Error("Sign in with the access code your study lead gave you first.")
+        raise user_error("Sign in with the access code your study lead gave you first.")
     return session
 
 

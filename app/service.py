@@ -14,8 +14,9 @@ import time
 from dataclasses import asdict, replace
 
 from ophora.generation.engine import (GenerationCancelled, GenerationInputError, GenerationRequest,
-                                      GenerationResult, StepProgress, generate)
+                                      GenerationResult, StepProgress, generate, model_spec)
 from ophora.generation.loading import LoadedPipeline, LoadOptions, ModelLoadError, load_pipeline
+from ophora.generation.request import check_request, resolve_request
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def explain_error(error: BaseException) -> str:
     if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
         return OOM_MESSAGE
     if isinstance(error, GenerationCancelled):
-        return f"Cancelled: {error} Nothing was saved."
+        return f"{error} Nothing was saved."
     if isinstance(error, (GenerationInputError, ModelLoadError)):
         return str(error)
     return f"Generation failed: {type(error).__name__}: {error}. The app is still usable; try again."
@@ -47,6 +48,11 @@ class GenerationService:
         self._cancel: dict[str, threading.Event] = {}
         self._waiting = 0
         self._durations: list[float] = []
+        self._step_seconds: list[float] = []  # recent denoising steps of the loaded model, for wait estimates
+        self._current: tuple[int, int] | None = None  # (steps done, steps total) of the clip on the GPU
+        self._current_key: str | None = None
+        self._overhead_s = 0.0  # a clip's time beyond its steps (text encoding, VAE decode), from the last clip
+        self._line: dict[str, tuple[float, int]] = {}  # visitor -> (time they joined, steps their clip takes)
         self._state = threading.Lock()
         if load_now:
             self.load(options)
@@ -60,6 +66,8 @@ class GenerationService:
         with self._gpu:
             previous = self.options if self.loaded is not None else None
             self.loaded = None
+            with self._state:  # a new model has new step times
+                self._durations, self._step_seconds = [], []
             try:
                 self.loaded = load_pipeline(options)
                 self.options = options
@@ -92,6 +100,13 @@ class GenerationService:
         return asdict(self.options)
 
     # ------------------------------------------------------------------ generation
+    def check(self, request: GenerationRequest) -> None:
+        """The request checks against the loaded model's sizes, before waiting for the GPU (no-op if no model:
+        ``generate`` then says why)."""
+        if self.loaded is not None:
+            spec = model_spec(self.loaded)
+            check_request(resolve_request(spec, request), spec)
+
     def generate(self, request: GenerationRequest, *, key: str, on_step=None) -> GenerationResult:
         """Run one clip for session ``key`` (cancellable with ``cancel(key)``); raises on any failure."""
         if self.loaded is None:
@@ -105,12 +120,32 @@ class GenerationService:
                 with self._state:
                     self._waiting -= 1
                 start = time.perf_counter()
+                last = [start]
+                clip_steps: list[float] = []
+
+                def track(step: StepProgress) -> None:
+                    now = time.perf_counter()
+                    clip_steps.append(now - last[0])
+                    with self._state:
+                        if step.step > 1 or not self._step_seconds:  # the first step carries warm-up
+                            self._step_seconds = (self._step_seconds + [now - last[0]])[-50:]
+                        self._current = (step.step, step.total)
+                    last[0] = now
+                    if on_step is not None:
+                        on_step(step)
+
+                with self._state:
+                    self._current, self._current_key = (0, request.num_inference_steps), key
                 try:
-                    result = generate(self.loaded, request, progress=on_step, cancel=event)
+                    result = generate(self.loaded, request, progress=track, cancel=event)
                 finally:
+                    with self._state:
+                        self._current = self._current_key = None
                     self._release_memory()
                 with self._state:
-                    self._durations = (self._durations + [time.perf_counter() - start])[-20:]
+                    duration = time.perf_counter() - start
+                    self._durations = (self._durations + [duration])[-20:]
+                    self._overhead_s = max(0.0, duration - sum(clip_steps))
                 return result
         finally:
             with self._state:
@@ -124,6 +159,31 @@ class GenerationService:
             return False
         event.set()
         return True
+
+    def join_line(self, key: str, steps: int, stale_after_s: float = 3600.0) -> tuple[int, float | None]:
+        """Register a visitor's clip of ``steps`` steps; return (their place, counting the clip on the GPU as
+        1st; seconds until their clip is done, or ``None`` before any step has been timed). The estimate uses the
+        loaded model's measured step time, so it exists from the first steps of the first clip."""
+        now = time.monotonic()
+        with self._state:
+            self._line = {k: v for k, v in self._line.items() if now - v[0] < stale_after_s}
+            joined, _ = self._line.setdefault(key, (now, steps))
+            waiting = [(k, n) for k, (t, n) in sorted(self._line.items(), key=lambda kv: kv[1][0])
+                       if t < joined and k != self._current_key]
+            step_s = sum(self._step_seconds) / len(self._step_seconds) if self._step_seconds else None
+            current = self._current if self._current_key != key else None
+            overhead = self._overhead_s
+        place = len(waiting) + (current is not None) + 1
+        if step_s is None:
+            return place, None
+        wait = sum(n * step_s + overhead for _, n in waiting)
+        if current is not None:
+            wait += (current[1] - current[0]) * step_s + overhead
+        return place, wait + steps * step_s + overhead
+
+    def leave_line(self, key: str) -> None:
+        with self._state:
+            self._line.pop(key, None)
 
     def typical_seconds(self) -> float | None:
         with self._state:

@@ -15,7 +15,8 @@ import gradio as gr
 import yaml
 
 from app.history import History, HistoryEntry, HistoryError
-from app.security import AdminSession, check_password, require_admin, stage_file
+from app.security import AdminSession, SignInGuard, client_key, require_admin, stage_file
+from app.wording import quiet, readable_table, yaml_problem
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
 from ophora.study.store import StudyError
 
@@ -84,7 +85,7 @@ def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing,
     try:
         criteria = yaml.safe_load(criteria_yaml) if criteria_yaml and criteria_yaml.strip() else PAPER_CRITERIA
     except yaml.YAMLError as error:
-        raise gr.Error(f"Criteria are not valid YAML: {error}") from None
+        raise gr.Error(f"Criteria are not valid YAML at {yaml_problem(error)}", print_exception=False) from None
     data = {"slug": slug, "title": title, "instructions": instructions, "criteria": criteria,
             "phases": "cataract", "ask_phase": bool(ask_phase), "turing_test": bool(turing),
             "clip_sets": [{"name": "studio-history", "source": "generated", "model": "ophora", "folder": str(folder)}],
@@ -153,9 +154,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 with gr.Row():
                     fig_criterion = gr.Plot(label="Scores by criterion")
                     fig_phase = gr.Plot(label="Scores by phase")
-                reliability = gr.Dataframe(label="Reliability (ICC, Krippendorff's alpha)", interactive=False)
-                turing_table = gr.Dataframe(label="Real or synthetic? accuracy by model", interactive=False)
-                phase_table = gr.Dataframe(label="Phase named correctly", interactive=False)
+                reliability = gr.Dataframe(label="Reliability (ICC, Krippendorff's alpha)", interactive=False, visible=False)
+                turing_table = gr.Dataframe(label="Real or synthetic? accuracy by model", interactive=False, visible=False)
+                phase_table = gr.Dataframe(label="Phase named correctly", interactive=False, visible=False)
                 export = gr.Button("Export (HTML report, CSV tables, unblinding key)", elem_id="export")
                 export_files = gr.File(label="Exports", file_count="multiple", elem_id="export-files")
 
@@ -172,16 +173,18 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             require_admin(admin)
             try:
                 return fn(*args)
-            except gr.Error:
-                raise
+            except gr.Error as error:
+                raise quiet(error) from None
             except (StudyError, StudyDefinitionError, HistoryError, RuntimeError, OSError, ValueError) as error:
-                raise gr.Error(str(error), duration=None) from None
+                raise quiet(gr.Error(str(error), duration=None)) from None
         wrapper.__name__ = fn.__name__
         return wrapper
 
-    def on_login(given):
-        if not check_password(given, password):
-            raise gr.Error("Wrong admin password.")
+    guard = SignInGuard()
+
+    def on_login(given, request: gr.Request):
+        if not guard.check(given, password, client_key(request)):
+            raise quiet(gr.Error("Wrong admin password."))
         ids = [e.id for e in history.entries(limit=500)] if history else []
         phases = list(store().definition(store().studies()[-1]).phases) if store().studies() else []
         return (AdminSession(signed_in=True), "Signed in as study lead.", gr.update(visible=True), studies_update(),
@@ -220,7 +223,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         try:
             data = yaml.safe_load(raw)
         except yaml.YAMLError as error:
-            raise gr.Error(f"Not valid YAML: {error}") from None
+            raise gr.Error(f"Not valid YAML at {yaml_problem(error)}", print_exception=False) from None
         definition = parse_definition(data, where="uploaded study file", base_dir=Path.cwd(), source_text=raw)
         return after_create(definition, definition.clips())
 
@@ -284,9 +287,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         rows = [[p.rater, p.done, p.total, p.next_position] for p in store().progress(slug)]
         results, note = study_results(store(), slug)
         if results.ratings.empty:
-            return rows, None, None, None, None, None, "No ratings yet."
-        return (rows, figure_by_criterion(results.ratings), figure_by_phase(results.ratings), results.reliability,
-                results.turing_by_model, results.phase_accuracy, note)
+            return rows, None, None, readable_table(None), readable_table(None), readable_table(None), "No ratings yet."
+        return (rows, figure_by_criterion(results.ratings), figure_by_phase(results.ratings),
+                readable_table(results.reliability), readable_table(results.turing_by_model),
+                readable_table(results.phase_accuracy), note)
 
     show_results.click(on_results, [admin_state, study],
                        [progress_table, fig_criterion, fig_phase, reliability, turing_table, phase_table, message],

@@ -50,6 +50,24 @@ class ClipScorer:
         return float(self.scale * cosines.mean())
 
 
+def clip_weights_problem(model: str, offline: bool) -> str | None:
+    """Why a CLIP model cannot be had without a download where downloads are off, or ``None``."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return None
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        return f"CLIP model folder {folder} does not exist; pass a folder saved with CLIPModel.save_pretrained " \
+               f"with --clip-model."
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return (f"CLIP model {model!r} is not in the local Hugging Face cache and downloads are off. Run "
+                    f"`hf download {model}` where the hub is reachable, then pass the folder with --clip-model "
+                    f"(or copy the cache here).")
+    return None
+
+
 def _resolve_folder(model: str, offline: bool) -> Path:
     folder = Path(model).expanduser()
     if folder.is_dir():

@@ -30,10 +30,42 @@ class ExtractorOptions:
     device: str = "cpu"
 
 
+def check_weights_available(options: ExtractorOptions) -> None:
+    """Every extractor's weights at once, before any loads: one message lists each missing file and where it
+    goes, instead of one per run."""
+    if options.random_init:
+        return
+    from ophora.eval.weights import MissingWeightsError, weights_problem
+
+    problems = []
+    if "fid" in options.metrics:
+        from ophora.eval.inception import FID_WEIGHTS_FILENAME, FID_WEIGHTS_URL
+
+        problems.append(weights_problem(options.inception_weights, what="FID Inception-v3",
+                                        filename=FID_WEIGHTS_FILENAME, url=FID_WEIGHTS_URL,
+                                        flag="--inception-weights", offline=options.offline))
+    if "fvd" in options.metrics:
+        from ophora.eval.i3d import I3D_FILENAME, I3D_TORCHSCRIPT_URL
+
+        problems.append(weights_problem(options.i3d_weights, what="FVD I3D", filename=I3D_FILENAME,
+                                        url=I3D_TORCHSCRIPT_URL, flag="--i3d-weights", offline=options.offline))
+    if "clipscore" in options.metrics:
+        from ophora.eval.clip_score import DEFAULT_CLIP_MODEL, clip_weights_problem
+
+        problems.append(clip_weights_problem(options.clip_model or DEFAULT_CLIP_MODEL, options.offline))
+    problems = [p for p in problems if p]
+    if len(problems) == 1:
+        raise MissingWeightsError(problems[0])
+    if problems:
+        raise MissingWeightsError(f"{len(problems)} extractor weight files are missing:\n"
+                                  + "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1)))
+
+
 def build_extractors(options: ExtractorOptions, protocol: Protocol) -> Extractors:
     unknown = set(options.metrics) - set(METRICS)
     if unknown or not options.metrics:
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}; got {options.metrics}")
+    check_weights_available(options)
     extractors = Extractors()
     if "fid" in options.metrics:
         from ophora.eval.inception import load_fid_inception, random_fid_inception

@@ -53,23 +53,35 @@ def sha256_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def resolve_weights_file(path: str | Path | None, *, what: str, filename: str, url: str, flag: str,
-                         offline: bool = False, cache_dir: str | Path | None = None) -> Path:
-    """Return a local weight file: ``path`` if given, else the cached download, else download ``url``."""
+def weights_problem(path: str | Path | None, *, what: str, filename: str, url: str, flag: str,
+                    offline: bool = False, cache_dir: str | Path | None = None) -> str | None:
+    """Why ``resolve_weights_file`` could not return a file without downloading where downloads are off, or
+    ``None``. Said as what to do: where to get the file and where it goes."""
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise MissingWeightsError(f"{what} weights not found at {path}. Download them from {url} and pass the "
-                                      f"file with {flag}.")
-        return path
+            return f"{what} weights not found at {path}. Download them from {url} and pass the file with {flag}."
+        return None
+    cached = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / filename
+    if not cached.is_file() and offline:
+        return (f"{what} weights are not cached at {cached} and downloads are off. Download {url} on a machine with "
+                f"network access, then pass the file with {flag} (or put it at {cached}).")
+    return None
+
+
+def resolve_weights_file(path: str | Path | None, *, what: str, filename: str, url: str, flag: str,
+                         offline: bool = False, cache_dir: str | Path | None = None) -> Path:
+    """Return a local weight file: ``path`` if given, else the cached download, else download ``url``."""
+    problem = weights_problem(path, what=what, filename=filename, url=url, flag=flag, offline=offline,
+                              cache_dir=cache_dir)
+    if problem:
+        raise MissingWeightsError(problem)
+    if path is not None:
+        return Path(path).expanduser()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = cache / filename
     if cached.is_file():
         return cached
-    if offline:
-        raise MissingWeightsError(f"{what} weights are not cached at {cached} and downloads are off. Download "
-                                  f"{url} on a machine with network access, then pass the file with {flag} (or put "
-                                  f"it at {cached}).")
     import torch
 
     cache.mkdir(parents=True, exist_ok=True)

@@ -11,17 +11,21 @@ settings, so an interrupted run of hundreds of clips resumes where it stopped. U
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ophora.generation.engine import GenerationRequest, generate, resolve_request
-from ophora.generation.loading import LoadedPipeline
-from ophora.generation.video import sidecar_path, write_clip
+from ophora.files import read_text_file
+from ophora.generation.request import GenerationRequest
+from ophora.generation.video import sidecar_path
 from ophora.vocabulary import find_phase
+
+if TYPE_CHECKING:  # the CSV checks run before torch is imported
+    from ophora.generation.loading import LoadedPipeline
 
 PROMPT_COLUMN = "caption prompt"
 ID_COLUMN = "clip id"
@@ -48,15 +52,17 @@ def read_prompt_csv(path: str | Path, prompt_column: str = PROMPT_COLUMN, id_col
     path = Path(path)
     if not path.is_file():
         raise BatchInputError(f"Prompt CSV {path} does not exist.")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        missing = [c for c in (prompt_column, id_column) if c not in columns]
-        if missing:
-            raise BatchInputError(f"{path} lacks the column(s) {missing}; it has {columns}. The sampler format is "
-                                  f"'{PHASE_COLUMN}','{ID_COLUMN}','{PROMPT_COLUMN}' (or pick columns with "
-                                  f"--prompt-column / --id-column).")
+    reader = csv.DictReader(io.StringIO(read_text_file(path, BatchInputError), newline=""))
+    columns = reader.fieldnames or []
+    missing = [c for c in (prompt_column, id_column) if c not in columns]
+    if missing:
+        raise BatchInputError(f"{path} lacks the column(s) {missing}; it has {columns}. The sampler format is "
+                              f"'{PHASE_COLUMN}','{ID_COLUMN}','{PROMPT_COLUMN}' (or pick columns with "
+                              f"--prompt-column / --id-column).")
+    try:
         rows = list(reader)
+    except csv.Error as error:
+        raise BatchInputError(f"{path}, line {reader.line_num}: not a valid CSV row ({error}).") from None
     items: list[BatchItem] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
@@ -106,7 +112,7 @@ def clip_is_done(video: Path, settings: dict) -> bool:
 
 
 def run_batch(
-    loaded: LoadedPipeline,
+    loaded: "LoadedPipeline",
     items: list[BatchItem],
     out_dir: str | Path,
     base: GenerationRequest,
@@ -120,6 +126,9 @@ def run_batch(
 
     One failing clip (a CUDA out-of-memory, say) is recorded and the batch goes on.
     """
+    from ophora.generation.engine import generate, resolve_request
+    from ophora.generation.video import write_clip
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     status: dict[str, str] = {}

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ophora.generation.loading import DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, QUANTIZATIONS, SCHEDULERS
+from ophora.generation.options import DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, QUANTIZATIONS, SCHEDULERS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,16 +36,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-vae-slicing", action="store_true")
     group.add_argument("--no-vae-tiling", action="store_true")
     group.add_argument("--local-files-only", action="store_true", help="never contact the model hub")
+    group.add_argument("--deterministic", action="store_true",
+                       help="torch deterministic algorithms and cuDNN: the same clip on the same GPU and software "
+                            "every time (slower). A seed alone fixes the initial noise, not GPU kernels")
 
 
 def load_options_from_args(args: argparse.Namespace, device: str | None = None):
-    from ophora.generation.loading import LoadOptions
+    from ophora.generation.options import LoadOptions
 
     return LoadOptions(model=args.model, transformer=args.transformer, revision=args.revision,
                        precision=args.precision, quantization=args.quantization, memory=args.memory,
                        scheduler=args.scheduler, vae_slicing=not args.no_vae_slicing,
                        vae_tiling=not args.no_vae_tiling, device=device or args.device,
-                       local_files_only=args.local_files_only)
+                       local_files_only=args.local_files_only, deterministic=args.deterministic)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,13 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("prompt", nargs="?", help="the surgical instruction to show")
     parser.add_argument("--phase", help="use the team's template for this phase (see assets/phases.yaml)")
     parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--seed", type=int, default=12345,
+                        help="fixes the initial noise (drawn on the CPU, the same on every machine); GPU kernels "
+                             "can still differ in the last bits between machines (see --deterministic)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=6.0)
     parser.add_argument("--no-dynamic-cfg", action="store_true", help="constant guidance instead of dynamic CFG")
-    parser.add_argument("--frames", type=int, help="8N+1, at most 49 (default: the model's native 49)")
-    parser.add_argument("--height", type=int, help="default: the model's native 480")
-    parser.add_argument("--width", type=int, help="default: the model's native 720")
+    parser.add_argument("--frames", type=int, help="8N+1, at most 49 (leave out for the model's native 49)")
+    parser.add_argument("--height", type=int, help="multiple of 16 (leave out for the model's native 480)")
+    parser.add_argument("--width", type=int, help="multiple of 16 (leave out for the model's native 720)")
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--no-mark", action="store_true",
                         help="no visible SYNTHETIC corner label (the metadata still says synthetic); "
@@ -78,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request_from_args(args: argparse.Namespace, prompt: str):
-    from ophora.generation.engine import GenerationRequest
+    from ophora.generation.request import GenerationRequest
 
     return GenerationRequest(prompt=prompt, negative_prompt=args.negative_prompt, seed=args.seed,
                              num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -101,18 +106,22 @@ def _resolve_prompt(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def _run_single(args, parser) -> int:
+    from ophora.generation.preflight import check_output_file, preflight
+
+    if args.out is None:
+        parser.error("--out FILE.mp4 is required for a single clip")
+    request = _request_from_args(args, _resolve_prompt(args, parser))
+    options = load_options_from_args(args)
+    check_output_file(args.out)  # before anything loads: an unwritable --out must not cost a generation
+    _, _, request = preflight(options, request)
+
     from tqdm import tqdm
 
     from ophora.generation.engine import generate
     from ophora.generation.loading import load_pipeline
     from ophora.generation.video import write_clip
 
-    if args.out is None:
-        parser.error("--out FILE.mp4 is required for a single clip")
-    if args.out.suffix.lower() != ".mp4":
-        parser.error(f"--out must end in .mp4; got {args.out}")
-    request = _request_from_args(args, _resolve_prompt(args, parser))
-    loaded = load_pipeline(load_options_from_args(args))
+    loaded = load_pipeline(options)
     print(loaded.report, file=sys.stderr)
     with tqdm(total=request.num_inference_steps, desc="denoising", unit="step") as bar:
         def on_step(p):
@@ -128,16 +137,21 @@ def _run_single(args, parser) -> int:
 
 
 def _run_batch(args, parser) -> int:
-    from accelerate import PartialState
-    from tqdm import tqdm
-
-    from ophora.generation.batch import read_prompt_csv, run_batch, write_manifest
-    from ophora.generation.loading import load_pipeline
+    from ophora.generation.batch import read_prompt_csv
+    from ophora.generation.preflight import check_output_folder, preflight
 
     if args.out_dir is None:
         parser.error("--out-dir is required with --csv")
     items = read_prompt_csv(args.csv, prompt_column=args.prompt_column, id_column=args.id_column)
+    check_output_folder(args.out_dir, "--out-dir")
+    preflight(load_options_from_args(args), _request_from_args(args, items[0].prompt))
+
     import torch
+    from accelerate import PartialState
+    from tqdm import tqdm
+
+    from ophora.generation.batch import run_batch, write_manifest
+    from ophora.generation.loading import load_pipeline
 
     # One process per GPU under `accelerate launch` / torchrun (several CPU processes where there is no GPU).
     state = PartialState(cpu=not torch.cuda.is_available() or args.device == "cpu")
@@ -166,8 +180,8 @@ def _run_batch(args, parser) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from ophora.generation.batch import BatchInputError
-    from ophora.generation.engine import GenerationInputError
-    from ophora.generation.loading import ModelLoadError
+    from ophora.generation.options import ModelLoadError
+    from ophora.generation.request import GenerationInputError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -2,8 +2,9 @@
 
 Read top to bottom: ``GenerationRequest`` holds the published sampler settings as defaults;
 ``validate_request`` turns every bad input into a clear message before any GPU time is spent;
-``generate`` runs ``CogVideoXPipeline`` with a CPU ``torch.Generator`` (so a seed is the same clip on every
-machine), reports each step with an ETA, and stops between steps when asked to.
+``generate`` runs ``CogVideoXPipeline`` with a CPU ``torch.Generator`` (so a seed fixes the initial noise on
+every machine; GPU kernels may still differ in the last bits, see ``SEED_NOTE``), reports each step with an
+ETA, and stops between steps when asked to.
 """
 
 from __future__ import annotations
@@ -11,41 +12,31 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ophora.generation.loading import LoadedPipeline
+from ophora.generation.loading import LoadedPipeline, runtime_versions
+from ophora.generation.request import (MAX_FRAMES, MAX_SEED, GenerationInputError, GenerationRequest, ModelSpec,
+                                       check_request)
+from ophora.generation.request import resolve_request as resolve_with_spec
 
-MAX_SEED = 2**63 - 1
-MAX_FRAMES = 49  # CogVideoX-2b: 8N+1 frames, N <= 6
+__all__ = ["MAX_FRAMES", "MAX_SEED", "GenerationInputError", "GenerationRequest", "GenerationCancelled",
+           "GenerationResult", "StepProgress", "SEED_NOTE", "generate", "model_spec", "native_size",
+           "resolve_request", "validate_request"]
 
-
-class GenerationInputError(ValueError):
-    """A request the model cannot run; the message says what to change."""
+SEED_NOTE = ("The seed fixes the initial noise exactly: it is drawn on the CPU with torch.Generator, the same on "
+             "every machine. It does not fix GPU arithmetic: different GPUs, drivers, CUDA/cuDNN or torch versions, "
+             "and non-deterministic GPU kernels can change the last bits of each step, so the same seed and settings "
+             "give the same clip on the same machine and software, and a very close one elsewhere. "
+             "--deterministic turns on torch's deterministic algorithms (slower).")
 
 
 class GenerationCancelled(RuntimeError):
     """The user cancelled between denoising steps; nothing was written."""
-
-
-@dataclass
-class GenerationRequest:
-    """One clip's settings. ``None`` sizes mean the model's native size (720x480x49 for Ophora)."""
-
-    prompt: str
-    negative_prompt: str = ""
-    seed: int = 12345  # the published batch sampler's fixed seed
-    num_inference_steps: int = 50
-    guidance_scale: float = 6.0
-    use_dynamic_cfg: bool = True
-    num_frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    fps: int = 8
 
 
 @dataclass
@@ -74,19 +65,20 @@ class GenerationResult:
     step_seconds: list[float] = field(default_factory=list)
 
 
+def model_spec(loaded: LoadedPipeline) -> ModelSpec:
+    """The loaded model's sizes, from the same configs ``preflight`` reads from disk."""
+    return ModelSpec.from_configs(dict(loaded.pipe.transformer.config), dict(loaded.pipe.vae.config))
+
+
 def native_size(loaded: LoadedPipeline) -> tuple[int, int, int]:
     """(frames, height, width) the transformer was built for: its sample sizes times the VAE compression."""
-    pipe = loaded.pipe
-    cfg = pipe.transformer.config
-    frames = min(MAX_FRAMES, int(cfg.sample_frames))
-    return frames, int(cfg.sample_height) * pipe.vae_scale_factor_spatial, int(cfg.sample_width) * pipe.vae_scale_factor_spatial
+    spec = model_spec(loaded)
+    return spec.native_frames, spec.native_height, spec.native_width
 
 
 def resolve_request(loaded: LoadedPipeline, request: GenerationRequest) -> GenerationRequest:
-    """Fill ``None`` sizes with the model's native ones."""
-    frames, height, width = native_size(loaded)
-    return GenerationRequest(**{**asdict(request), "num_frames": request.num_frames or frames,
-                                "height": request.height or height, "width": request.width or width})
+    """Fill ``None`` sizes with the model's native ones; 0 stays 0 (an error, never "native")."""
+    return resolve_with_spec(model_spec(loaded), request)
 
 
 def count_prompt_tokens(loaded: LoadedPipeline, text: str) -> int:
@@ -97,32 +89,8 @@ def count_prompt_tokens(loaded: LoadedPipeline, text: str) -> int:
 def validate_request(loaded: LoadedPipeline, request: GenerationRequest, max_sequence_length: int = 226) -> list[str]:
     """Raise ``GenerationInputError`` for requests that cannot run; return warnings for ones that run degraded."""
     pipe = loaded.pipe
-    errors: list[str] = []
+    check_request(request, model_spec(loaded))
     warnings: list[str] = []
-    if not isinstance(request.prompt, str) or not request.prompt.strip():
-        errors.append("The instruction is empty: describe the surgical step to show, e.g. 'Inject balanced salt "
-                      "solution under the capsule rim with a cannula'.")
-    if not isinstance(request.seed, int) or isinstance(request.seed, bool) or not 0 <= request.seed <= MAX_SEED:
-        errors.append(f"Seed must be a whole number from 0 to {MAX_SEED}; got {request.seed!r}.")
-    if not isinstance(request.num_inference_steps, int) or not 1 <= request.num_inference_steps <= 500:
-        errors.append(f"Steps must be a whole number from 1 to 500 (50 is the published setting); "
-                      f"got {request.num_inference_steps!r}.")
-    if not 1.0 <= float(request.guidance_scale) <= 30.0:
-        errors.append(f"Guidance must be between 1 and 30 (6 is the published setting); got {request.guidance_scale}.")
-    if not isinstance(request.fps, int) or not 1 <= request.fps <= 60:
-        errors.append(f"fps must be a whole number from 1 to 60 (Ophora clips are 8 fps); got {request.fps!r}.")
-    frames = request.num_frames
-    temporal = pipe.vae_scale_factor_temporal * 2  # 8: the VAE compresses 4x and encodes frames in pairs of latents
-    if not isinstance(frames, int) or frames < 1 or (frames - 1) % temporal or frames > MAX_FRAMES:
-        valid = ", ".join(str(temporal * n + 1) for n in range(1, MAX_FRAMES // temporal + 1))
-        errors.append(f"Frames must be {temporal}N+1 and at most {MAX_FRAMES} (one of {valid}); got {frames!r}.")
-    multiple = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size
-    for name, value in (("Height", request.height), ("Width", request.width)):
-        if not isinstance(value, int) or value < multiple or value % multiple or value > 2048:
-            errors.append(f"{name} must be a multiple of {multiple} between {multiple} and 2048 pixels; got {value!r}.")
-    if errors:
-        raise GenerationInputError(" ".join(errors))
-
     native_frames, native_h, native_w = native_size(loaded)
     if (request.height, request.width) != (native_h, native_w):
         warnings.append(f"{request.width}x{request.height} differs from the model's native {native_w}x{native_h}; "
@@ -150,8 +118,7 @@ def software_versions() -> dict:
     import ophora
 
     return {"ophora_studio": ophora.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "torch": torch.__version__,
-            "python": platform.python_version()}
+            "transformers": transformers.__version__, "python": platform.python_version(), **runtime_versions()}
 
 
 def build_provenance(loaded: LoadedPipeline, request: GenerationRequest, warnings: list[str]) -> dict:
@@ -166,6 +133,7 @@ def build_provenance(loaded: LoadedPipeline, request: GenerationRequest, warning
         "negative_prompt": request.negative_prompt,
         "seed": request.seed,
         "seed_generator": "torch.Generator(cpu)",
+        "seed_fixes": "initial noise (CPU generator); not GPU kernel nondeterminism",
         "num_inference_steps": request.num_inference_steps,
         "guidance_scale": request.guidance_scale,
         "use_dynamic_cfg": request.use_dynamic_cfg,

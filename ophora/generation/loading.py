@@ -8,45 +8,29 @@ from the hardware it finds, and says what it chose and why (``LoadedPipeline.rep
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
-from ophora.generation.tiny import TINY_MODEL_NAME, TINY_NOTICE, ensure_tiny_pipeline
+from ophora.generation.options import (DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, QUANTIZATIONS, SCHEDULERS,
+                                       LoadOptions, ModelLoadError)
+from ophora.generation.preflight import ModelSource, check_weight_files, resolve_model_source
+from ophora.generation.tiny import TINY_NOTICE
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "General-Medical-AI/Ophora"
-PRECISIONS = ("auto", "fp16", "bf16", "fp32")
-QUANTIZATIONS = ("auto", "none", "int8")
-MEMORY_MODES = ("auto", "none", "model_offload", "sequential_offload")
-SCHEDULERS = ("dpm", "checkpoint")
+__all__ = ["DEFAULT_MODEL", "MEMORY_MODES", "PRECISIONS", "QUANTIZATIONS", "SCHEDULERS", "LoadOptions",
+           "ModelLoadError", "Hardware", "LoadPlan", "LoadedPipeline", "plan_loading", "load_pipeline",
+           "fingerprint_folder", "quantized_load_device", "set_determinism", "runtime_versions"]
+
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _GIB = 1024**3
-
-
-class ModelLoadError(RuntimeError):
-    """The pipeline could not be loaded; the message says what to run or set."""
-
-
-@dataclass
-class LoadOptions:
-    """What the user asked for; ``"auto"`` fields are resolved from the hardware by ``plan_loading``."""
-
-    model: str = DEFAULT_MODEL  # hub id, local pipeline folder, or "tiny"
-    transformer: str | None = None  # fine-tuned transformer folder (or pipeline folder with transformer/)
-    revision: str | None = None  # hub branch, tag or commit
-    precision: str = "auto"
-    quantization: str = "auto"
-    memory: str = "auto"
-    scheduler: str = "dpm"  # "dpm": the published sampler's CogVideoXDPMScheduler (trailing); "checkpoint": as saved
-    vae_slicing: bool = True
-    vae_tiling: bool = True
-    device: str | None = None  # None: CUDA if available, else CPU
-    local_files_only: bool = False
 
 
 @dataclass
@@ -191,6 +175,7 @@ class LoadedPipeline:
             "vae_tiling": self.plan.vae_tiling,
             "device": self.plan.device,
             "device_name": self.hardware.name,
+            "deterministic": self.options.deterministic,
         }
 
 
@@ -203,7 +188,12 @@ def fingerprint_folder(path: str | Path, full_hash_limit: int = 64 * 1024**2) ->
     """
     root = Path(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts):
+    # Skip caches *inside* the folder (huggingface_hub's .cache/ download metadata), judged relative to the
+    # folder: a model kept under ~/.cache must still be hashed.
+    files = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.relative_to(root).parts)
+    if not files:
+        raise ModelLoadError(f"{root} holds no files to fingerprint; point --model at a pipeline folder.")
+    for file in files:
         rel = file.relative_to(root).as_posix()
         size = file.stat().st_size
         digest.update(f"{rel}\0{size}\0".encode())
@@ -222,37 +212,32 @@ def fingerprint_folder(path: str | Path, full_hash_limit: int = 64 * 1024**2) ->
     return "sha256:" + digest.hexdigest()
 
 
-def _resolve_model_path(options: LoadOptions) -> tuple[str, bool]:
-    """Return (path or hub id to pass to from_pretrained, is_tiny)."""
-    if options.model == TINY_MODEL_NAME:
-        return str(ensure_tiny_pipeline()), True
-    local = Path(options.model).expanduser()
-    if local.exists():
-        if not (local / "model_index.json").is_file():
-            raise ModelLoadError(
-                f"{local} is not a diffusers pipeline folder (no model_index.json). Point --model at the folder "
-                f"that holds model_index.json, tokenizer/, text_encoder/, transformer/, vae/ and scheduler/ "
-                f"(for example a download of {DEFAULT_MODEL}).")
-        return str(local.resolve()), _is_tiny_folder(local)
-    if options.model.startswith((".", "/", "~")) or options.model.count("/") > 1:
-        raise ModelLoadError(f"Model folder {options.model} does not exist. Check the path, or pass a hub id "
-                             f"such as {DEFAULT_MODEL} (or `--model tiny` to try the tools without weights).")
-    return options.model, False
-
-
-def _is_tiny_folder(path: Path) -> bool:
-    readme = path / "README.md"
-    return readme.is_file() and "Ophora Studio tiny model" in readme.read_text(errors="ignore")
-
-
-def _missing_weights_message(options: LoadOptions, error: Exception) -> str:
+def _load_error_message(options: LoadOptions, source: ModelSource, error: Exception) -> str:
+    """What to do when ``from_pretrained`` fails: for a local folder, the damaged file (never hub advice); for a
+    hub id, how to get the weights."""
+    if source.local:
+        try:
+            check_weight_files(source.path)
+        except ModelLoadError as damaged:
+            return str(damaged)
+        return (f"Could not load the model folder {source.path}: {error}\nA file in it is damaged or missing: "
+                f"re-download this file (the one named above) from where the folder came from.")
+    text = str(error)
+    if any(word in text for word in ("safetensors", "header", "deserializ", "incomplete", "truncat")):
+        return (f"Could not load the model {options.model!r}: {error}\nA file in the Hugging Face cache is damaged: "
+                f"re-download this file with `hf download {options.model} --force-download` (or delete it from "
+                f"the cache and load again).")
+    here = Path(options.model).expanduser().resolve()
+    repo = options.model if options.model == DEFAULT_MODEL else f"{DEFAULT_MODEL} (the published model)"
     return (
-        f"Could not load the model {options.model!r}: {error}\n"
-        f"No local copy was found and the model hub could not be reached. To get the weights:\n"
-        f"  1. on a machine with internet: `hf download {options.model} --local-dir models/Ophora` "
-        f"(about 20 GB; `huggingface-cli download` on older hubs), then copy the folder here;\n"
+        f"No such folder {here}, and {options.model!r} could not be loaded as a hub id either: it is not in the "
+        f"local Hugging Face cache and the hub could not be reached or does not have it ({type(error).__name__}).\n"
+        f"To get the weights:\n"
+        f"  1. on a machine with internet: `hf download {DEFAULT_MODEL} --local-dir models/Ophora` "
+        f"(about 20 GB; `huggingface-cli download` on older hubs) for {repo}, then copy the folder here;\n"
         f"  2. run with `--model models/Ophora` (or set HF_HOME to a cache that already holds it).\n"
-        f"To try the app without weights, use `--model tiny` (random weights: the clips are noise)."
+        f"To try the app without weights, use `--model tiny` (random weights: the clips are noise).\n"
+        f"(Details: {error})"
     )
 
 
@@ -268,21 +253,51 @@ def _hub_fingerprint(pipe, options: LoadOptions) -> str:
 def _load_transformer(path: str, dtype: torch.dtype, quantization_config, local_files_only: bool):
     from diffusers import CogVideoXTransformer3DModel
 
+    from ophora.generation.preflight import transformer_config_path
+
+    config = transformer_config_path(LoadOptions(transformer=path))
     folder = Path(path).expanduser()
-    subfolder = None
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        if (folder / "transformer" / "config.json").is_file():
-            subfolder = "transformer"
-        else:
-            raise ModelLoadError(
-                f"{folder} holds no transformer: expected config.json and diffusion_pytorch_model*.safetensors "
-                f"(a folder saved by `python -m ophora train`, or a pipeline folder with transformer/).")
-    elif not folder.exists():
-        raise ModelLoadError(f"Transformer folder {folder} does not exist: pass the `model/` folder of a training "
-                             f"run (output_dir/model) or a folder holding transformer/config.json.")
     return CogVideoXTransformer3DModel.from_pretrained(
-        str(folder), subfolder=subfolder, dtype=dtype, quantization_config=quantization_config,
-        local_files_only=local_files_only)
+        str(folder), subfolder=None if config.parent == folder else "transformer", dtype=dtype,
+        quantization_config=quantization_config, local_files_only=local_files_only)
+
+
+def quantized_load_device(plan: LoadPlan) -> int | None:
+    """The CUDA index to make current while bitsandbytes weights load, or ``None`` when no context is needed.
+
+    Why: diffusers and transformers place bitsandbytes-quantized modules on ``torch.cuda.current_device()``
+    (a pipeline's ``device_map`` takes only "cuda" or "balanced"), so ``--device cuda:1`` would otherwise put
+    the 8-bit T5 and transformer on GPU 0 and the VAE on GPU 1."""
+    if plan.quantization != "int8-bitsandbytes" or not plan.device.startswith("cuda"):
+        return None
+    return torch.device(plan.device).index or 0
+
+
+def _load_placement(plan: LoadPlan):
+    index = quantized_load_device(plan)
+    return torch.cuda.device(index) if index is not None else contextlib.nullcontext()
+
+
+def set_determinism(enabled: bool) -> None:
+    """``--deterministic``: torch's deterministic algorithms (error on ops that have none), deterministic cuDNN,
+    no cuDNN autotuning, and the cuBLAS workspace setting that deterministic matmuls need. Process-wide by
+    nature (torch keeps these flags globally), so it is applied once, at load, and recorded in provenance."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def runtime_versions() -> dict:
+    """torch, CUDA and cuDNN versions and the determinism flags in force: what a seed's reproducibility depends on."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
 
 
 def bitsandbytes_configs(options: LoadOptions):
@@ -328,29 +343,32 @@ def release_freed_memory() -> None:
 
 def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipeline:
     """Load a ``CogVideoXPipeline`` as ``options`` (or keyword overrides) ask, ready to generate."""
-    from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
-
     options = options or LoadOptions()
     if overrides:
         options = LoadOptions(**{**asdict(options), **overrides})
     hardware = Hardware.detect(options.device)
     plan = plan_loading(options, hardware)
-    model_path, is_tiny = _resolve_model_path(options)
-    dtype = _DTYPES[plan.precision]
+    source = resolve_model_source(options)  # a missing folder fails here, before diffusers is imported
+    from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
+    set_determinism(options.deterministic)
+    dtype = _DTYPES[plan.precision]
     pipeline_quant, transformer_quant = (bitsandbytes_configs(options)
                                          if plan.quantization == "int8-bitsandbytes" else (None, None))
 
     extra = {}
-    if options.transformer:
-        extra["transformer"] = _load_transformer(options.transformer, dtype, transformer_quant,
-                                                 options.local_files_only)
     try:
-        pipe = CogVideoXPipeline.from_pretrained(
-            model_path, dtype=dtype, revision=options.revision, quantization_config=pipeline_quant,
-            local_files_only=options.local_files_only, **extra)
-    except (OSError, EnvironmentError) as error:  # missing files, no hub, no cache
-        raise ModelLoadError(_missing_weights_message(options, error)) from error
+        with _load_placement(plan):
+            if options.transformer:
+                extra["transformer"] = _load_transformer(options.transformer, dtype, transformer_quant,
+                                                         options.local_files_only)
+            pipe = CogVideoXPipeline.from_pretrained(
+                source.path, dtype=dtype, revision=options.revision, quantization_config=pipeline_quant,
+                local_files_only=options.local_files_only, **extra)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # missing files, no hub, a damaged file
+        raise ModelLoadError(_load_error_message(options, source, error)) from error
 
     if plan.quantization == "int8-quanto":
         for component in (pipe.text_encoder, pipe.transformer):
@@ -365,7 +383,7 @@ def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipe
         pipe.enable_sequential_cpu_offload(device=plan.device)
     elif plan.quantization != "int8-bitsandbytes":
         pipe.to(plan.device)
-    else:  # bitsandbytes modules are placed on the GPU at load time; move the rest
+    else:  # bitsandbytes modules were placed on plan.device at load time (see quantized_load_device); move the rest
         for name in ("vae",) + (("transformer",) if options.transformer and transformer_quant is None else ()):
             getattr(pipe, name).to(plan.device)
     if plan.vae_slicing:
@@ -374,11 +392,10 @@ def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipe
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)  # the engine reports progress itself
 
-    fingerprint = fingerprint_folder(model_path) if Path(model_path).is_dir() else _hub_fingerprint(pipe, options)
+    fingerprint = fingerprint_folder(source.path) if source.local else _hub_fingerprint(pipe, options)
     if options.transformer and Path(options.transformer).is_dir():
         fingerprint += " transformer:" + fingerprint_folder(options.transformer)
-    loaded = LoadedPipeline(pipe=pipe, options=options, plan=plan, hardware=hardware, model_path=model_path,
-                            model_fingerprint=fingerprint, is_tiny=is_tiny)
+    loaded = LoadedPipeline(pipe=pipe, options=options, plan=plan, hardware=hardware, model_path=source.path,
+                            model_fingerprint=fingerprint, is_tiny=source.is_tiny)
     logger.info(loaded.report)
     return loaded
-

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 TINY_MODEL_NAME = "tiny"
 TINY_NOTICE = (
     "Tiny preview model: random, untrained weights. Its clips are noise; it exists to try the app and "
@@ -78,6 +76,8 @@ def build_tiny_pipeline(seed: int = 0):
     """Return a ``CogVideoXPipeline`` with tiny dims and random (seeded) weights, on CPU, fp32."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
+
+    import torch
 
     torch.manual_seed(seed)
     tokenizer = _build_tokenizer()

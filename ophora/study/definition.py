@@ -7,6 +7,7 @@ through a study would leave raters with a broken session. Every error names the 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ophora.files import read_text_file
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 SOURCES = ("real", "generated")
@@ -317,7 +320,7 @@ def _clips_of(definition: StudyDefinition, clip_set: ClipSet) -> list[ClipSpec]:
                 rows.append((video, phase, instruction))
     else:
         assert clip_set.manifest is not None
-        with clip_set.manifest.open(newline="", encoding="utf-8") as fh:
+        with io.StringIO(read_text_file(clip_set.manifest, StudyDefinitionError), newline="") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise StudyDefinitionError(f"{clip_set.manifest}: a manifest is a CSV with columns path[,phase,instruction]")

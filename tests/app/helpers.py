@@ -19,10 +19,11 @@ def value_of(update):
 
 
 def generate(client, prompt: str, seed: int, steps: int = 2, frames: int = 9):
-    return client.predict(prompt, "", str(seed), steps, 6.0, frames, 0, 0, 8, api_name="/generate")
+    return client.predict(prompt, "", str(seed), steps, 6.0, frames, None, None, 8, api_name="/generate")
 
 
 def table_rows(output) -> list[list]:
+    output = value_of(output)  # results tables come as updates (hidden when empty)
     return output["data"] if isinstance(output, dict) else output
 
 

@@ -176,3 +176,19 @@ def test_generator_manifest_is_read_and_failed_rows_skipped(tmp_path):
         "c2,failed,,viscoelastic,Fill the chamber\n")
     [record] = collect_clips(tmp_path / "out" / "manifest.csv")
     assert (record.path.name, record.phase, record.prompt) == ("c1.mp4", "incision", "Make the main incision")
+
+
+def test_every_missing_weight_file_in_one_message(tmp_path, monkeypatch, capsys):
+    """Offline with nothing cached: FID, FVD and CLIP weights are all named in one run, each with where it goes."""
+    from ophora.eval.i3d import I3D_TORCHSCRIPT_URL
+    from ophora.eval.inception import FID_WEIGHTS_URL
+
+    monkeypatch.setenv("OPHORA_EVAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    make_clips(tmp_path / "g", [("a", "incision", "x"), ("b", "incision", "x")], frames=17)
+    code = main(["metrics", "--generated", str(tmp_path / "g"), "--real", str(tmp_path / "g"), "--out",
+                 str(tmp_path / "o"), "--offline", "--clip-model", str(tmp_path / "no-clip")])
+    err = capsys.readouterr().err
+    assert code == 2 and "3 extractor weight files are missing" in err
+    assert FID_WEIGHTS_URL in err and I3D_TORCHSCRIPT_URL in err and str(tmp_path / "no-clip") in err
+    assert str(tmp_path / "cache" / "i3d_torchscript.pt") in err  # where each goes

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from ophora.generation.engine import GenerationRequest, generate
-from ophora.generation.loading import (Hardware, LoadOptions, ModelLoadError, fingerprint_folder, load_pipeline,
-                                       plan_loading)
+from ophora.generation.loading import (Hardware, LoadOptions, LoadPlan, ModelLoadError, fingerprint_folder,
+                                       load_pipeline, plan_loading, quantized_load_device)
 
 
 @pytest.mark.parametrize("vram, quant, memory", [
@@ -77,8 +79,9 @@ def test_fine_tuned_transformer_replaces_the_base_one(tiny_model_dir, tmp_path):
 
 
 def test_missing_or_wrong_model_folders_say_what_to_do(tmp_path):
-    with pytest.raises(ModelLoadError, match="does not exist"):
+    with pytest.raises(ModelLoadError, match="No such folder") as info:
         load_pipeline(model=str(tmp_path / "nowhere"))
+    assert "hf download" not in str(info.value)  # hub advice is for hub ids only
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="no model_index.json"):
         load_pipeline(model=str(tmp_path / "empty"))
@@ -131,3 +134,48 @@ def test_bitsandbytes_configs_cover_t5_and_transformer():
 def test_asking_for_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(ModelLoadError, match="CUDA is not available.*--device cpu"):
         load_pipeline(model="tiny", device="cuda")
+
+
+def test_fingerprint_of_a_model_kept_under_a_cache_folder(tiny_model_dir, tmp_path):
+    """~/.cache/... is where models live; only a .cache folder *inside* the model folder is skipped."""
+    cached = tmp_path / ".cache" / "models" / "tiny"
+    shutil.copytree(tiny_model_dir, cached)
+    empty = hashlib.sha256().hexdigest()
+    assert fingerprint_folder(cached) == fingerprint_folder(tiny_model_dir) != "sha256:" + empty
+    (cached / ".cache").mkdir()
+    (cached / ".cache" / "download.lock").write_text("hub metadata")
+    assert fingerprint_folder(cached) == fingerprint_folder(tiny_model_dir)
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ModelLoadError, match="no files to fingerprint"):
+        fingerprint_folder(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("device, quantization, expected", [
+    ("cuda:1", "int8-bitsandbytes", 1), ("cuda:0", "int8-bitsandbytes", 0), ("cuda", "int8-bitsandbytes", 0),
+    ("cuda:1", "none", None), ("cpu", "int8-quanto", None),
+])
+def test_bitsandbytes_weights_load_on_the_planned_gpu(device, quantization, expected):
+    """diffusers/transformers put bitsandbytes modules on the *current* CUDA device; the loader makes the
+    planned one current while loading, so --device cuda:1 keeps the whole pipeline on GPU 1."""
+    plan = LoadPlan(device=device, precision="fp16", quantization=quantization, memory="none", vae_slicing=True,
+                    vae_tiling=True)
+    assert quantized_load_device(plan) == expected
+
+
+def test_deterministic_flag_and_runtime_versions_reach_provenance(tiny_model_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-m", "ophora", "generate", "x", "--model", str(tiny_model_dir),
+                           "--steps", "1", "--deterministic", "--out", str(tmp_path / "c.mp4")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = json.loads((tmp_path / "c.json").read_text())
+    software = made["software"]
+    assert software["torch"] == torch.__version__ and "cuda" in software and "cudnn" in software
+    assert software["deterministic_algorithms"] is True and software["cudnn_benchmark"] is False
+    assert made["model"]["deterministic"] is True
+    assert made["seed_fixes"].startswith("initial noise")

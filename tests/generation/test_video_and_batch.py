@@ -162,7 +162,7 @@ def test_cli_bad_input_exits_2_with_message(tmp_path):
     bad = _cli("generate", "x", "--model", "tiny", "--frames", "10", "--out", "c.mp4", cwd=tmp_path)
     assert bad.returncode == 2 and "Frames must be 8N+1" in bad.stderr
     missing = _cli("generate", "x", "--model", str(tmp_path / "none"), "--out", "c.mp4", cwd=tmp_path)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "No such folder" in missing.stderr and "hf download" not in missing.stderr
     assert _cli("nonsense", cwd=tmp_path).returncode == 2
 
 

@@ -90,3 +90,21 @@ def test_unknown_phase_in_manifest_is_reported_with_the_clip(tmp_path):
     manifest.write_text("path,phase,instruction\nreal_case00.mp4,appendectomy,x\n")
     with pytest.raises(StudyDefinitionError, match=r"cannot tell the phase of real_case00\.mp4 \('appendectomy'\)"):
         load_definition(path).clips()
+
+
+def test_non_utf8_manifest_names_file_and_line(tmp_path):
+    (tmp_path / "real").mkdir()
+    manifest = tmp_path / "real" / "manifest.csv"
+    manifest.write_bytes("path,phase,instruction\na.mp4,incision,Kerat\u00f4me incision\n".encode("cp1252"))
+    study = tmp_path / "s.yaml"
+    study.write_text("""
+slug: enc-check
+title: Encoding check
+criteria:
+  - {name: realism, description: looks real, scale: {min: 1, max: 5}}
+clip_sets:
+  - {name: real_set, source: real, manifest: real/manifest.csv}
+raters: [alice]
+""")
+    with pytest.raises(StudyDefinitionError, match=r"manifest\.csv, line 2: not UTF-8"):
+        load_definition(study).clips()
