@@ -1,4 +1,4 @@
-"""`python -m ophora study create|import|add-rater|status|export|report`.
+"""`python -m ophora study create|import|add-rater|status|export|report|scores|mrmc|plan`.
 
 Defaults keep a study together: the database is ``studies/<slug>.db`` and blinded clips go to
 ``studies/runs/<slug>/blinded`` unless ``--db`` (a path or a PostgreSQL URL) and ``--blind-dir`` say otherwise.
@@ -126,6 +126,78 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _read_csv(path: str):
+    """A ratings CSV gathered anywhere (e.g. a REDCap export); ``ValueError`` with the path if unreadable."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _write_json(data: dict, out: str | None) -> None:
+    import json
+
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"written to {out}")
+
+
+def _records(table) -> list[dict]:
+    from ophora.study.mrmc import _clean
+
+    return _clean(table.astype(object).where(table.notna(), None).to_dict(orient="records"))
+
+
+def cmd_scores(args) -> int:
+    from ophora.study import analysis
+
+    frame = _read_csv(args.ratings)
+    summary = analysis.score_summary(frame, by_phase=args.by_phase)
+    differences = analysis.score_differences(frame)
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    print("Mean scores, 95% CI with raters and clips as crossed random effects (Satterthwaite df):")
+    print(summary.drop(columns=["note"]).to_string(index=False, float_format=fmt))
+    for note in summary["note"][summary["note"] != ""].unique():
+        print(f"note: {note}")
+    if not differences.empty:
+        print("\nDifferences (p_holm: Holm-adjusted over all rows):")
+        print(differences.drop(columns=["a", "b"]).to_string(index=False, float_format=fmt))
+    _write_json({"scores": _records(summary), "differences": _records(differences)}, args.json)
+    return 0
+
+
+def cmd_mrmc(args) -> int:
+    from ophora.study.mrmc import mrmc_analysis
+
+    result = mrmc_analysis(_read_csv(args.ratings), alpha=1 - args.confidence)
+    data = result.to_json(args.analysis)
+    label = {"rrrc": "random readers, random cases", "frrc": "fixed readers, random cases",
+             "rrfc": "random readers, fixed cases"}[args.analysis]
+    print(f"Obuchowski-Rockette MRMC ({label}; Hillis ddf, jackknife covariances): "
+          f"{len(result.readers)} readers, {result.cases} cases")
+    for m in data["modalities"]:
+        print(f"  {m['modality']}: AUC {m['auc']:.4f} (SE {_num(m['se'])}, df {_num(m['df'], 2)}, "
+              f"{args.confidence:.0%} CI {_num(m['ci_low'])} to {_num(m['ci_high'])})")
+    test = data["test"]
+    if test["ndf"] is not None:
+        print(f"  F = {test['f']:.4f}, ndf {test['ndf']:.0f}, ddf {_num(test['ddf'], 2)}, p = {_num(test['p'])}")
+    for d in data["differences"]:
+        print(f"  {d['a']} - {d['b']}: {d['estimate']:.5f} (SE {_num(d['se'], 5)}, CI {_num(d['ci_low'], 5)} to "
+              f"{_num(d['ci_high'], 5)}, p = {_num(d['p'])})")
+    print("  variance components: " + ", ".join(f"{k} {_num(v, 8)}" for k, v in data["variance_components"].items()))
+    _write_json(data, args.json)
+    return 0
+
+
+def _num(value, digits: int = 4) -> str:
+    return "inf" if value is None else f"{value:.{digits}f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ophora study",
                                      description="Blinded reader studies of real and generated clips.")
@@ -157,6 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, "write the self-contained HTML report and print the score table",
             "study file or slug")
     p.add_argument("--out", help="HTML file (default studies/runs/<slug>/<slug>-report.html)")
+
+    p = sub.add_parser("scores", help="mean scores with crossed random effects from any ratings CSV",
+                       description="Mean score per model x criterion (raters and clips random) and model - real / "
+                                   "model - model differences with Holm-adjusted p, from a CSV with columns rater, "
+                                   "clip, model, criterion, score (optional phase, reading), e.g. a REDCap export.")
+    p.add_argument("ratings", help="CSV file, one row per score")
+    p.add_argument("--by-phase", action="store_true", help="one row per model x phase x criterion")
+    p.add_argument("--json", help="also write the tables to this JSON file")
+    p.set_defaults(func=cmd_scores)
+    p = sub.add_parser("mrmc", help="Obuchowski-Rockette MRMC ROC analysis of any reader x case ratings CSV",
+                       description="Reader-averaged AUC per modality with OR intervals (Hillis ddf, jackknife "
+                                   "covariances), F test and differences, from a CSV with columns reader, modality, "
+                                   "case, truth (1 = positive), rating. JSON: infinite df are written as null.")
+    p.add_argument("ratings", help="CSV file, one row per reader x modality x case")
+    p.add_argument("--analysis", choices=["rrrc", "frrc", "rrfc"], default="rrrc",
+                   help="readers and cases random (default), fixed readers, or fixed cases")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(func=cmd_mrmc)
     return parser
 
 
@@ -167,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (StudyDefinitionError, StudyError, RuntimeError) as exc:  # RuntimeError: ffmpeg could not blind a clip
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a ratings CSV that cannot be analysed (missing columns, text scores, ...)
+        if args.func not in (cmd_scores, cmd_mrmc):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,7 @@ import pytest
 
 from ophora.study import StudyStore, load_definition
 from ophora.study.analysis import (answer_agreement, bootstrap_mean_ci, compute_results, icc_table,
-                                   krippendorff_alpha, reliability, summarize, turing_roc, turing_table)
+                                   krippendorff_alpha, reliability, score_summary, turing_roc, turing_table)
 from tests.study.helpers import write_study
 
 # Shrout, P. E. & Fleiss, J. L. (1979). Intraclass correlations: uses in assessing rater reliability.
@@ -119,7 +119,7 @@ def test_summaries_and_turing_accuracy_by_hand_counts():
                              "turing_correct": answer == truth, "turing_confidence": 3, "phase_answer": None,
                              "phase_correct": None})
     frame = pd.DataFrame(rows)
-    s = summarize(frame, ["model", "criterion"]).set_index(["model", "criterion"])
+    s = score_summary(frame).set_index(["model", "criterion"])
     assert s.loc[("ophora", "realism"), "mean"] == 2.5 and s.loc[("real", "realism"), "mean"] == 4.5
     assert s.loc[("ophora", "realism"), "n"] == 4
     t = turing_table(frame, ["rater"]).set_index("rater")
