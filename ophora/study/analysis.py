@@ -504,30 +504,45 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
     """A single self-contained HTML file (plotly.js inlined: it opens offline, e.g. attached to an email)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from ophora.study.narrative import summary_html
+
     ratings = results.ratings
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(results.title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body>",
+             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}.summary p{font-size:16px;"
+             "line-height:1.5;max-width:60em}</style></head><body>",
              f"<h1>{html.escape(results.title)}</h1>",
-             f"<p>{ratings['rater'].nunique()} raters, {ratings['clip_id'].nunique()} clips, "
-             f"{len(ratings)} scores. Means with 95% percentile bootstrap CIs (first readings); agreement: "
-             f"ICC(2,1)=ICC(A,1) two-way random absolute agreement, ICC(3,1), ICC(2,k) (pingouin), "
-             f"Krippendorff's alpha, ordinal.</p>"]
+             f"<div class='summary' id='summary'>{summary_html(results)}</div>"]
     if not ratings.empty:
         include = True
         for fig in (figure_by_criterion(ratings), figure_by_phase(ratings)):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=True if include else False))
             include = False
+    parts.append("<h2>Methods</h2><p>First readings only. Mean scores: 95% t intervals with raters and clips as "
+                 "crossed random effects (moment estimates of the rater, clip and error variances, Satterthwaite "
+                 "df); differences between models with the same method, p-values Holm-adjusted over all "
+                 "comparisons. Real or synthetic?: each answer scored +confidence (synthetic) or -confidence (real); "
+                 "reader-averaged trapezoidal AUC per model against the real clips, Obuchowski-Rockette analysis "
+                 "with Hillis denominator df and jackknife covariances (rrrc: readers and clips random; frrc: "
+                 "these readers; rrfc: these clips). Agreement per clip set: ICC(2,1)=ICC(A,1) two-way random "
+                 "absolute agreement, ICC(3,1), ICC(2,k) (pingouin), Krippendorff's alpha, ordinal; intra-rater: "
+                 "quadratic-weighted kappa, ICC(A,1) and alpha between first and repeat readings. The tables below "
+                 "are at full precision; the same tables are in the CSV and Excel exports.</p>")
     for heading, table in (("Scores by model and criterion", results.by_model_criterion),
+                           ("Score differences between models (Holm-adjusted p)", results.score_differences),
                            ("Scores by model, phase and criterion", results.by_model_phase),
-                           ("Inter- and intra-rater reliability", results.reliability),
+                           ("Real or synthetic? AUC per model (Obuchowski-Rockette)", results.turing_auc),
+                           ("Real or synthetic? AUC differences between models", results.turing_auc_differences),
+                           ("Real or synthetic? AUC per rater", results.turing_reader_auc),
+                           ("Inter-rater reliability per clip set", results.reliability),
+                           ("Intra-rater agreement (repeat readings)", results.intra_rater),
                            ("Real or synthetic? by model", results.turing_by_model),
                            ("Real or synthetic? by rater and model", results.turing_by_rater_model),
-                           ("Real or synthetic? as ROC (AUC 0.5: raters cannot tell)", results.turing_roc),
+                           ("Real or synthetic? as ROC, per rater and pooled", results.turing_roc),
                            ("Agreement on phase and real-or-synthetic answers", results.answer_agreement),
                            ("Phase named correctly", results.phase_accuracy)):
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-") if not table.empty
+        parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.6g}", na_rep="-") if not table.empty
                      else "<p>No data yet.</p>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")

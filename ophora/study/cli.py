@@ -194,6 +194,43 @@ def cmd_mrmc(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from ophora.study.planning import make_plan
+
+    score_pilot = _read_csv(args.scores) if args.scores else None
+    mrmc_pilot = _read_csv(args.mrmc) if args.mrmc else None
+    if args.study:
+        from ophora.study.analysis import turing_mrmc
+
+        slug, db = _slug_and_db(args)
+        with _open(db) as store:
+            ratings = store.ratings_frame(slug)
+        score_pilot = ratings if score_pilot is None else score_pilot
+        if mrmc_pilot is None:
+            mrmc_pilot = turing_mrmc(ratings)[0]
+            mrmc_pilot = None if mrmc_pilot.empty else mrmc_pilot
+    if score_pilot is None and mrmc_pilot is None:
+        raise ValueError("give a pilot: a study (STUDY), --scores RATINGS.csv or --mrmc MRMC.csv")
+    if mrmc_pilot is not None:
+        from ophora.study.mrmc import complete_readers
+
+        mrmc_pilot, dropped = complete_readers(mrmc_pilot) if {"reader", "modality", "case"} <= set(mrmc_pilot) \
+            else (mrmc_pilot, [])
+        if dropped:
+            print(f"pilot AUC components from the readers who rated every case (not: {', '.join(dropped)})")
+    plan = make_plan(score_pilot=score_pilot, mrmc_pilot=mrmc_pilot, half_width=args.half_width,
+                     auc_difference=args.auc_difference, auc_margin=args.auc_margin,
+                     expected_auc=args.expected_auc, power=args.power, alpha=args.alpha)
+    print(plan.text.replace("**", ""))
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    if not plan.scores.empty:
+        print("\n" + plan.scores.to_string(index=False, float_format=fmt))
+    if not plan.auc.empty:
+        print("\n" + plan.auc.to_string(index=False, float_format=fmt))
+    _write_json(plan.to_json(), args.json)
+    return 0
+
+
 def _num(value, digits: int = 4) -> str:
     return "inf" if value is None else f"{value:.{digits}f}"
 
@@ -248,6 +285,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=cmd_mrmc)
+    p = sub.add_parser("plan", help="raters x clips needed, from pilot variance components",
+                       description="Sample size from a pilot: raters x clips for a target CI half-width on mean "
+                                   "scores; readers x clips for a given power to detect an AUC difference between "
+                                   "models or to show an AUC below 0.5 + margin (Obuchowski-Rockette, Hillis, "
+                                   "Obuchowski & Berbaum 2008). Pilot: a study, a score CSV and/or an MRMC CSV.")
+    p.add_argument("study", nargs="?", help="pilot study file or slug (optional with --scores / --mrmc)")
+    p.add_argument("--db", help="database of the pilot study (default studies/<slug>.db)")
+    p.add_argument("--scores", help="pilot score CSV: rater, clip, model, criterion, score")
+    p.add_argument("--mrmc", help="pilot MRMC CSV: reader, modality, case, truth, rating")
+    p.add_argument("--half-width", type=float, default=0.25, help="target 95%% CI half-width of a mean score")
+    p.add_argument("--auc-difference", type=float, default=0.05, help="AUC difference between models to detect")
+    p.add_argument("--auc-margin", type=float, default=None,
+                   help="show a model's AUC below 0.5 + this margin (raters cannot tell)")
+    p.add_argument("--expected-auc", type=float, default=0.5, help="the model's true AUC assumed for --auc-margin")
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--json", help="also write the plan tables to this JSON file")
+    p.set_defaults(func=cmd_plan)
     return parser
 
 
@@ -261,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # a ratings CSV that cannot be analysed (missing columns, text scores, ...)
-        if args.func not in (cmd_scores, cmd_mrmc):
+        if args.func not in (cmd_scores, cmd_mrmc, cmd_plan):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
