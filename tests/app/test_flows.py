@@ -112,11 +112,15 @@ def test_two_raters_rate_change_and_results(studio, rater_station, seeded_study,
 
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
-    progress, fig_c, fig_p, reliability, turing, phase, _ = lead.predict("app-study", api_name="/study_results")
+    (progress, summary, fig_c, fig_p, scores, differences, auc, reliability, intra, turing, phase,
+     _) = lead.predict("app-study", api_name="/study_results")
     rows = {r[0]: r for r in table_rows(progress)}
     assert rows["alice"][1:3] == [4, 4] and rows["bob"][1:3] == [4, 4] and rows["carol"][1] == 0
     assert fig_c is not None and fig_p is not None
-    assert table_rows(reliability) and table_rows(turing)
+    assert table_rows(reliability) and table_rows(turing) and table_rows(scores)
+    assert "raters scored" in summary and "Real clips:" in summary
+    plan_text, plan_scores, _ = lead.predict("app-study", None, None, 0.5, 0.05, 0.05, 0.8, api_name="/study_plan")
+    assert "half-width 0.5" in plan_text and table_rows(plan_scores)
     files = lead.predict("app-study", api_name="/study_export")
     names = sorted(video_path(f).name for f in files)
     assert names == ["app-study-report.html", "app-study-tables.zip"]
