@@ -1,9 +1,10 @@
-"""Study results from the tidy ratings table: means with bootstrap CIs, agreement, Turing-test accuracy,
-the paper-style figures and CSV / Excel / HTML exports.
+"""Study results from the tidy ratings table: mean scores with crossed random-effects CIs, differences
+between models, agreement, the Turing test as MRMC ROC, the paper-style figures and CSV / Excel / HTML exports.
 
 Why established packages: ICC forms come from pingouin (Shrout & Fleiss / McGraw & Wong), Krippendorff's
-alpha from ``krippendorff``, Fleiss' kappa from ``statsmodels``, ROC AUC from ``scikit-learn``, bootstrap CIs
-from ``scipy.stats.bootstrap``; the tests check them against published values so a report can name its methods.
+alpha from ``krippendorff``, Fleiss' kappa and Holm from ``statsmodels``, ROC AUC from ``scikit-learn``; mean
+scores (:mod:`ophora.study.mixed`) and the Obuchowski-Rockette AUC analysis (:mod:`ophora.study.mrmc`) are
+checked by simulation and against published results, so a report can name its methods.
 """
 
 from __future__ import annotations
@@ -20,25 +21,6 @@ from ophora.study.mixed import difference_interval, fit_crossed, mean_interval
 from ophora.study.mrmc import MRMCResult, complete_readers, mrmc_analysis, turing_mrmc_frame, write_imrmc
 
 FIRST_READING = 0
-
-
-def bootstrap_mean_ci(values, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and percentile bootstrap CI. With fewer than two values (or no spread) the CI is the mean itself
-    or NaN, never an error, so a half-finished study still gets a report."""
-    from scipy.stats import bootstrap
-
-    data = np.asarray(values, dtype=float)
-    data = data[~np.isnan(data)]
-    if data.size == 0:
-        return (float("nan"),) * 3
-    mean = float(data.mean())
-    if data.size < 2:
-        return mean, float("nan"), float("nan")
-    if np.all(data == data[0]):
-        return mean, mean, mean
-    res = bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                    rng=np.random.default_rng(seed))
-    return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 SCORE_COLUMNS = ("rater", "clip", "model", "criterion", "score")
@@ -240,20 +222,20 @@ def intra_rater(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
 
 
 def turing_table(ratings: pd.DataFrame, by: list[str] = ("rater", "model")) -> pd.DataFrame:
-    """Real-or-synthetic accuracy per group (one answer per clip reading, first readings). For generated
-    models accuracy is the share called synthetic (sensitivity); for real clips the share called real
-    (specificity). Near 50% overall means raters cannot tell."""
+    """Real-or-synthetic accuracy per group (one answer per clip reading, first readings), descriptive only:
+    answers cluster by rater and clip, so the inference (with intervals) is the MRMC AUC (:func:`turing_mrmc`).
+    For generated models accuracy is the share called synthetic (sensitivity); for real clips the share
+    called real (specificity)."""
     by = list(by)
     answers = _answers(ratings, "turing_answer")
     rows = []
     for key, group in answers.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         correct = group["turing_correct"].astype(bool)
-        mean, low, high = bootstrap_mean_ci(correct.astype(float).to_numpy())
-        rows.append({**dict(zip(by, key)), "n": len(group), "accuracy": mean, "ci_low": low, "ci_high": high,
+        rows.append({**dict(zip(by, key)), "n": len(group), "accuracy": float(correct.mean()),
                      "called_synthetic": float((group["turing_answer"] == "synthetic").mean()),
                      "mean_confidence": float(group["turing_confidence"].astype(float).mean())})
-    return pd.DataFrame(rows, columns=[*by, "n", "accuracy", "ci_low", "ci_high", "called_synthetic", "mean_confidence"])
+    return pd.DataFrame(rows, columns=[*by, "n", "accuracy", "called_synthetic", "mean_confidence"])
 
 
 def _answers(ratings: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -429,7 +411,7 @@ def turing_mrmc(ratings: pd.DataFrame) -> tuple[pd.DataFrame, MRMCResult | None,
 
 
 def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]] | None = None,
-                    title: str = "Reader study", seed: int = 0,
+                    title: str = "Reader study",
                     reliability_table: pd.DataFrame | None = None) -> StudyResults:
     """All tables of a report. ``reliability_table`` replaces the computed reliability (the app passes one
     restricted to the raters who finished while a study is under way)."""
@@ -453,11 +435,11 @@ def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]]
     )
 
 
-def results_for_study(store, slug: str, *, seed: int = 0) -> StudyResults:
+def results_for_study(store, slug: str) -> StudyResults:
     """Results straight from a :class:`~ophora.study.store.StudyStore`."""
     definition = store.definition(slug)
     scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
-    return compute_results(store.ratings_frame(slug), scales=scales, title=definition.title, seed=seed)
+    return compute_results(store.ratings_frame(slug), scales=scales, title=definition.title)
 
 
 def _tables(results: StudyResults) -> dict[str, pd.DataFrame]:

@@ -148,9 +148,9 @@ def _write_json(data: dict, out: str | None) -> None:
 
 
 def _records(table) -> list[dict]:
-    from ophora.study.mrmc import _clean
+    from ophora.study.mrmc import json_safe
 
-    return _clean(table.astype(object).where(table.notna(), None).to_dict(orient="records"))
+    return json_safe(table.astype(object).where(table.notna(), None).to_dict(orient="records"))
 
 
 def cmd_scores(args) -> int:

@@ -76,7 +76,7 @@ class MRMCResult:
     def to_json(self, analysis: str = "rrrc") -> dict:
         """The issue's JSON shape (NaN -> null): modalities, test, differences, variance_components."""
         chosen = self.analyses[analysis]
-        return _clean({
+        return json_safe({
             "modalities": [{"modality": m.modality, "auc": m.auc, "se": m.se, "df": m.df, "ci_low": m.ci_low,
                             "ci_high": m.ci_high, "reader_aucs": m.reader_aucs} for m in chosen.modalities],
             "test": {"f": chosen.f, "ndf": chosen.ndf, "ddf": chosen.ddf, "p": chosen.p},
@@ -105,11 +105,11 @@ class MRMCResult:
                              for i, m in enumerate(self.modalities) for j, r in enumerate(self.readers)])
 
 
-def _clean(value):
+def json_safe(value):
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return None if not np.isfinite(value) else float(value)
     if isinstance(value, np.integer):

@@ -204,9 +204,9 @@ class Plan:
     text: str  # readable summary (Markdown)
 
     def to_json(self) -> dict:
-        from ophora.study.mrmc import _clean
+        from ophora.study.mrmc import json_safe
 
-        return _clean({"scores": self.scores.astype(object).where(self.scores.notna(), None).to_dict("records"),
+        return json_safe({"scores": self.scores.astype(object).where(self.scores.notna(), None).to_dict("records"),
                        "auc": self.auc.astype(object).where(self.auc.notna(), None).to_dict("records")})
 
 

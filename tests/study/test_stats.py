@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ophora.study import StudyStore, load_definition
-from ophora.study.analysis import (answer_agreement, bootstrap_mean_ci, compute_results, icc_table,
+from ophora.study.analysis import (answer_agreement, compute_results, icc_table,
                                    krippendorff_alpha, reliability, score_summary, turing_roc, turing_table)
 from tests.study.helpers import write_study
 
@@ -89,21 +89,6 @@ def test_krippendorff_example_end_to_end_through_the_study_database(tmp_path):
     realism = frame[frame["criterion"] == "realism"]
     assert krippendorff_alpha(realism, level="ordinal") == pytest.approx(0.815, abs=0.0005)
     assert krippendorff_alpha(realism, level="interval") == pytest.approx(0.849, abs=0.0005)
-
-
-def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(1)
-    small = rng.integers(1, 6, size=20)
-    big = rng.integers(1, 6, size=2000)
-    m, lo, hi = bootstrap_mean_ci(small)
-    assert lo < m < hi and m == pytest.approx(small.mean())
-    m2, lo2, hi2 = bootstrap_mean_ci(big)
-    assert (hi2 - lo2) < (hi - lo) / 5
-    # Normal-theory check on a large sample: percentile bootstrap CI ~ mean +- 1.96 sd / sqrt(n)
-    half = 1.96 * big.std(ddof=1) / np.sqrt(big.size)
-    assert (hi2 - lo2) / 2 == pytest.approx(half, rel=0.1)
-    assert bootstrap_mean_ci([3, 3, 3]) == (3.0, 3.0, 3.0)
-    assert np.isnan(bootstrap_mean_ci([4])[1])
 
 
 def test_summaries_and_turing_accuracy_by_hand_counts():
