@@ -47,7 +47,7 @@ def tidy_scores(frame: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"{len(bad)} score(s) are not numbers ({shown}{', ...' if len(bad) > 5 else ''}); "
                          f"every score must be numeric (leave unrated items out instead of blank)")
     keys = ["model", "criterion", "rater", "clip"] + (["phase"] if "phase" in data else [])
-    out = data[keys].astype(str).assign(score=scores.astype(float))
+    out = data[keys].fillna({"phase": "unknown"} if "phase" in data else {}).astype(str).assign(score=scores.astype(float))
     return out.groupby(keys, sort=True, as_index=False)["score"].mean()
 
 

@@ -42,6 +42,7 @@ class CrossedFit:
     rater_scale: float = 1.0  # ratings per rater in the balanced-equivalent design (C~)
     clip_scale: float = 1.0  # ratings per clip in the balanced-equivalent design (R~)
     note: str = ""
+    design: str = "crossed"  # crossed | clips_nested (each clip one rater) | raters_nested (each rater one clip)
 
     @property
     def df_rater(self) -> int:
@@ -53,6 +54,10 @@ class CrossedFit:
 
     @property
     def df_error(self) -> int:
+        if self.design == "clips_nested":  # within-rater variation
+            return max(self.n - self.raters, 1)
+        if self.design == "raters_nested":
+            return max(self.n - self.clips, 1)
         return max(self.n - self.raters - self.clips + 1, 1)
 
     def mean_squares(self) -> tuple[float, float, float]:
@@ -104,14 +109,22 @@ def fit_crossed(scores, raters, clips) -> CrossedFit:
     pairs_r, pairs_c = s_r - n, s_c - n
     pairs_other = n * n - s_r - s_c + n  # pairs with different rater and different clip
     R, C = len(n_r), len(n_c)
-    note = ""
+    note, design = "", "crossed"
     a = u_rater / pairs_r if pairs_r > 0 else float("nan")  # var_clip + var_error
     b = u_clip / pairs_c if pairs_c > 0 else float("nan")  # var_rater + var_error
+    s = (u_all - u_rater - u_clip) / pairs_other if pairs_other > 0 else float("nan")  # var_rater + var_clip + var_error
     if pairs_other > 0 and pairs_r > 0 and pairs_c > 0:
-        s = (u_all - u_rater - u_clip) / pairs_other  # var_rater + var_clip + var_error
         var_error = max(a + b - s, 0.0)
         var_rater = max(s - a, 0.0)
         var_clip = max(s - b, 0.0)
+    elif pairs_other > 0 and pairs_r > 0:
+        # Every clip has one rater (clips nested in raters): clip and error variance are one within-rater
+        # term, which is all the mean needs (each clip's weight is 1 / N); a one-way layout by rater.
+        var_rater, var_clip, var_error = max(s - a, 0.0), 0.0, max(a, 0.0)
+        design = "clips_nested"
+    elif pairs_other > 0 and pairs_c > 0:
+        var_rater, var_clip, var_error = 0.0, max(s - b, 0.0), max(b, 0.0)
+        design = "raters_nested"
     elif R == 1 and pairs_r > 0:
         # One rater: rater variance is not estimable; the interval covers clip sampling only (rater fixed).
         var_rater, var_clip, var_error = 0.0, max(a, 0.0), 0.0
@@ -121,13 +134,13 @@ def fit_crossed(scores, raters, clips) -> CrossedFit:
         note = "1 clip: the interval treats that clip as fixed (clip variance not estimable)"
     else:
         var_rater = var_clip = var_error = float("nan")
-        note = "too few ratings for an interval" if n < 2 else "no rater rated two clips and no clip had two raters"
+        note = "too few ratings for an interval" if n < 2 else "each rater rated one clip and each clip had one rater"
     rater_scale = (n - s_r / n) / (R - 1) if R > 1 else 1.0
     clip_scale = (n - s_c / n) / (C - 1) if C > 1 else 1.0
     return CrossedFit(n=n, raters=R, clips=C, mean=mean, var_rater=var_rater, var_clip=var_clip,
                       var_error=var_error, rater_weights=dict(zip(rater_ids, n_r / n)),
                       rater_means=dict(zip(rater_ids, sum_r / n_r)), k_rater=s_r / n ** 2, k_clip=s_c / n ** 2,
-                      rater_scale=rater_scale, clip_scale=clip_scale, note=note)
+                      rater_scale=rater_scale, clip_scale=clip_scale, note=note, design=design)
 
 
 def _satterthwaite(pieces: list[tuple[float, float]]) -> float:
@@ -156,6 +169,10 @@ def _mean_pieces(fit: CrossedFit) -> list[tuple[float, float]]:
     if fit.note.startswith("1 clip"):
         return [(fit.var_rater / fit.n, fit.df_rater)]
     w_r, w_c = fit.k_rater / fit.rater_scale, fit.k_clip / fit.clip_scale
+    if fit.design == "clips_nested":
+        return [(w_r * ms_r, fit.df_rater), ((1 / fit.n - w_r) * ms_e, fit.df_error)]
+    if fit.design == "raters_nested":
+        return [(w_c * ms_c, fit.df_clip), ((1 / fit.n - w_c) * ms_e, fit.df_error)]
     return [(w_r * ms_r, fit.df_rater), (w_c * ms_c, fit.df_clip), ((1 / fit.n - w_r - w_c) * ms_e, fit.df_error)]
 
 
