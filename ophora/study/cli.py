@@ -147,14 +147,9 @@ def _write_json(data: dict, out: str | None) -> None:
         print(f"written to {out}")
 
 
-def _records(table) -> list[dict]:
-    from ophora.study.mrmc import json_safe
-
-    return json_safe(table.astype(object).where(table.notna(), None).to_dict(orient="records"))
-
-
 def cmd_scores(args) -> int:
     from ophora.study import analysis
+    from ophora.study.mrmc import json_records
 
     frame = _read_csv(args.ratings)
     summary = analysis.score_summary(frame, by_phase=args.by_phase)
@@ -167,7 +162,7 @@ def cmd_scores(args) -> int:
     if not differences.empty:
         print("\nDifferences (p_holm: Holm-adjusted over all rows):")
         print(differences.drop(columns=["a", "b"]).to_string(index=False, float_format=fmt))
-    _write_json({"scores": _records(summary), "differences": _records(differences)}, args.json)
+    _write_json({"scores": json_records(summary), "differences": json_records(differences)}, args.json)
     return 0
 
 

@@ -117,6 +117,11 @@ def json_safe(value):
     return value
 
 
+def json_records(table: pd.DataFrame) -> list[dict]:
+    """A table as JSON-ready records (NaN and infinities -> null)."""
+    return json_safe(table.astype(object).where(table.notna(), None).to_dict(orient="records"))
+
+
 def check_mrmc_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Validate a long MRMC table (reader, modality, case, truth, rating); clear ``ValueError`` otherwise."""
     missing = [c for c in MRMC_COLUMNS if c not in frame]

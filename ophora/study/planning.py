@@ -204,10 +204,9 @@ class Plan:
     text: str  # readable summary (Markdown)
 
     def to_json(self) -> dict:
-        from ophora.study.mrmc import json_safe
+        from ophora.study.mrmc import json_records
 
-        return json_safe({"scores": self.scores.astype(object).where(self.scores.notna(), None).to_dict("records"),
-                       "auc": self.auc.astype(object).where(self.auc.notna(), None).to_dict("records")})
+        return {"scores": json_records(self.scores), "auc": json_records(self.auc)}
 
 
 def make_plan(*, score_pilot: pd.DataFrame | None = None, mrmc_pilot: pd.DataFrame | None = None,

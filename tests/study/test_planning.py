@@ -81,3 +81,26 @@ def test_cli_plan_from_score_and_mrmc_csvs(tmp_path, vandyke, capsys):
     assert "give a pilot" in capsys.readouterr().err
     assert main(["plan", "--mrmc", str(mrmc), "--power", "1.5"]) == 2
     assert "power must be between" in capsys.readouterr().err
+
+
+def test_cli_plan_from_a_study_in_its_database(tmp_path, capsys):
+    from ophora.study import StudyStore, load_definition
+    from tests.study.helpers import full_answer, write_study
+
+    definition = load_definition(write_study(tmp_path, n_real=3, n_generated=3, raters=("a", "b", "c")))
+    db = tmp_path / "pilot.db"
+    rng = np.random.default_rng(0)
+    with StudyStore(db) as store:
+        codes = store.create_study(definition, blind_dir=tmp_path / "blind")
+        store.import_clips(definition.slug, definition.clips())
+        for code in codes.values():
+            while (item := store.next_item(code)) is not None:
+                answer = full_answer(item, int(rng.integers(1, 6)))
+                store.submit_rating(code, item.clip_id, answer["scores"], phase=answer["phase"],
+                                    turing=str(rng.choice(["real", "synthetic"])), confidence=int(rng.integers(1, 6)))
+    out = tmp_path / "plan.json"
+    assert main(["plan", definition.slug, "--db", str(db), "--half-width", "0.8", "--auc-margin", "0.1",
+                 "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {row["criterion"] for row in data["scores"]} == {"phase_matching", "realism"}
+    assert {row["question"] for row in data["auc"]} == {"show AUC < 0.6 when it is 0.5"}  # one model: margin only
