@@ -330,12 +330,15 @@ def phase_table(ratings: pd.DataFrame) -> pd.DataFrame:
 def _bar(summary: pd.DataFrame, x: str, title: str, y_range: tuple[float, float] | None):
     import plotly.graph_objects as go
 
+    from ophora.study.narrative import readable  # readable criterion, phase and model names on the axes
+
     fig = go.Figure()
     for model, group in summary.groupby("model", sort=True):
-        fig.add_bar(name=str(model), x=group[x].astype(str), y=group["mean"],
+        fig.add_bar(name=readable(model), x=group[x].map(readable), y=group["mean"],
                     error_y=dict(type="data", symmetric=False, array=(group["ci_high"] - group["mean"]).fillna(0),
                                  arrayminus=(group["mean"] - group["ci_low"]).fillna(0)))
-    fig.update_layout(title=title, barmode="group", yaxis_title="mean score (95% CI, raters and clips random)", xaxis_title=x,
+    fig.update_layout(title=title, barmode="group", yaxis_title="mean score (95% CI, raters and clips random)",
+                      xaxis_title=readable(x),
                       legend_title="model", template="plotly_white")
     if y_range:
         fig.update_yaxes(range=list(y_range))

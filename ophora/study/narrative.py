@@ -73,9 +73,9 @@ def _score_sentences(results: StudyResults, model: str) -> list[str]:
     sentences = ["Mean scores: " + "; ".join(parts) + "."]
     by_phase = results.by_model_phase
     mine = by_phase[by_phase["model"] == model]
-    if mine["phase"].nunique() > 1:
-        per_phase = mine.groupby("phase")["mean"].mean().sort_values()
-        sentences.append(f"Across criteria it scored lowest in {readable(per_phase.index[0])} "
+    per_phase = mine.groupby("phase")["mean"].mean().sort_values()
+    if len(per_phase) > 1 and round(per_phase.iloc[-1], 1) > round(per_phase.iloc[0], 1):
+        sentences.append(f"Across criteria these clips scored lowest in {readable(per_phase.index[0])} "
                          f"({per_phase.iloc[0]:.1f}) and highest in {readable(per_phase.index[-1])} "
                          f"({per_phase.iloc[-1]:.1f}).")
     return sentences
