@@ -149,16 +149,46 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                     reissue = gr.Button("Issue a new code (old one stops working)")
             with gr.Accordion("Progress and results", open=True):
                 show_results = gr.Button("Update progress and results", variant="primary", elem_id="show-results")
+                summary = gr.Markdown(elem_id="study-summary")
                 progress_table = gr.Dataframe(headers=["rater", "done", "total", "next position"], interactive=False,
                                               elem_id="progress-table")
                 with gr.Row():
                     fig_criterion = gr.Plot(label="Scores by criterion")
                     fig_phase = gr.Plot(label="Scores by phase")
-                reliability = gr.Dataframe(label="Reliability (ICC, Krippendorff's alpha)", interactive=False, visible=False)
-                turing_table = gr.Dataframe(label="Real or synthetic? accuracy by model", interactive=False, visible=False)
+                scores_table = gr.Dataframe(label="Mean scores (95% CI, raters and clips random)", interactive=False,
+                                            elem_id="scores-table", visible=False)
+                differences_table = gr.Dataframe(label="Differences between models (Holm-adjusted p)",
+                                                 interactive=False, elem_id="differences-table", visible=False)
+                auc_table = gr.Dataframe(label="Real or synthetic? AUC per model (Obuchowski-Rockette; rrrc = "
+                                               "raters and clips random)", interactive=False, elem_id="auc-table",
+                                         visible=False)
+                reliability = gr.Dataframe(label="Reliability per clip set (ICC, Krippendorff's alpha)",
+                                           interactive=False, visible=False)
+                intra_table = gr.Dataframe(label="Intra-rater agreement (repeat readings)", interactive=False,
+                                           visible=False)
+                turing_table = gr.Dataframe(label="Real or synthetic? accuracy by model", interactive=False,
+                                            visible=False)
                 phase_table = gr.Dataframe(label="Phase named correctly", interactive=False, visible=False)
                 export = gr.Button("Export (HTML report, CSV tables, unblinding key)", elem_id="export")
                 export_files = gr.File(label="Exports", file_count="multiple", elem_id="export-files")
+            with gr.Accordion("Plan a study", open=False, elem_id="plan-accordion"):
+                gr.Markdown("Raters x clips needed, from pilot variance components: the selected study's ratings, "
+                            "or a CSV of scores (rater, clip, model, criterion, score) and/or of MRMC ratings "
+                            "(reader, modality, case, truth, rating).")
+                with gr.Row():
+                    plan_scores = gr.File(label="Pilot scores CSV (optional)", file_types=[".csv"], type="filepath")
+                    plan_mrmc = gr.File(label="Pilot MRMC CSV (optional)", file_types=[".csv"], type="filepath")
+                with gr.Row():
+                    plan_half = gr.Number(0.25, label="Mean score: target 95% CI half-width")
+                    plan_diff = gr.Number(0.05, label="AUC difference between models to detect")
+                    plan_margin = gr.Number(0.05, label="Show AUC below 0.5 + margin")
+                    plan_power = gr.Number(0.8, label="Power")
+                plan_button = gr.Button("Plan", elem_id="plan-button")
+                plan_text = gr.Markdown(elem_id="plan-text")
+                plan_score_table = gr.Dataframe(label="Mean scores: clips per model for each number of raters",
+                                                interactive=False, visible=False)
+                plan_auc_table = gr.Dataframe(label="AUC: clips (real + generated) for each number of readers",
+                                              interactive=False, visible=False)
 
     def store():
         return store_getter()
@@ -282,19 +312,54 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
     @guarded
     def on_results(slug):
         from ophora.study.analysis import figure_by_criterion, figure_by_phase
+        from ophora.study.narrative import readable_labels, summary_markdown
 
         slug = need_study(slug)
         rows = [[p.rater, p.done, p.total, p.next_position] for p in store().progress(slug)]
         results, note = study_results(store(), slug)
         if results.ratings.empty:
-            return rows, None, None, readable_table(None), readable_table(None), readable_table(None), "No ratings yet."
-        return (rows, figure_by_criterion(results.ratings), figure_by_phase(results.ratings),
-                readable_table(results.reliability), readable_table(results.turing_by_model),
-                readable_table(results.phase_accuracy), note)
+            hidden = readable_table(None)
+            return (rows, "No ratings yet.", None, None, hidden, hidden, hidden, hidden, hidden, hidden, hidden,
+                    "No ratings yet.")
+
+        def shown(table):
+            return readable_table(readable_labels(table))
+
+        return (rows, summary_markdown(results), figure_by_criterion(results.ratings),
+                figure_by_phase(results.ratings),
+                shown(results.by_model_criterion.drop(columns=["var_rater", "var_clip", "var_error"])),
+                shown(results.score_differences.drop(columns=["a", "b"])), shown(results.turing_auc),
+                shown(results.reliability), shown(results.intra_rater), shown(results.turing_by_model),
+                shown(results.phase_accuracy), note)
 
     show_results.click(on_results, [admin_state, study],
-                       [progress_table, fig_criterion, fig_phase, reliability, turing_table, phase_table, message],
+                       [progress_table, summary, fig_criterion, fig_phase, scores_table, differences_table, auc_table,
+                        reliability, intra_table, turing_table, phase_table, message],
                        api_name="study_results")
+
+    @guarded
+    def on_plan(slug, scores_csv, mrmc_csv, half_width, difference, margin, power):  # < 1 s: no progress bar
+        import pandas as pd
+
+        from ophora.study.analysis import turing_mrmc
+        from ophora.study.mrmc import complete_readers
+        from ophora.study.planning import make_plan
+
+        score_pilot = pd.read_csv(scores_csv) if scores_csv else None
+        mrmc_pilot = pd.read_csv(mrmc_csv) if mrmc_csv else None
+        if slug and (score_pilot is None and mrmc_pilot is None):
+            ratings = store().ratings_frame(slug)
+            score_pilot = ratings if not ratings.empty else None
+            data = complete_readers(turing_mrmc(ratings)[0])[0] if not ratings.empty else None
+            mrmc_pilot = data if data is not None and not data.empty else None
+        if score_pilot is None and mrmc_pilot is None:
+            raise gr.Error("No pilot data: pick a study with ratings or upload a scores or MRMC CSV.")
+        plan = make_plan(score_pilot=score_pilot, mrmc_pilot=mrmc_pilot, half_width=half_width or None,
+                         auc_difference=difference or None, auc_margin=margin or None, power=power or 0.8)
+        return plan.text, readable_table(plan.scores), readable_table(plan.auc)
+
+    plan_button.click(on_plan, [admin_state, study, plan_scores, plan_mrmc, plan_half, plan_diff, plan_margin,
+                                plan_power], [plan_text, plan_score_table, plan_auc_table], api_name="study_plan")
 
     @guarded
     def on_export(slug):

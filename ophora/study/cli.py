@@ -1,4 +1,4 @@
-"""`python -m ophora study create|import|add-rater|status|export|report`.
+"""`python -m ophora study create|import|add-rater|status|export|report|scores|mrmc|plan`.
 
 Defaults keep a study together: the database is ``studies/<slug>.db`` and blinded clips go to
 ``studies/runs/<slug>/blinded`` unless ``--db`` (a path or a PostgreSQL URL) and ``--blind-dir`` say otherwise.
@@ -126,6 +126,110 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _read_csv(path: str):
+    """A ratings CSV gathered anywhere (e.g. a REDCap export); ``ValueError`` with the path if unreadable."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _write_json(data: dict, out: str | None) -> None:
+    import json
+
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"written to {out}")
+
+
+def cmd_scores(args) -> int:
+    from ophora.study import analysis
+    from ophora.study.mrmc import json_records
+
+    frame = _read_csv(args.ratings)
+    summary = analysis.score_summary(frame, by_phase=args.by_phase)
+    differences = analysis.score_differences(frame)
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    print("Mean scores, 95% CI with raters and clips as crossed random effects (Satterthwaite df):")
+    print(summary.drop(columns=["note"]).to_string(index=False, float_format=fmt))
+    for note in summary["note"][summary["note"] != ""].unique():
+        print(f"note: {note}")
+    if not differences.empty:
+        print("\nDifferences (p_holm: Holm-adjusted over all rows):")
+        print(differences.drop(columns=["a", "b"]).to_string(index=False, float_format=fmt))
+    _write_json({"scores": json_records(summary), "differences": json_records(differences)}, args.json)
+    return 0
+
+
+def cmd_mrmc(args) -> int:
+    from ophora.study.mrmc import mrmc_analysis
+
+    result = mrmc_analysis(_read_csv(args.ratings), alpha=1 - args.confidence)
+    data = result.to_json(args.analysis)
+    label = {"rrrc": "random readers, random cases", "frrc": "fixed readers, random cases",
+             "rrfc": "random readers, fixed cases"}[args.analysis]
+    print(f"Obuchowski-Rockette MRMC ({label}; Hillis ddf, jackknife covariances): "
+          f"{len(result.readers)} readers, {result.cases} cases")
+    for m in data["modalities"]:
+        print(f"  {m['modality']}: AUC {m['auc']:.4f} (SE {_num(m['se'])}, df {_num(m['df'], 2)}, "
+              f"{args.confidence:.0%} CI {_num(m['ci_low'])} to {_num(m['ci_high'])})")
+    test = data["test"]
+    if test["ndf"] is not None:
+        print(f"  F = {test['f']:.4f}, ndf {test['ndf']:.0f}, ddf {_num(test['ddf'], 2)}, p = {_num(test['p'])}")
+    for d in data["differences"]:
+        print(f"  {d['a']} - {d['b']}: {d['estimate']:.5f} (SE {_num(d['se'], 5)}, CI {_num(d['ci_low'], 5)} to "
+              f"{_num(d['ci_high'], 5)}, p = {_num(d['p'])})")
+    print("  variance components: " + ", ".join(f"{k} {_num(v, 8)}" for k, v in data["variance_components"].items()))
+    _write_json(data, args.json)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from ophora.study.planning import make_plan
+
+    score_pilot = _read_csv(args.scores) if args.scores else None
+    mrmc_pilot = _read_csv(args.mrmc) if args.mrmc else None
+    if args.study:
+        from ophora.study.analysis import turing_mrmc
+
+        slug, db = _slug_and_db(args)
+        with _open(db) as store:
+            ratings = store.ratings_frame(slug)
+        score_pilot = ratings if score_pilot is None else score_pilot
+        if mrmc_pilot is None:
+            mrmc_pilot = turing_mrmc(ratings)[0]
+            mrmc_pilot = None if mrmc_pilot.empty else mrmc_pilot
+    if score_pilot is None and mrmc_pilot is None:
+        raise ValueError("give a pilot: a study (STUDY), --scores RATINGS.csv or --mrmc MRMC.csv")
+    if mrmc_pilot is not None:
+        from ophora.study.mrmc import complete_readers
+
+        mrmc_pilot, dropped = complete_readers(mrmc_pilot) if {"reader", "modality", "case"} <= set(mrmc_pilot) \
+            else (mrmc_pilot, [])
+        if dropped:
+            print(f"pilot AUC components from the readers who rated every case (not: {', '.join(dropped)})")
+    plan = make_plan(score_pilot=score_pilot, mrmc_pilot=mrmc_pilot, half_width=args.half_width,
+                     auc_difference=args.auc_difference, auc_margin=args.auc_margin,
+                     expected_auc=args.expected_auc, power=args.power, alpha=args.alpha)
+    print(plan.text.replace("**", ""))
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    if not plan.scores.empty:
+        print("\n" + plan.scores.to_string(index=False, float_format=fmt))
+    if not plan.auc.empty:
+        print("\n" + plan.auc.to_string(index=False, float_format=fmt))
+    _write_json(plan.to_json(), args.json)
+    return 0
+
+
+def _num(value, digits: int = 4) -> str:
+    return "inf" if value is None else f"{value:.{digits}f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ophora study",
                                      description="Blinded reader studies of real and generated clips.")
@@ -157,6 +261,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, "write the self-contained HTML report and print the score table",
             "study file or slug")
     p.add_argument("--out", help="HTML file (default studies/runs/<slug>/<slug>-report.html)")
+
+    p = sub.add_parser("scores", help="mean scores with crossed random effects from any ratings CSV",
+                       description="Mean score per model x criterion (raters and clips random) and model - real / "
+                                   "model - model differences with Holm-adjusted p, from a CSV with columns rater, "
+                                   "clip, model, criterion, score (optional phase, reading), e.g. a REDCap export.")
+    p.add_argument("ratings", help="CSV file, one row per score")
+    p.add_argument("--by-phase", action="store_true", help="one row per model x phase x criterion")
+    p.add_argument("--json", help="also write the tables to this JSON file")
+    p.set_defaults(func=cmd_scores)
+    p = sub.add_parser("mrmc", help="Obuchowski-Rockette MRMC ROC analysis of any reader x case ratings CSV",
+                       description="Reader-averaged AUC per modality with OR intervals (Hillis ddf, jackknife "
+                                   "covariances), F test and differences, from a CSV with columns reader, modality, "
+                                   "case, truth (1 = positive), rating. JSON: infinite df are written as null.")
+    p.add_argument("ratings", help="CSV file, one row per reader x modality x case")
+    p.add_argument("--analysis", choices=["rrrc", "frrc", "rrfc"], default="rrrc",
+                   help="readers and cases random (default), fixed readers, or fixed cases")
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(func=cmd_mrmc)
+    p = sub.add_parser("plan", help="raters x clips needed, from pilot variance components",
+                       description="Sample size from a pilot: raters x clips for a target CI half-width on mean "
+                                   "scores; readers x clips for a given power to detect an AUC difference between "
+                                   "models or to show an AUC below 0.5 + margin (Obuchowski-Rockette, Hillis, "
+                                   "Obuchowski & Berbaum 2008). Pilot: a study, a score CSV and/or an MRMC CSV.")
+    p.add_argument("study", nargs="?", help="pilot study file or slug (optional with --scores / --mrmc)")
+    p.add_argument("--db", help="database of the pilot study (default studies/<slug>.db)")
+    p.add_argument("--scores", help="pilot score CSV: rater, clip, model, criterion, score")
+    p.add_argument("--mrmc", help="pilot MRMC CSV: reader, modality, case, truth, rating")
+    p.add_argument("--half-width", type=float, default=0.25, help="target 95%% CI half-width of a mean score")
+    p.add_argument("--auc-difference", type=float, default=0.05, help="AUC difference between models to detect")
+    p.add_argument("--auc-margin", type=float, default=None,
+                   help="show a model's AUC below 0.5 + this margin (raters cannot tell)")
+    p.add_argument("--expected-auc", type=float, default=0.5, help="the model's true AUC assumed for --auc-margin")
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--json", help="also write the plan tables to this JSON file")
+    p.set_defaults(func=cmd_plan)
     return parser
 
 
@@ -167,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (StudyDefinitionError, StudyError, RuntimeError) as exc:  # RuntimeError: ffmpeg could not blind a clip
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a ratings CSV that cannot be analysed (missing columns, text scores, ...)
+        if args.func not in (cmd_scores, cmd_mrmc, cmd_plan):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -116,11 +116,20 @@ def test_two_raters_rate_change_and_results(studio, rater_station, seeded_study,
 
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
-    progress, fig_c, fig_p, reliability, turing, phase, _ = lead.predict("app-study", api_name="/study_results")
+    (progress, summary, fig_c, fig_p, scores, differences, auc, reliability, intra, turing, phase,
+     _) = lead.predict("app-study", api_name="/study_results")
     rows = {r[0]: r for r in table_rows(progress)}
     assert rows["alice"][1:3] == [4, 4] and rows["bob"][1:3] == [4, 4] and rows["carol"][1] == 0
     assert fig_c is not None and fig_p is not None
-    assert table_rows(reliability) and table_rows(turing)
+    assert table_rows(reliability) and table_rows(turing) and table_rows(scores)
+    assert "raters scored" in summary and "Real clips:" in summary
+    for table in (reliability, turing, scores):  # rounded to 3 significant digits, headers in words
+        shown = value_of(table)
+        assert all("_" not in header for header in shown["headers"])
+        assert all(v == float(f"{v:.3g}") for row in shown["data"] for v in row
+                   if isinstance(v, float) and v == v and abs(v) != float("inf"))
+    plan_text, plan_scores, _ = lead.predict("app-study", None, None, 0.5, 0.05, 0.05, 0.8, api_name="/study_plan")
+    assert "half-width 0.5" in plan_text and table_rows(plan_scores)
     for table in (reliability, turing):  # rounded to 3 significant digits, headers in words
         shown = value_of(table)
         assert all("_" not in header for header in shown["headers"])

@@ -17,7 +17,7 @@ from tests.app.helpers import answer_args, rater_screen
 
 ADMIN_ENDPOINTS = ["/study_create", "/study_create_yaml", "/study_import_history", "/study_import_real",
                    "/study_add_rater", "/study_reissue_code", "/study_results", "/study_export", "/study_refresh",
-                   "/history_add_to_study"]
+                   "/study_plan", "/history_add_to_study"]
 
 
 def forbidden_markers(seeded_study) -> list[str]:

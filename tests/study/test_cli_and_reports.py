@@ -49,11 +49,20 @@ def test_cli_create_import_rate_status_export_report(tmp_path, capsys):
     workbook = openpyxl.load_workbook(export / "test-study.xlsx")
     assert {"ratings", "by_model_criterion", "reliability", "turing_by_model"} <= set(workbook.sheetnames)
     rel = pd.read_csv(export / "reliability.csv")
-    assert {"icc2_A1", "kripp_alpha_ordinal"} <= set(rel.columns)
+    assert {"icc2_A1", "kripp_alpha_ordinal"} <= set(rel.columns) and set(rel["clip_set"]) == {"real", "gen"}
+    mrmc = pd.read_csv(export / "turing_mrmc.csv")  # the Turing answers as MRMC data, and in iMRMC's format
+    assert list(mrmc.columns) == ["reader", "modality", "case", "truth", "rating"] and len(mrmc) == 3 * 4
+    assert "BEGIN DATA:" in (export / "turing.imrmc").read_text()
+    assert main(["mrmc", str(export / "turing_mrmc.csv")]) == 0
+    assert "ophora: AUC" in capsys.readouterr().out
+    assert {"turing_auc", "score_differences", "intra_rater"} <= set(workbook.sheetnames)
 
     report = tmp_path / "report.html"
     assert main(["report", "test-study", "--db", str(db), "--out", str(report)]) == 0
     html = report.read_text()
+    summary = html.index("<div class='summary'")
+    assert summary < html.index("Plotly.newPlot") and summary < html.index("<table")  # it opens with the summary
+    assert "Raters told Ophora clips from real ones with AUC" in html and "Real clips: Mean scores: Phase matching" in html
     assert "Scores by criterion" in html and "Scores by phase" in html and "Plotly.newPlot" in html
     assert "<script src=" not in html  # self-contained: plotly.js is inlined, works offline
     assert "Real or synthetic?" in html

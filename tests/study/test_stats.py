@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ophora.study import StudyStore, load_definition
-from ophora.study.analysis import (answer_agreement, bootstrap_mean_ci, compute_results, icc_table,
-                                   krippendorff_alpha, reliability, summarize, turing_roc, turing_table)
+from ophora.study.analysis import (answer_agreement, compute_results, icc_table,
+                                   krippendorff_alpha, reliability, score_summary, turing_roc, turing_table)
 from tests.study.helpers import write_study
 
 # Shrout, P. E. & Fleiss, J. L. (1979). Intraclass correlations: uses in assessing rater reliability.
@@ -91,21 +91,6 @@ def test_krippendorff_example_end_to_end_through_the_study_database(tmp_path):
     assert krippendorff_alpha(realism, level="interval") == pytest.approx(0.849, abs=0.0005)
 
 
-def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
-    rng = np.random.default_rng(1)
-    small = rng.integers(1, 6, size=20)
-    big = rng.integers(1, 6, size=2000)
-    m, lo, hi = bootstrap_mean_ci(small)
-    assert lo < m < hi and m == pytest.approx(small.mean())
-    m2, lo2, hi2 = bootstrap_mean_ci(big)
-    assert (hi2 - lo2) < (hi - lo) / 5
-    # Normal-theory check on a large sample: percentile bootstrap CI ~ mean +- 1.96 sd / sqrt(n)
-    half = 1.96 * big.std(ddof=1) / np.sqrt(big.size)
-    assert (hi2 - lo2) / 2 == pytest.approx(half, rel=0.1)
-    assert bootstrap_mean_ci([3, 3, 3]) == (3.0, 3.0, 3.0)
-    assert np.isnan(bootstrap_mean_ci([4])[1])
-
-
 def test_summaries_and_turing_accuracy_by_hand_counts():
     rows = []
     for rater in ("a", "b"):
@@ -119,7 +104,7 @@ def test_summaries_and_turing_accuracy_by_hand_counts():
                              "turing_correct": answer == truth, "turing_confidence": 3, "phase_answer": None,
                              "phase_correct": None})
     frame = pd.DataFrame(rows)
-    s = summarize(frame, ["model", "criterion"]).set_index(["model", "criterion"])
+    s = score_summary(frame).set_index(["model", "criterion"])
     assert s.loc[("ophora", "realism"), "mean"] == 2.5 and s.loc[("real", "realism"), "mean"] == 4.5
     assert s.loc[("ophora", "realism"), "n"] == 4
     t = turing_table(frame, ["rater"]).set_index("rater")

@@ -1,0 +1,216 @@
+"""Mean scores with raters and clips as crossed random effects, for any (unbalanced) reader-study layout.
+
+Model for one model x criterion cell: ``score = mu + rater_i + clip_j + error``, rater, clip and error
+independent normal with variances ``var_rater``, ``var_clip``, ``var_error``. The estimate is the plain mean of
+the ratings; its variance, for any pattern of who rated what, is
+
+    Var(mean) = var_rater * sum(n_i^2) / N^2 + var_clip * sum(m_j^2) / N^2 + var_error / N
+
+(``n_i`` ratings by rater i, ``m_j`` ratings of clip j). Why moment estimators, not a REML fit: they are
+closed-form sums (milliseconds for 20 raters x 400 clips, no convergence failures) and equal the ANOVA
+estimators on complete data. The components come from the pair statistics of Gao & Owen (2017, "Efficient
+moment calculations for variance components in large unbalanced crossed random effects models", EJS 11):
+half the summed squared differences of ratings sharing a rater, sharing a clip, and of all pairs. Negative
+estimates are truncated at 0. Degrees of freedom: Satterthwaite on the mean squares (rater R-1, clip C-1,
+error N-R-C+1); on complete data this is the classical (MS_R + MS_C - MS_E) / (RC) interval. The calibration
+(coverage of nominal 95% intervals in simulated studies) is checked in tests/study/test_mixed.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class CrossedFit:
+    """Variance components and the pieces needed for intervals of a mean and of differences of means."""
+
+    n: int
+    raters: int
+    clips: int
+    mean: float
+    var_rater: float
+    var_clip: float
+    var_error: float
+    rater_weights: dict = field(repr=False)  # rater -> n_i / N (what the mean gives each rater)
+    rater_means: dict = field(repr=False)  # rater -> mean of that rater's ratings
+    k_rater: float = 0.0  # sum(n_i^2) / N^2
+    k_clip: float = 0.0  # sum(m_j^2) / N^2
+    rater_scale: float = 1.0  # ratings per rater in the balanced-equivalent design (C~)
+    clip_scale: float = 1.0  # ratings per clip in the balanced-equivalent design (R~)
+    note: str = ""
+    design: str = "crossed"  # crossed | clips_nested (each clip one rater) | raters_nested (each rater one clip)
+
+    @property
+    def df_rater(self) -> int:
+        return self.raters - 1
+
+    @property
+    def df_clip(self) -> int:
+        return self.clips - 1
+
+    @property
+    def df_error(self) -> int:
+        if self.design == "clips_nested":  # within-rater variation
+            return max(self.n - self.raters, 1)
+        if self.design == "raters_nested":
+            return max(self.n - self.clips, 1)
+        return max(self.n - self.raters - self.clips + 1, 1)
+
+    def mean_squares(self) -> tuple[float, float, float]:
+        """Balanced-equivalent mean squares (rater, clip, error); the ANOVA ones on complete data."""
+        return (self.var_error + self.rater_scale * self.var_rater, self.var_error + self.clip_scale * self.var_clip,
+                self.var_error)
+
+    def variance_of_mean(self) -> float:
+        return self.k_rater * self.var_rater + self.k_clip * self.var_clip + self.var_error / self.n
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    se: float
+    df: float
+    ci_low: float
+    ci_high: float
+    p: float = float("nan")  # two-sided, against 0 (used for differences)
+
+
+def _codes(values) -> tuple[np.ndarray, np.ndarray]:
+    uniques, codes = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    return uniques, codes
+
+
+def fit_crossed(scores, raters, clips) -> CrossedFit:
+    """Moment estimates of the rater, clip and error variances (one score per rater x clip; average
+    duplicates before calling). Works for any subset of the rater x clip grid."""
+    y = np.asarray(scores, dtype=float)
+    rater_ids, r = _codes(raters)
+    _, c = _codes(clips)
+    n = y.size
+    if n == 0:
+        raise ValueError("no ratings to summarise")
+    n_r, n_c = np.bincount(r).astype(float), np.bincount(c).astype(float)
+    sum_r, sum_c = np.bincount(r, y), np.bincount(c, y)
+    sq_r, sq_c = np.bincount(r, y * y), np.bincount(c, y * y)
+    # Centre first: the pair statistics are differences, and centring keeps the sums well conditioned.
+    mean = float(y.mean())
+    total_sq = float(((y - mean) ** 2).sum())
+    sum_r0, sum_c0 = sum_r - n_r * mean, sum_c - n_c * mean
+    sq_r0 = sq_r - 2 * mean * sum_r + n_r * mean * mean
+    sq_c0 = sq_c - 2 * mean * sum_c + n_c * mean * mean
+    u_rater = float((n_r * sq_r0 - sum_r0 ** 2).sum())  # pairs sharing a rater: E = (var_clip + var_error) * (S_r - N)
+    u_clip = float((n_c * sq_c0 - sum_c0 ** 2).sum())  # pairs sharing a clip: E = (var_rater + var_error) * (S_c - N)
+    u_all = n * total_sq  # all pairs
+    s_r, s_c = float((n_r ** 2).sum()), float((n_c ** 2).sum())
+    pairs_r, pairs_c = s_r - n, s_c - n
+    pairs_other = n * n - s_r - s_c + n  # pairs with different rater and different clip
+    R, C = len(n_r), len(n_c)
+    note, design = "", "crossed"
+    a = u_rater / pairs_r if pairs_r > 0 else float("nan")  # var_clip + var_error
+    b = u_clip / pairs_c if pairs_c > 0 else float("nan")  # var_rater + var_error
+    s = (u_all - u_rater - u_clip) / pairs_other if pairs_other > 0 else float("nan")  # var_rater + var_clip + var_error
+    if pairs_other > 0 and pairs_r > 0 and pairs_c > 0:
+        var_error = max(a + b - s, 0.0)
+        var_rater = max(s - a, 0.0)
+        var_clip = max(s - b, 0.0)
+    elif pairs_other > 0 and pairs_r > 0:
+        # Every clip has one rater (clips nested in raters): clip and error variance are one within-rater
+        # term, which is all the mean needs (each clip's weight is 1 / N); a one-way layout by rater.
+        var_rater, var_clip, var_error = max(s - a, 0.0), 0.0, max(a, 0.0)
+        design = "clips_nested"
+    elif pairs_other > 0 and pairs_c > 0:
+        var_rater, var_clip, var_error = 0.0, max(s - b, 0.0), max(b, 0.0)
+        design = "raters_nested"
+    elif R == 1 and pairs_r > 0:
+        # One rater: rater variance is not estimable; the interval covers clip sampling only (rater fixed).
+        var_rater, var_clip, var_error = 0.0, max(a, 0.0), 0.0
+        note = "1 rater: the interval treats that rater as fixed (rater variance not estimable)"
+    elif C == 1 and pairs_c > 0:
+        var_rater, var_clip, var_error = max(b, 0.0), 0.0, 0.0
+        note = "1 clip: the interval treats that clip as fixed (clip variance not estimable)"
+    else:
+        var_rater = var_clip = var_error = float("nan")
+        note = "too few ratings for an interval" if n < 2 else "each rater rated one clip and each clip had one rater"
+    rater_scale = (n - s_r / n) / (R - 1) if R > 1 else 1.0
+    clip_scale = (n - s_c / n) / (C - 1) if C > 1 else 1.0
+    return CrossedFit(n=n, raters=R, clips=C, mean=mean, var_rater=var_rater, var_clip=var_clip,
+                      var_error=var_error, rater_weights=dict(zip(rater_ids, n_r / n)),
+                      rater_means=dict(zip(rater_ids, sum_r / n_r)), k_rater=s_r / n ** 2, k_clip=s_c / n ** 2,
+                      rater_scale=rater_scale, clip_scale=clip_scale, note=note, design=design)
+
+
+def _satterthwaite(pieces: list[tuple[float, float]]) -> float:
+    """df of a sum of independent scaled mean squares ``[(coefficient * MS, df), ...]``."""
+    total = sum(v for v, _ in pieces)
+    denom = sum(v * v / d for v, d in pieces if d > 0 and v != 0)
+    return total * total / denom if denom > 0 else float("inf")
+
+
+def _interval(estimate: float, variance: float, df: float, confidence: float) -> Interval:
+    if not np.isfinite(variance):
+        return Interval(estimate, float("nan"), float("nan"), float("nan"), float("nan"))
+    se = float(np.sqrt(max(variance, 0.0)))
+    if se == 0:
+        return Interval(estimate, 0.0, float("nan"), estimate, estimate, float("nan"))
+    q = float(stats.t.ppf(0.5 + confidence / 2, df))
+    p = float(2 * stats.t.sf(abs(estimate) / se, df))
+    return Interval(estimate, se, float(df), estimate - q * se, estimate + q * se, p)
+
+
+def _mean_pieces(fit: CrossedFit) -> list[tuple[float, float]]:
+    """Var(mean) as Satterthwaite pieces (coefficient x mean square, df)."""
+    ms_r, ms_c, ms_e = fit.mean_squares()
+    if fit.note.startswith("1 rater"):
+        return [(fit.var_clip / fit.n, fit.df_clip)]
+    if fit.note.startswith("1 clip"):
+        return [(fit.var_rater / fit.n, fit.df_rater)]
+    w_r, w_c = fit.k_rater / fit.rater_scale, fit.k_clip / fit.clip_scale
+    if fit.design == "clips_nested":
+        return [(w_r * ms_r, fit.df_rater), ((1 / fit.n - w_r) * ms_e, fit.df_error)]
+    if fit.design == "raters_nested":
+        return [(w_c * ms_c, fit.df_clip), ((1 / fit.n - w_c) * ms_e, fit.df_error)]
+    return [(w_r * ms_r, fit.df_rater), (w_c * ms_c, fit.df_clip), ((1 / fit.n - w_r - w_c) * ms_e, fit.df_error)]
+
+
+def mean_interval(fit: CrossedFit, confidence: float = 0.95) -> Interval:
+    """Mean with a t interval (Satterthwaite df) that treats raters and clips as random."""
+    pieces = _mean_pieces(fit) if np.isfinite(fit.var_error) else []
+    if not pieces:
+        return _interval(fit.mean, float("nan"), float("nan"), confidence)
+    variance = fit.variance_of_mean() if not fit.note else pieces[0][0]
+    return _interval(fit.mean, variance, _satterthwaite(pieces), confidence)
+
+
+def difference_interval(a: CrossedFit, b: CrossedFit, confidence: float = 0.95) -> Interval:
+    """``mean(a) - mean(b)`` for two clip sets (different clips) read by overlapping raters.
+
+    Shared raters make the two means covary: Cov = cov_rater(a, b) * sum_i w_ia w_ib, with the rater
+    covariance estimated from the common raters' means (clip and error terms are independent across clip sets).
+    Satterthwaite df: the rater part behaves like the mean square of per-rater differences (R-1 df), the
+    clip and error parts like each set's clip and error mean squares."""
+    estimate = a.mean - b.mean
+    if not (np.isfinite(a.var_error) and np.isfinite(b.var_error)):
+        return _interval(estimate, float("nan"), float("nan"), confidence)
+    common = sorted(set(a.rater_means) & set(b.rater_means))
+    cov_rater = 0.0
+    if len(common) > 1:
+        ma = np.array([a.rater_means[r] for r in common])
+        mb = np.array([b.rater_means[r] for r in common])
+        cov_rater = float(((ma - ma.mean()) * (mb - mb.mean())).sum() / (len(common) - 1))
+    k_ab = sum(a.rater_weights[r] * b.rater_weights[r] for r in common)
+    rater_part = max(a.k_rater * a.var_rater + b.k_rater * b.var_rater - 2 * k_ab * cov_rater, 0.0)
+    clip_a, clip_b = a.k_clip * a.var_clip, b.k_clip * b.var_clip
+    variance = rater_part + clip_a + clip_b + a.var_error / a.n + b.var_error / b.n
+    raters = max(len(set(a.rater_means) | set(b.rater_means)), 2)
+    # Per-rater differences also carry each set's error over its clips (1 / (R C~) of var_error).
+    err_in_d_a, err_in_d_b = a.var_error / (raters * a.rater_scale), b.var_error / (raters * b.rater_scale)
+    pieces = [(rater_part + err_in_d_a + err_in_d_b, raters - 1)]
+    for fit, clip_part, err_in_d in ((a, clip_a, err_in_d_a), (b, clip_b, err_in_d_b)):
+        _, ms_c, ms_e = fit.mean_squares()
+        w_c = fit.k_clip / fit.clip_scale
+        pieces += [(w_c * ms_c, fit.df_clip), ((fit.var_error / fit.n - err_in_d) - w_c * ms_e, fit.df_error)]
+    return _interval(estimate, variance, _satterthwaite(pieces), confidence)
