@@ -26,17 +26,18 @@ def _slug_and_db(args) -> tuple[str, str]:
     return slug, args.db or str(STUDIES_DIR / f"{slug}.db")
 
 
-def _open(db: str):
+def _open(db: str, *, create: bool = False):
+    """The study database; only ``create`` makes a new one (status, export and report never do)."""
     from ophora.study.store import StudyStore
 
-    return StudyStore(db)
+    return StudyStore(db, create=create)
 
 
 def cmd_create(args) -> int:
     definition = load_definition(args.study)
     db = args.db or str(STUDIES_DIR / f"{definition.slug}.db")
     blind_dir = args.blind_dir or str(STUDIES_DIR / "runs" / definition.slug / "blinded")
-    with _open(db) as store:
+    with _open(db, create=True) as store:
         codes = store.create_study(definition, blind_dir=blind_dir)
     print(f"created study {definition.slug!r} in {db} (blinded clips will go to {blind_dir})")
     _write_codes(codes, args.codes_out)
@@ -77,12 +78,29 @@ def cmd_add_rater(args) -> int:
     return 0
 
 
+def cmd_open(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        store.open_study(slug)
+    print(f"study {slug!r} is open: raters can sign in with their codes")
+    return 0
+
+
+def cmd_lock(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        store.lock_study(slug, reason=args.reason)
+    print(f"study {slug!r} is locked: no rating can be added or changed (the lock is in the audit log)")
+    return 0
+
+
 def cmd_status(args) -> int:
     slug, db = _slug_and_db(args)
     with _open(db) as store:
         progress = store.progress(slug)
         clips = store.clips_frame(slug)
-    print(f"study {slug!r}: {len(clips)} clip(s), {len(progress)} rater(s)")
+        status = store.status(slug)
+    print(f"study {slug!r} ({status}): {len(clips)} clip(s), {len(progress)} rater(s)")
     if not clips.empty:
         print(clips.groupby(["source", "model"]).size().rename("clips").to_string())
     for p in progress:
@@ -126,6 +144,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+EXPORT_FORMATS = ("csv", "xlsx", "html")
+
+
+def _formats(text: str) -> set[str]:
+    """``csv,xlsx`` -> {"csv", "xlsx"}; an unknown format is an error, not silently skipped."""
+    chosen = {f.strip().lower() for f in text.split(",") if f.strip()}
+    unknown = sorted(chosen - set(EXPORT_FORMATS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown export format(s) {unknown or [text]}; choose from "
+                                         f"{', '.join(EXPORT_FORMATS)}")
+    return chosen
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ophora study",
                                      description="Blinded reader studies of real and generated clips.")
@@ -149,11 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
             "study file or slug")
     p.add_argument("name")
     p.add_argument("--codes-out")
+    add("open", cmd_open, "open a draft study for rating (after clips and raters are set up)", "study file or slug")
+    p = add("lock", cmd_lock, "lock a study before analysis: ratings are refused afterwards", "study file or slug")
+    p.add_argument("--reason", help="why (kept in the audit log)")
     add("status", cmd_status, "clips per source/model and each rater's progress", "study file or slug")
     p = add("export", cmd_export, "export ratings and results tables (CSV, Excel, HTML)", "study file or slug")
     p.add_argument("--out", help="output folder (default studies/runs/<slug>/export)")
-    p.add_argument("--formats", default="csv,xlsx,html", type=lambda s: {f.strip() for f in s.split(",")},
-                   help="comma-separated subset of csv,xlsx,html")
+    p.add_argument("--formats", default="csv,xlsx,html", type=_formats,
+                   help="comma-separated subset of " + ",".join(EXPORT_FORMATS))
     p = add("report", cmd_report, "write the self-contained HTML report and print the score table",
             "study file or slug")
     p.add_argument("--out", help="HTML file (default studies/runs/<slug>/<slug>-report.html)")

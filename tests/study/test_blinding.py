@@ -71,6 +71,7 @@ repeats: 1
     store = StudyStore(tmp_path / "db" / "study.db")
     codes = store.create_study(definition, blind_dir=tmp_path / "served")
     store.import_clips(definition.slug, definition.clips())
+    store.open_study(definition.slug)
     yield store, definition, codes, tmp_path / "served"
     store.close()
 

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from ophora.study import (AlreadyRatedError, InvalidRatingError, NotRatedError, StudyError, StudyStore,
                           UnknownClipError, UnknownRaterError, UnknownStudyError, load_definition)
 from ophora.study.db import current_revision, head_revision, integrity_check, upgrade, make_engine
-from tests.study.helpers import full_answer, write_study
+from tests.study.helpers import make_video, full_answer, write_study
 
 
 def test_sqlite_pragmas(store_and_codes):
@@ -40,6 +40,7 @@ def test_orders_are_seeded_per_rater_and_cover_every_clip(tmp_path, store_and_co
     again = StudyStore(tmp_path / "again.db")
     codes2 = again.create_study(definition, blind_dir=tmp_path / "again-blind")
     again.import_clips(slug, definition.clips())
+    again.open_study(slug)
     key1, key2 = store.clips_frame(slug), again.clips_frame(slug)
     name1 = dict(zip(key1["clip_id"], key1["sha256"]))
     name2 = dict(zip(key2["clip_id"], key2["sha256"]))
@@ -85,6 +86,7 @@ def test_instruction_shown_only_when_a_criterion_needs_it(tmp_path):
     with StudyStore(tmp_path / "a.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "b")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         assert store.next_item(codes["r1"]).instruction  # phase_matching shows the instruction
     text_ = path.read_text().replace("shows_instruction: true", "shows_instruction: false").replace("test-study", "other")
     path.write_text(text_)
@@ -92,6 +94,7 @@ def test_instruction_shown_only_when_a_criterion_needs_it(tmp_path):
     with StudyStore(tmp_path / "c.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "d")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         assert store.next_item(codes["r1"]).instruction is None
 
 
@@ -147,7 +150,7 @@ def test_second_rating_is_refused_and_changes_are_versioned_in_the_audit_log(sto
 
     frame = store.ratings_frame(slug)
     rows = frame[frame["clip_id"] == item.clip_id].set_index("criterion")
-    assert len(frame) == 2  # still one row per criterion: changed, not duplicated
+    assert len(frame) == 2  # readers see one row per criterion: the newest version
     assert rows.loc["realism", "score"] == 4 and rows.loc["realism", "version"] == 3
     assert rows.loc["phase_matching", "score"] == 2 and rows.loc["realism", "turing_answer"] == "synthetic"
 
@@ -158,6 +161,63 @@ def test_second_rating_is_refused_and_changes_are_versioned_in_the_audit_log(sto
     assert history == [2, 5, 4]
     assert [json.loads(v)["scores"]["realism"] for v in mine["old_value"].dropna()] == [2, 5]
     assert list(mine["reason"].dropna()) == ["second look", "third look"]
+
+
+def test_ratings_are_append_only_versions_and_the_form_can_be_prefilled(store_and_codes, tmp_path):
+    store, slug, codes = store_and_codes
+    code = codes["r1"]
+    item = store.next_item(code)
+    assert store.latest_answer(code, item.clip_id) is None
+    store.submit_rating(code, item.clip_id, {"phase_matching": 2, "realism": 3}, phase="incision", turing="real",
+                        confidence=4, comment="blurry", seconds=12.5)
+    assert store.change_rating(code, item.clip_id, scores={"realism": 5}, comment="sharp after all",
+                               reason="second look") == 2
+    assert store.latest_answer(code, item.clip_id) == {
+        "scores": {"phase_matching": 2, "realism": 5}, "phase": "incision", "turing": "real", "confidence": 4,
+        "comment": "sharp after all", "seconds": 12.5, "version": 2}
+    assert store.latest_answer(code, item.clip_id, position=item.position)["version"] == 2
+    raw = sqlite3.connect(tmp_path / "study.db")
+    # Every version is kept: the first score and comment are still rows of their own.
+    assert raw.execute("SELECT score, version FROM ratings WHERE criterion = 'realism' ORDER BY version").fetchall() \
+        == [(3, 1), (5, 2)]
+    assert raw.execute("SELECT comment FROM answers ORDER BY version").fetchall() == [("blurry",), ("sharp after all",)]
+    for sql in ("UPDATE ratings SET score = 1", "DELETE FROM ratings", "UPDATE answers SET comment = 'x'",
+                "DELETE FROM answers"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute(sql)
+    raw.close()
+
+
+def test_codes_issued_by_a_call_are_returned(store_and_codes):
+    store, slug, codes = store_and_codes
+    new = store.add_raters(slug, [" r4 ", "r5"])
+    assert set(new) == {"r4", "r5"} and all(store.rater_name(c) == n for n, c in new.items())
+    again = store.reissue_codes(slug, ["r1", "r4"])
+    assert set(again) == {"r1", "r4"} and store.rater_name(again["r1"]) == "r1"
+    with pytest.raises(UnknownRaterError):
+        store.rater_name(codes["r1"])
+    with pytest.raises(StudyError, match="listed twice"):
+        store.add_raters(slug, ["r6", " r6"])
+    assert "r6" not in [p.rater for p in store.progress(slug)]
+
+
+def test_failed_import_leaves_no_blinded_file_and_no_row(store_and_codes, tmp_path):
+    from ophora.study.definition import ClipSpec
+
+    store, slug, _ = store_and_codes
+    before_files = sorted((tmp_path / "blinded").iterdir())
+    before_log = len(store.audit_log(slug))
+    good = make_video(tmp_path / "more" / "good.mp4", 55)
+    broken = tmp_path / "more" / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    specs = [ClipSpec(good, "real", "real", "incision", "Make an incision", "late"),
+             ClipSpec(broken, "real", "real", "incision", "Make an incision", "late")]
+    with pytest.raises(RuntimeError, match="could not re-encode"):
+        store.import_clips(slug, specs)
+    assert sorted((tmp_path / "blinded").iterdir()) == before_files
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+    assert len(store.clips_frame(slug)) == 6 and len(store.audit_log(slug)) == before_log
+    assert store.import_clips(slug, specs[:1]) == 1  # the good clip alone goes in
 
 
 def test_audit_log_is_append_only_in_the_database(store_and_codes, tmp_path):
@@ -193,6 +253,7 @@ def test_repeats_come_after_first_readings_and_feed_intra_rater_reliability(tmp_
     with StudyStore(tmp_path / "r.db") as store:
         code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         items = []
         while (item := store.next_item(code)) is not None:
             items.append(item.clip_id)
@@ -219,7 +280,10 @@ def test_clips_imported_later_and_raters_added_later(tmp_path):
     definition = load_definition(path)
     with StudyStore(tmp_path / "l.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "b")
-        assert store.next_item(codes["r1"]) is None  # no clips yet
+        with pytest.raises(StudyError, match="not open for rating yet"):
+            store.next_item(codes["r1"])  # a draft: the lead is still setting it up
+        with pytest.raises(StudyError, match="no clips yet"):
+            store.open_study(definition.slug)
         assert store.import_clips(definition.slug, definition.clips()) == 3
         assert store.import_clips(definition.slug, definition.clips()) == 0  # idempotent by content hash
         late = store.add_rater(definition.slug, "late")
@@ -241,14 +305,29 @@ def test_migration_from_the_first_schema_keeps_data(tmp_path):
         conn.execute(text("INSERT INTO audit_log (study_id, at, actor, action, is_admin) "
                           "VALUES (1, '2025-01-01', 'admin', 'create_study', 1)"))
         conn.execute(text("UPDATE audit_log SET reason = 'editable in 0001'"))  # allowed before 0002
+        # A rating made by the old schema (one row per criterion, edited in place back then).
+        conn.execute(text("INSERT INTO clips (study_id, blind_id, clip_set, source, model, original_path, sha256, "
+                          "blinded_path, created_at) VALUES (1, 'c0', 'real', 'real', 'real', 'a.mp4', 'x', 'b.mp4', "
+                          "'2025-01-01')"))
+        conn.execute(text("INSERT INTO raters (study_id, name, code_hash, created_at) VALUES (1, 'r', 'h', '2025-01-01')"))
+        conn.execute(text("INSERT INTO assignments (rater_id, clip_id, position, reading, completed_at) "
+                          "VALUES (1, 1, 1, 0, '2025-01-01')"))
+        conn.execute(text("INSERT INTO ratings (assignment_id, criterion, score, version, rated_at) "
+                          "VALUES (1, 'realism', 4, 2, '2025-01-01')"))
+        conn.execute(text("INSERT INTO answers (assignment_id, version, answered_at) VALUES (1, 2, '2025-01-01')"))
     engine.dispose()
     with StudyStore(url) as store:
-        assert current_revision(store.engine) == head_revision() == "0002"
+        assert current_revision(store.engine) == head_revision() == "0003"
         assert store.studies() == ["old"]
         assert store.definition("old").title == "Test study"
-        with pytest.raises(Exception, match="append-only"):
-            with store.engine.begin() as conn:
-                conn.execute(text("UPDATE audit_log SET reason = 'rewritten'"))
+        assert store.status("old") == "open"  # it may hold ratings: never a draft that could be deleted
+        assert store.ratings_frame("old")[["criterion", "score", "version"]].values.tolist() == [["realism", 4, 2]]
+        for sql in ("UPDATE audit_log SET reason = 'rewritten'", "DELETE FROM audit_log",
+                    "UPDATE ratings SET score = 1", "DELETE FROM ratings", "UPDATE answers SET comment = 'x'",
+                    "UPDATE studies SET status = 'draft'", "DELETE FROM studies"):
+            with pytest.raises(Exception, match="append-only|only forward|only a draft"):
+                with store.engine.begin() as conn:
+                    conn.execute(text(sql))
 
 
 def test_orm_models_match_the_migrated_schema(store_and_codes):
