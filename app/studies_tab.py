@@ -7,6 +7,8 @@ use a rater station (``launch.py --mode rater``) on the same study database.
 
 from __future__ import annotations
 
+import csv
+import io
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +17,7 @@ import gradio as gr
 import yaml
 
 from app.history import History, HistoryEntry, HistoryError
-from app.security import AdminSession, check_password, require_admin, stage_file
+from app.security import AdminSession, check_password, require_admin, stage_file, stage_text
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
 from ophora.study.store import StudyError
 
@@ -53,6 +55,19 @@ def real_clip_specs(definition, paths: list[Path], phase: str | None, clip_set: 
         specs.append(ClipSpec(path=path, source="real", model="real", phase=matched, instruction=None,
                               clip_set=clip_set))
     return specs
+
+
+def codes_download(slug: str, codes: dict[str, str], action: str) -> str | None:
+    """The access codes issued by one click, as a CSV to download (and nothing else: earlier codes are never
+    stored in clear)."""
+    if not codes:
+        return None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["study", "rater", "access_code"])
+    writer.writerows([slug, name, code] for name, code in codes.items())
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return stage_text(buffer.getvalue(), f"{slug}-codes-{action}-{stamp}.csv")
 
 
 def study_results(store, slug: str):
@@ -129,8 +144,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                     y_file = gr.File(label="Study YAML", file_types=[".yaml", ".yml"], type="filepath")
                     y_text = gr.Code(language="yaml", label="…or paste it here")
                     create_yaml = gr.Button("Create from YAML", variant="primary")
-                codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
-                                     elem_id="rater-codes")
+                with gr.Row():
+                    codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
+                                         elem_id="rater-codes", scale=3)
+                    codes_csv = gr.File(label="These codes as CSV", elem_id="rater-codes-csv", scale=1)
             with gr.Accordion("Import clips", open=False):
                 hist_ids = gr.Dropdown([], multiselect=True, label="Generated clips from the history",
                                        elem_id="import-history-ids")
@@ -141,11 +158,28 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 real_upload = gr.File(label="…or upload real clips", file_count="multiple", type="filepath",
                                       file_types=list(VIDEO_SUFFIXES))
                 import_real = gr.Button("Import real clips")
-            with gr.Accordion("Raters", open=False):
+            with gr.Group(elem_id="raters-panel"):
+                gr.Markdown("**Raters**: codes issued here appear beside the buttons, shown once; "
+                            "download them as CSV to hand out.", padding=True)
                 with gr.Row():
-                    rater_name = gr.Textbox(label="Rater name", elem_id="rater-name")
-                    add_rater = gr.Button("Issue access code", elem_id="add-rater")
-                    reissue = gr.Button("Issue a new code (old one stops working)")
+                    with gr.Column(scale=2):
+                        rater_name = gr.Textbox(label="Rater names (comma-separated)", elem_id="rater-name")
+                        with gr.Row():
+                            add_rater = gr.Button("Add: issue access codes", elem_id="add-rater")
+                            reissue = gr.Button("Issue new codes (old ones stop working)", elem_id="reissue-code")
+                    with gr.Column(scale=3):
+                        issued = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
+                                              elem_id="issued-codes")
+                        issued_csv = gr.File(label="These codes as CSV", elem_id="issued-codes-csv")
+            with gr.Group(elem_id="lifecycle-panel"):
+                lifecycle = gr.Markdown("**Life cycle**: draft (set up) → open (raters rate) → locked (analysis).",
+                                        padding=True, elem_id="study-status")
+                with gr.Row():
+                    open_btn = gr.Button("Open for rating", elem_id="open-study", scale=1)
+                    confirm = gr.Textbox(label="To lock or delete, type the study's short name", scale=2,
+                                         elem_id="confirm-slug")
+                    lock_reason = gr.Textbox(label="Reason for locking (audit log)", scale=2, elem_id="lock-reason")
+                    lock_btn = gr.Button("Lock for analysis", variant="stop", elem_id="lock-study", scale=1)
             with gr.Accordion("Progress and results", open=True):
                 show_results = gr.Button("Update progress and results", variant="primary", elem_id="show-results")
                 progress_table = gr.Dataframe(headers=["rater", "done", "total", "next position"], interactive=False,
@@ -195,8 +229,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         codes_ = store().create_study(definition, blind_dir=blind_dir)
         added = store().import_clips(definition.slug, list(clips)) if clips else 0
         rows = [[name, code] for name, code in codes_.items()]
-        note = f"Created **{definition.slug}** with {len(rows)} raters and {added} clips. Copy the codes now: they are not shown again."
-        return note, rows, studies_update(definition.slug), studies_update(definition.slug)
+        note = (f"Created **{definition.slug}** (a draft) with {len(rows)} raters and {added} clips. Copy or download "
+                f"the codes now: they are not shown again. Open the study for rating when it is set up.")
+        return (note, rows, studies_update(definition.slug), studies_update(definition.slug),
+                codes_download(definition.slug, codes_, "created"))
 
     @guarded
     def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed):
@@ -206,7 +242,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     hist_out = history_study if history_study is not None else gr.State()
     create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
-                             f_seed], [message, codes, study, hist_out], api_name="study_create")
+                             f_seed], [message, codes, study, hist_out, codes_csv], api_name="study_create")
 
     @guarded
     def on_create_yaml(file, text):
@@ -224,7 +260,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         definition = parse_definition(data, where="uploaded study file", base_dir=Path.cwd(), source_text=raw)
         return after_create(definition, definition.clips())
 
-    create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out],
+    create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out, codes_csv],
                       api_name="study_create_yaml")
 
     def need_study(slug):
@@ -262,19 +298,66 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
     import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload], message,
                       api_name="study_import_real")
 
+    def rater_names(text) -> list[str]:
+        names = [n.strip() for n in (text or "").replace("\n", ",").split(",") if n.strip()]
+        if not names:
+            raise gr.Error("Type one or more rater names (comma-separated).")
+        return names
+
     @guarded
-    def on_add_rater(slug, name):
-        code = store().add_rater(need_study(slug), (name or "").strip())
-        return f"Access code for **{name}** issued (shown once).", [[name, code]]
+    def on_add_rater(slug, names):
+        issued_ = store().add_raters(need_study(slug), rater_names(names))
+        return (f"Access codes for **{', '.join(issued_)}** issued (shown once).", [[n, c] for n, c in issued_.items()],
+                codes_download(slug, issued_, "added"))
 
-    add_rater.click(on_add_rater, [admin_state, study, rater_name], [message, codes], api_name="study_add_rater")
+    add_rater.click(on_add_rater, [admin_state, study, rater_name], [message, issued, issued_csv],
+                    api_name="study_add_rater")
 
     @guarded
-    def on_reissue(slug, name):
-        code = store().reissue_code(need_study(slug), (name or "").strip())
-        return f"New access code for **{name}**; the old one no longer works.", [[name, code]]
+    def on_reissue(slug, names):
+        issued_ = store().reissue_codes(need_study(slug), rater_names(names))
+        return (f"New access codes for **{', '.join(issued_)}**; their old codes no longer work.",
+                [[n, c] for n, c in issued_.items()], codes_download(slug, issued_, "reissued"))
 
-    reissue.click(on_reissue, [admin_state, study, rater_name], [message, codes], api_name="study_reissue_code")
+    reissue.click(on_reissue, [admin_state, study, rater_name], [message, issued, issued_csv],
+                  api_name="study_reissue_code")
+
+    def status_text(slug) -> str:
+        stage = store().status(slug)
+        what = {"draft": "being set up: raters cannot rate yet. Open it once clips and raters are in.",
+                "open": "open: raters rate. Lock it before the analysis you report.",
+                "locked": "locked for analysis: no rating can be added or changed."}[stage]
+        return f"**Life cycle**: study **{slug}** is **{stage}**, {what}"
+
+    @guarded
+    def on_status(slug):
+        return status_text(need_study(slug))
+
+    study.change(on_status, [admin_state, study], lifecycle, api_name="study_status", show_progress="hidden")
+
+    @guarded
+    def on_open(slug):
+        store().open_study(need_study(slug))
+        return f"Opened **{slug}**: raters can sign in at a rater station now.", status_text(slug)
+
+    open_btn.click(on_open, [admin_state, study], [message, lifecycle], api_name="study_open")
+
+    def confirmed(slug, typed) -> str:
+        """Lock and delete cannot be undone: the lead types the study's short name, as on code hosting sites."""
+        slug = need_study(slug)
+        if (typed or "").strip() != slug:
+            raise gr.Error(f"Type the study's short name ({slug}) in the confirmation box first; "
+                           f"this cannot be undone.")
+        return slug
+
+    @guarded
+    def on_lock(slug, typed, reason):
+        store().lock_study(confirmed(slug, typed), reason=(reason or "").strip() or None)
+        return (f"Locked **{slug}**: ratings are frozen for analysis (recorded in the audit log).", status_text(slug),
+                "")
+
+    lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [message, lifecycle, confirm],
+                   api_name="study_lock")
 
     @guarded
     def on_results(slug):

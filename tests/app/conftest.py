@@ -98,8 +98,8 @@ class SeededStudy:
 
 @pytest.fixture(scope="session")
 def seeded_study(studio, tmp_path_factory) -> SeededStudy:
-    """Two clips generated with the tiny model, a study with five raters (alice, bob: HTTP flows; carol: resume;
-    dave: security checks; erin: the browser), those clips and two real clips."""
+    """Two clips generated with the tiny model, a study with six raters (alice, bob: HTTP flows; carol: resume;
+    dave: security checks; erin, fay: the browser), those clips and two real clips; the study is opened."""
     from gradio_client import Client
 
     from tests.app.helpers import PROMPTS, generate, sign_in_admin, table_rows, value_of
@@ -110,7 +110,7 @@ def seeded_study(studio, tmp_path_factory) -> SeededStudy:
     second = generate(client, PROMPTS[1], seed=2**62 + 11)
     ids = [value_of(first[5]), value_of(second[5])]
     sign_in_admin(client, ADMIN_PASSWORD)
-    out = client.predict("app-study", "App study", "Rate every clip.", "", True, True, "alice, bob, carol, dave, erin", 0, 3,
+    out = client.predict("app-study", "App study", "Rate every clip.", "", True, True, "alice, bob, carol, dave, erin, fay", 0, 3,
                          api_name="/study_create")
     codes = {name: code for name, code in table_rows(out[1])}
     client.predict("app-study", ids, api_name="/study_import_history")
@@ -119,5 +119,6 @@ def seeded_study(studio, tmp_path_factory) -> SeededStudy:
     for i, name in enumerate(names):
         make_video(real / name, i, size="96x64")
     client.predict("app-study", str(real), "hydrodissection", [], api_name="/study_import_real")
+    client.predict("app-study", api_name="/study_open")
     client.close()
     return SeededStudy("app-study", ids, codes, names, first[3])

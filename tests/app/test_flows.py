@@ -12,7 +12,7 @@ from app.history import History
 from ophora.generation.video import read_clip, read_container_metadata
 from tests.app.conftest import ADMIN_PASSWORD
 from tests.app.helpers import (PROMPTS, answer_args, generate, rate_all, rater_screen, sign_in_admin, table_rows,
-                               video_path)
+                               value_of, video_path)
 
 
 def test_generate_writes_clip_provenance_and_history(studio, seeded_study, app_data):
@@ -105,6 +105,12 @@ def test_two_raters_rate_change_and_results(studio, rater_station, seeded_study,
     # Alice goes back one clip; changing the answer needs a reason and is audited.
     back = rater_screen(alice.predict(api_name="/rate_back"))
     assert "Clip 4 of 4" in back["about"] and back["reason"]["visible"] is True
+    # Her earlier answers are filled in; sending them back unchanged changes nothing.
+    shown = [value_of(r) for r in back["radios"] if r.get("visible")]
+    assert shown == [4, 4, 4] and value_of(back["turing"]) == "synthetic" and value_of(back["confidence"]) == 4
+    assert value_of(back["phase"]) == back["phase"]["choices"][3][1]
+    with pytest.raises(Exception, match="Nothing changed"):
+        alice.predict(*answer_args(back, 4, reason="no change"), api_name="/rate_submit")
     with pytest.raises(Exception, match="say why"):
         alice.predict(*answer_args(back, 5), api_name="/rate_submit")
     changed = rater_screen(alice.predict(*answer_args(back, 5, reason="looked again"), api_name="/rate_submit"))
@@ -258,7 +264,7 @@ raters: [ann, ben]
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
     message, codes, *_ = lead.predict(handle_file(str(upload)), "", api_name="/study_create_yaml")
-    assert "Created **yaml-study** with 2 raters and 2 clips" in message
+    assert "Created **yaml-study** (a draft) with 2 raters and 2 clips" in message
     assert sorted(row[0] for row in table_rows(codes)) == ["ann", "ben"]
     pasted = text.replace("yaml-study", "yaml-pasted")
     assert "yaml-pasted" in lead.predict(None, pasted, api_name="/study_create_yaml")[0]
@@ -270,14 +276,20 @@ raters: [ann, ben]
         lead.predict(handle_file(str(binary)), "", api_name="/study_create_yaml")
     with pytest.raises(Exception, match="Upload a study YAML"):
         lead.predict(None, "", api_name="/study_create_yaml")
-    # Issue a code to a late rater, then a new one: the old code stops working at the rater station.
-    _, issued = lead.predict("yaml-study", "cy", api_name="/study_add_rater")
+    # Issue a code to a late rater, then a new one: the old code stops working at the rater station. Each
+    # click's codes come back beside the button, with a CSV of exactly those codes.
+    _, issued, issued_csv = lead.predict("yaml-study", "cy", api_name="/study_add_rater")
     [[name, first_code]] = table_rows(issued)
+    assert video_path(issued_csv).read_text().splitlines() == ["study,rater,access_code", f"yaml-study,cy,{first_code}"]
     rater = client_for(rater_station.url)
+    with pytest.raises(Exception, match="not open for rating yet"):
+        rater.predict(first_code, api_name="/rate_sign_in")
+    assert "is **open**" in lead.predict("yaml-study", api_name="/study_open")[1]
     assert "Clip 1 of 2" in rater_screen(rater.predict(first_code, api_name="/rate_sign_in"))["about"]
-    _, reissued = lead.predict("yaml-study", "cy", api_name="/study_reissue_code")
-    [[_, second_code]] = table_rows(reissued)
-    assert name == "cy" and second_code != first_code
+    _, reissued, reissued_csv = lead.predict("yaml-study", "cy, ann", api_name="/study_reissue_code")
+    [[_, second_code], [other, _]] = table_rows(reissued)
+    assert name == "cy" and other == "ann" and second_code != first_code
+    assert len(video_path(reissued_csv).read_text().splitlines()) == 3
     with pytest.raises(Exception, match="unknown access code"):
         rater.predict(first_code, api_name="/rate_sign_in")
     assert "Signed in as **cy**" in rater_screen(rater.predict(second_code, api_name="/rate_sign_in"))["status"]
