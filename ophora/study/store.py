@@ -602,9 +602,9 @@ class StudyStore:
         for clip_id in new:
             position += 1
             s.add(Assignment(rater_id=rater.id, clip_id=clip_id, position=position, reading=0))
-        if definition.repeats and not has_repeats:
+        if definition.repeats.count and not has_repeats:
             pool = sorted(first | set(new))
-            for clip_id in rng.sample(pool, min(definition.repeats, len(pool))):
+            for clip_id in rng.sample(pool, min(definition.repeats.count, len(pool))):
                 position += 1
                 src = Path(s.get(Clip, clip_id).blinded_path)
                 alias_id = blinding.new_blind_id()
@@ -822,16 +822,14 @@ def _definition_to_dict(d: StudyDefinition) -> dict:
     """A YAML-able form for definitions built in code (files keep their own text)."""
     return {
         "slug": d.slug, "title": d.title, "instructions": d.instructions,
-        "criteria": [{"name": c.name, "description": c.description, "shows_instruction": c.shows_instruction,
-                      "scale": {"min": c.scale.min, "max": c.scale.max, "anchors": dict(c.scale.anchors)}}
-                     for c in d.criteria],
+        "criteria": [c.model_dump() for c in d.criteria],
         "phases": list(d.phases), "ask_phase": d.ask_phase,
-        "turing_test": ({"enabled": True, "confidence": {"min": d.turing_confidence.min, "max": d.turing_confidence.max,
-                                                         "anchors": dict(d.turing_confidence.anchors)}}
+        "turing_test": ({"enabled": True, "confidence": d.turing_confidence.model_dump()}
                         if d.turing_test and d.turing_confidence else False),
+        "instruction_source": d.instruction_source,
         "clip_sets": [{"name": c.name, "source": c.source, "model": c.model,
                        **({"folder": str(c.folder)} if c.folder else {"manifest": str(c.manifest)}),
                        **({"phase": c.phase} if c.phase else {})} for c in d.clip_sets],
-        "raters": list(d.raters), "repeats": d.repeats, "seed": d.seed,
-        "blinding": {k: v for k, v in vars(d.blinding).items() if v is not None},
+        "raters": list(d.raters), "repeats": d.repeats.model_dump(exclude_none=True), "seed": d.seed,
+        "blinding": d.blinding.model_dump(exclude_none=True),
     }

@@ -65,7 +65,7 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("title: x\ncriteria: []\n")
     assert main(["create", str(bad), "--db", str(tmp_path / "x.db")]) == 2
-    assert "'criteria' must be a non-empty list" in capsys.readouterr().err
+    assert "criteria: List should have at least 1 item" in capsys.readouterr().err
     assert main(["create", str(write_study(tmp_path, n_real=1, n_generated=0)), "--db", str(tmp_path / "x.db")]) == 0
     capsys.readouterr()
     assert main(["status", "missing-study", "--db", str(tmp_path / "x.db")]) == 2

@@ -109,6 +109,18 @@ def test_instruction_shown_only_when_a_criterion_needs_it(tmp_path):
     ({"confidence": 9}, InvalidRatingError, "confidence is out of range"),
     ({"clip_id": "cdeadbeefdeadbeef"}, UnknownClipError, "unknown clip 'cdeadbeefdeadbeef'"),
     ({"code": "not-a-code"}, UnknownRaterError, "unknown access code"),
+    ({"scores": {"phase_matching": float("inf"), "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"scores": {"phase_matching": float("nan"), "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"scores": {"phase_matching": "3", "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"scores": {"phase_matching": True, "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"confidence": float("nan")}, InvalidRatingError, "confidence must be a whole number"),
+    ({"comment": 42}, InvalidRatingError, "a comment must be text, got int"),
+    ({"comment": ["a"]}, InvalidRatingError, "a comment must be text, got list"),
+    ({"comment": "x" * 5001}, InvalidRatingError, "the comment has 5001 characters; shorten it to at most 5000"),
+    ({"seconds": -1}, InvalidRatingError, "seconds spent must be a finite number >= 0"),
+    ({"seconds": float("inf")}, InvalidRatingError, "seconds spent must be a finite number >= 0"),
+    ({"seconds": "12"}, InvalidRatingError, "seconds spent must be a finite number >= 0"),
+    ({"phase": 3}, InvalidRatingError, "phase answer 3 is not one of"),
 ])
 def test_bad_ratings_get_clear_errors(store_and_codes, kwargs, error, message):
     store, slug, codes = store_and_codes
@@ -121,6 +133,19 @@ def test_bad_ratings_get_clear_errors(store_and_codes, kwargs, error, message):
     assert message in str(info.value)
     assert store.ratings_frame(slug).empty  # nothing half-written
     assert store.next_item(codes["r1"]).position == 1
+
+
+def test_numpy_numbers_are_accepted_as_integers(store_and_codes):
+    import numpy as np
+
+    store, slug, codes = store_and_codes
+    item = store.next_item(codes["r1"])
+    store.submit_rating(codes["r1"], item.clip_id, {"phase_matching": np.int64(4), "realism": np.int32(2)},
+                        phase=item.phases[0], turing="real", confidence=np.int16(5), comment="x" * 5000,
+                        seconds=np.float32(3.5))
+    answer = store.latest_answer(codes["r1"], item.clip_id)
+    assert answer["scores"] == {"phase_matching": 4, "realism": 2} and answer["confidence"] == 5
+    assert type(answer["scores"]["realism"]) is int and answer["seconds"] == 3.5
 
 
 def test_unknown_study_and_duplicate_study(store_and_codes, study_file):
