@@ -65,13 +65,14 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
                     with gr.Row(equal_height=False):
                         turing = gr.Radio([("Real", "real"), ("Synthetic", "synthetic")],
                                           label="Real or synthetic?", visible=False, elem_id="rate-turing",
-                                          min_width=160)
+                                          scale=2, min_width=150)
                         confidence = gr.Radio([], label="How sure are you?", visible=False, elem_id="rate-confidence",
-                                              min_width=200)
-                    comment = gr.Textbox(label="Comment (optional; Ctrl+Enter submits)", lines=1, max_lines=3,
-                                         elem_id="rate-comment")
-                    reason = gr.Textbox(label="Reason for changing your earlier answer (required)", visible=False,
-                                        elem_id="rate-reason")
+                                              scale=3, min_width=250)
+                    with gr.Row(equal_height=True):  # side by side, so changing an answer still fits the screen
+                        comment = gr.Textbox(label="Comment (optional; Ctrl+Enter submits)", lines=1, max_lines=3,
+                                             elem_id="rate-comment")
+                        reason = gr.Textbox(label="Why change your earlier answer? (required)", visible=False,
+                                            elem_id="rate-reason")
                     with gr.Row():
                         back = gr.Button("← Previous", elem_id="rate-back", min_width=80)
                         submit = gr.Button("Submit", variant="primary", elem_id="rate-submit", min_width=80)
@@ -219,7 +220,7 @@ RATE_CSS = """
 h1 {font-size: 1.4rem !important; margin: 0 !important}
 #rate-panel .block {padding: 6px 10px}
 #rate-panel fieldset .wrap {gap: 4px}
-#rate-panel fieldset label {padding: 4px 10px}
+#rate-panel fieldset label {padding: 3px 9px}
 #rate-panel [data-testid="block-info"] {margin-bottom: 2px}
 #rate-keys, #rate-keys p {font-size: 0.8rem}
 """
