@@ -94,8 +94,10 @@ def study_results(store, slug: str):
                          f"the full table could not be analysed ({error}).")
 
 
-def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing, raters, repeats, seed, folder: Path):
-    """A study definition from the form; clips are added afterwards from the history or folders."""
+def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing, raters, repeats, seed, folder: Path,
+                    blinding: dict | None = None, instruction_source: str | None = None):
+    """A study definition from the form; clips are added afterwards from the history or folders. ``blinding``
+    holds the form's picture settings (width, height, fps, max_seconds, fit); empty fields keep the defaults."""
     try:
         criteria = yaml.safe_load(criteria_yaml) if criteria_yaml and criteria_yaml.strip() else PAPER_CRITERIA
     except yaml.YAMLError as error:
@@ -105,6 +107,11 @@ def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing,
             "clip_sets": [{"name": "studio-history", "source": "generated", "model": "ophora", "folder": str(folder)}],
             "raters": [r.strip() for r in (raters or "").replace("\n", ",").split(",") if r.strip()],
             "repeats": int(repeats or 0), "seed": int(seed or 0)}
+    settings = {k: v for k, v in (blinding or {}).items() if v is not None and v != ""}
+    if settings:
+        data["blinding"] = settings
+    if instruction_source:
+        data["instruction_source"] = instruction_source
     return parse_definition(data, where="study form", check_paths=False)
 
 
@@ -137,6 +144,21 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f_repeats = gr.Number(0, label="Repeat readings per rater", precision=0)
                         f_seed = gr.Number(0, label="Order seed", precision=0)
                     f_raters = gr.Textbox(label="Raters (comma-separated names)", elem_id="f-raters")
+                    gr.Markdown("**What raters see**: every clip, real or generated, is re-encoded to these "
+                                "settings, so size, rate and length cannot tell the source.")
+                    with gr.Row():
+                        f_width = gr.Number(720, label="Width (px)", precision=0, elem_id="f-width")
+                        f_height = gr.Number(480, label="Height (px)", precision=0, elem_id="f-height")
+                        f_fps = gr.Number(8, label="Frames per second", precision=0, elem_id="f-fps")
+                        f_seconds = gr.Number(None, label="Length in seconds (empty: no trimming)",
+                                              elem_id="f-seconds")
+                        f_fit = gr.Radio([("Crop to the study's shape (no bars)", "crop"),
+                                          ("Letterbox every clip", "letterbox")], value="crop",
+                                         label="Other shapes", elem_id="f-fit")
+                        f_instruction_source = gr.Radio(
+                            [("The phase's wording, for every clip", "phase_template"),
+                             ("Each clip's own text", "per_clip")], value="phase_template",
+                            label="Instruction shown to raters", elem_id="f-instruction-source")
                     create = gr.Button("Create study", variant="primary", elem_id="create-study")
                 with gr.Tab("From a YAML file"):
                     gr.Markdown("A study file as in `studies/example_cataract.yaml`; relative folders are read "
@@ -180,6 +202,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                          elem_id="confirm-slug")
                     lock_reason = gr.Textbox(label="Reason for locking (audit log)", scale=2, elem_id="lock-reason")
                     lock_btn = gr.Button("Lock for analysis", variant="stop", elem_id="lock-study", scale=1)
+                with gr.Row():
+                    key_btn = gr.Button("Download the clip key (which clip is which: keep it from raters)",
+                                        elem_id="clip-key", scale=2)
+                    key_file = gr.File(label="Clip key (CSV)", elem_id="clip-key-file", scale=1)
             with gr.Accordion("Progress and results", open=True):
                 show_results = gr.Button("Update progress and results", variant="primary", elem_id="show-results")
                 progress_table = gr.Dataframe(headers=["rater", "done", "total", "next position"], interactive=False,
@@ -234,15 +260,29 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (note, rows, studies_update(definition.slug), studies_update(definition.slug),
                 codes_download(definition.slug, codes_, "created"))
 
+    def whole(value, name: str):
+        """gr.Number gives floats; the study schema wants whole numbers for sizes and rates."""
+        if value is None or value == "":
+            return None
+        if float(value) != int(value):
+            raise gr.Error(f"{name} must be a whole number, got {value}.")
+        return int(value)
+
     @guarded
-    def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed):
+    def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed, width, height, fps, seconds,
+                  fit, instruction_source):
+        blinding = {"width": whole(width, "Width"), "height": whole(height, "Height"),
+                    "fps": whole(fps, "Frames per second"),
+                    "max_seconds": float(seconds) if seconds not in (None, "") else None, "fit": fit or None}
         definition = form_definition(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed,
-                                     config.studies_dir / str(slug or "study") / "incoming")
+                                     config.studies_dir / str(slug or "study") / "incoming", blinding=blinding,
+                                     instruction_source=instruction_source)
         return after_create(definition)
 
     hist_out = history_study if history_study is not None else gr.State()
     create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
-                             f_seed], [message, codes, study, hist_out, codes_csv], api_name="study_create")
+                             f_seed, f_width, f_height, f_fps, f_seconds, f_fit, f_instruction_source],
+                 [message, codes, study, hist_out, codes_csv], api_name="study_create")
 
     @guarded
     def on_create_yaml(file, text):
@@ -358,6 +398,14 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [message, lifecycle, confirm],
                    api_name="study_lock")
+
+    @guarded
+    def on_clip_key(slug):
+        slug = need_study(slug)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        return stage_text(store().clips_frame(slug).to_csv(index=False), f"{slug}-clip-key-{stamp}.csv")
+
+    key_btn.click(on_clip_key, [admin_state, study], key_file, api_name="study_clip_key")
 
     @guarded
     def on_results(slug):

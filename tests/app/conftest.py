@@ -110,7 +110,9 @@ def seeded_study(studio, tmp_path_factory) -> SeededStudy:
     second = generate(client, PROMPTS[1], seed=2**62 + 11)
     ids = [value_of(first[5]), value_of(second[5])]
     sign_in_admin(client, ADMIN_PASSWORD)
-    out = client.predict("app-study", "App study", "Rate every clip.", "", True, True, "alice, bob, carol, dave, erin, fay", 0, 3,
+    # Blinded to 144x96 at 8 fps, 1 s long: the tiny model's 9-frame clips and the 1 s real clips both fit.
+    out = client.predict("app-study", "App study", "Rate every clip.", "", True, True,
+                         "alice, bob, carol, dave, erin, fay", 0, 3, 144, 96, 8, 1.0, "crop", "phase_template",
                          api_name="/study_create")
     codes = {name: code for name, code in table_rows(out[1])}
     client.predict("app-study", ids, api_name="/study_import_history")

@@ -87,7 +87,8 @@ def test_history_rerun_and_survives_restart(studio, seeded_study, client_for):
         with pytest.raises(Exception, match="Study lead only"):
             fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
         sign_in_admin(fresh, ADMIN_PASSWORD)
-        fresh.predict("restart-study", "After a restart", "Rate.", "", True, True, "zoe", 0, 1, api_name="/study_create")
+        fresh.predict("restart-study", "After a restart", "Rate.", "", True, True, "zoe", 0, 1, 144, 96, 8, None,
+                      "crop", "phase_template", api_name="/study_create")
         added = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
         assert "added to study **restart-study**" in added
         again = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
@@ -293,3 +294,49 @@ raters: [ann, ben]
     with pytest.raises(Exception, match="unknown access code"):
         rater.predict(first_code, api_name="/rate_sign_in")
     assert "Signed in as **cy**" in rater_screen(rater.predict(second_code, api_name="/rate_sign_in"))["status"]
+
+
+def form_args(slug: str, raters: str, *, width=144, height=96, fps=8, seconds=1.0, fit="crop") -> list:
+    return [slug, "Life cycle", "Rate.", "", True, True, raters, 0, 1, width, height, fps, seconds, fit,
+            "phase_template"]
+
+
+def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_study, client_for):
+    """Draft -> open -> locked from the Studies tab, with the blinding settings of the form and the clip key."""
+    import pandas as pd
+
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    with pytest.raises(Exception, match="even"):
+        lead.predict(*form_args("odd-study", "x", width=145), api_name="/study_create")
+    with pytest.raises(Exception, match="max_seconds"):
+        lead.predict(*form_args("zero-study", "x", seconds=0), api_name="/study_create")
+    message, codes, *_, codes_csv = lead.predict(*form_args("cycle-study", "gil"), api_name="/study_create")
+    [[_, code]] = table_rows(codes)
+    assert video_path(codes_csv).read_text().splitlines()[1] == f"cycle-study,gil,{code}"
+    lead.predict("cycle-study", seeded_study.history_ids, api_name="/study_import_history")
+    from ophora.study.store import StudyStore
+
+    with StudyStore(studio.config.database_url) as db:
+        definition = db.definition("cycle-study")
+    assert (definition.blinding.width, definition.blinding.height, definition.blinding.fps) == (144, 96, 8)
+    assert definition.blinding.max_seconds == 1.0 and definition.blinding.fit == "crop"
+    assert "is **draft**" in lead.predict("cycle-study", api_name="/study_status")
+    key = pd.read_csv(video_path(lead.predict("cycle-study", api_name="/study_clip_key")))
+    assert len(key) == 2 and set(key.source) == {"generated"} and key.clip_id.str.startswith("c").all()
+
+    rater = client_for(rater_station.url)
+    with pytest.raises(Exception, match="not open for rating yet"):
+        rater.predict(code, api_name="/rate_sign_in")
+    assert "is **open**" in lead.predict("cycle-study", api_name="/study_open")[1]
+    screen = rater_screen(rater.predict(code, api_name="/rate_sign_in"))
+    screen = rater_screen(rater.predict(*answer_args(screen, 3), api_name="/rate_submit"))
+    with pytest.raises(Exception, match="Type the study's short name"):
+        lead.predict("cycle-study", "cycle", "analysis starts", api_name="/study_lock")
+    assert "is **locked**" in lead.predict("cycle-study", "cycle-study", "analysis starts", api_name="/study_lock")[1]
+    with pytest.raises(Exception, match="locked"):
+        rater.predict(*answer_args(screen, 3), api_name="/rate_submit")
+    with StudyStore(studio.config.database_url) as db:
+        audit = db.audit_log("cycle-study")
+    lock = audit[audit.action == "lock_study"].iloc[0]
+    assert lock.reason == "analysis starts"
