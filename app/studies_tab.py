@@ -19,7 +19,9 @@ import yaml
 from app.history import History, HistoryEntry, HistoryError
 from app.security import AdminSession, check_password, require_admin, stage_file, stage_text
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
-from ophora.study.store import StudyError
+from ophora.study.parity import WAIVABLE
+from ophora.study.store import ParityError, StudyError
+from ophora.vocabulary import load_phases
 
 PAPER_CRITERIA = [
     {"name": "phase_matching", "description": "Does the clip show what the instruction asks for?",
@@ -36,15 +38,21 @@ RATER_STATION_NOTE = ("Raters rate at a **rater station**: `python launch.py --m
                       "(it has only the Rate tab; history, provenance and this tab do not exist there).")
 
 
-def import_history_clips(store, slug: str, entries: list[HistoryEntry]) -> int:
-    """Blind and add generated history clips to a study (their provenance stays in the study database)."""
+def import_history_clips(store, slug: str, entries: list[HistoryEntry], accept=(), phase: str | None = None) -> int:
+    """Blind and add generated history clips to a study (their provenance stays in the study database).
+    A clip's phase comes from its provenance or prompt, else from ``phase`` (the lead's choice for free-text
+    prompts). ``accept`` names parity differences the study lead accepted (see ``ophora.study.parity``)."""
     definition = store.definition(slug)
+    fallback = definition.match_phase(phase) if phase else None
+    if phase and fallback is None:
+        raise StudyError(f"phase {phase!r} is not one of the study's phases {list(definition.phases)}")
     specs = []
     for entry in entries:
-        phase = definition.match_phase(entry.provenance.get("phase")) or definition.match_phase(entry.prompt)
+        phase = (definition.match_phase(entry.provenance.get("phase")) or definition.match_phase(entry.prompt)
+                 or fallback)
         specs.append(ClipSpec(path=entry.study_master, source="generated", model=entry.model_id, phase=phase,
                               instruction=entry.prompt or None, clip_set="studio-history"))
-    return store.import_clips(slug, specs)
+    return store.import_clips(slug, specs, accept_differences=accept or ())
 
 
 def real_clip_specs(definition, paths: list[Path], phase: str | None, clip_set: str) -> list[ClipSpec]:
@@ -173,13 +181,23 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             with gr.Accordion("Import clips", open=False):
                 hist_ids = gr.Dropdown([], multiselect=True, label="Generated clips from the history",
                                        elem_id="import-history-ids")
-                import_hist = gr.Button("Import selected history clips", elem_id="import-history")
+                with gr.Row():
+                    hist_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                                             label="Phase for clips whose prompt names none",
+                                             elem_id="import-history-phase", scale=2)
+                    import_hist = gr.Button("Import selected history clips", elem_id="import-history", scale=1)
                 with gr.Row():
                     real_folder = gr.Textbox(label="Folder of real clips on this machine", scale=3)
                     real_phase = gr.Dropdown([], label="Phase (empty: from file names)", allow_custom_value=True)
                 real_upload = gr.File(label="…or upload real clips", file_count="multiple", type="filepath",
                                       file_types=list(VIDEO_SUFFIXES))
-                import_real = gr.Button("Import real clips")
+                import_real = gr.Button("Import real clips", elem_id="import-real")
+                parity_note = gr.Markdown(visible=False, elem_id="parity-note")
+                parity_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="parity-table",
+                                            label="Clip sets as raters would see them")
+                accept = gr.CheckboxGroup([], visible=False, elem_id="parity-accept",
+                                          label="Accept these differences, then import again (the waiver is recorded "
+                                                "in the study, the audit log and every report)")
             with gr.Group(elem_id="raters-panel"):
                 gr.Markdown("**Raters**: codes issued here appear beside the buttons, shown once; "
                             "download them as CSV to hand out.", padding=True)
@@ -243,11 +261,13 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         if not check_password(given, password):
             raise gr.Error("Wrong admin password.")
         ids = [e.id for e in history.entries(limit=500)] if history else []
-        phases = list(store().definition(store().studies()[-1]).phases) if store().studies() else []
+        phases = (list(store().definition(store().studies()[-1]).phases) if store().studies()
+                  else [p.name for p in load_phases()])
         return (AdminSession(signed_in=True), "Signed in as study lead.", gr.update(visible=True), studies_update(),
-                gr.update(choices=ids), gr.update(choices=phases), "", gr.update(visible=False))
+                gr.update(choices=ids), gr.update(choices=phases), gr.update(choices=phases), "",
+                gr.update(visible=False))
 
-    login.click(on_login, pw, [admin_state, admin_msg, panel, study, hist_ids, real_phase, pw, login_row],
+    login.click(on_login, pw, [admin_state, admin_msg, panel, study, hist_ids, real_phase, hist_phase, pw, login_row],
                 api_name="admin_sign_in", show_progress="hidden")
 
     def after_create(definition, clips=()):
@@ -308,17 +328,52 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             raise gr.Error("Pick a study first.")
         return slug
 
+    def parity_refusal(error: ParityError, accepted) -> tuple:
+        """The refusal as the lead sees it: what differs, the table per clip set, and a checkbox per
+        difference that may be accepted."""
+        report = error.report
+        props = [p.split(":", 1)[0] for p in report.problems]
+        waivable = [p for p in props if p in WAIVABLE]
+        fixed_only = [p for p in report.problems if p.split(":", 1)[0] not in WAIVABLE]
+        lines = ["**Import refused: raters could tell these clip sets apart after blinding.** Nothing was imported."]
+        lines += [f"- {p}" for p in report.problems]
+        if fixed_only:
+            lines.append("Length and instruction differences cannot be accepted: change the clips or the study.")
+        if waivable:
+            lines.append("To go ahead anyway, tick the differences you accept below and import again.")
+        choices = [(f"{prop}: {WAIVABLE[prop]}", prop) for prop in waivable]
+        return ("Import refused: see the table under *Import clips*.", gr.update(visible=True, value="\n".join(lines)),
+                gr.update(visible=True, value=report.table),
+                gr.update(visible=bool(choices), choices=choices, value=[a for a in accepted or [] if a in waivable]))
+
+    def with_earlier_waivers(slug, accepted) -> list[str]:
+        """A difference the lead accepted at an earlier import of this study stays accepted (it is recorded)."""
+        earlier = [w["property"] for w in store().accepted_differences(slug)]
+        return list(dict.fromkeys([*(accepted or []), *earlier]))
+
+    def imported(text: str, accepted) -> tuple:
+        waived = f" Accepted differences: {', '.join(accepted)} (recorded)." if accepted else ""
+        return (text + waived, gr.update(visible=False, value=""), gr.update(visible=False, value=None),
+                gr.update(visible=False, choices=[], value=[]))
+
     @guarded
-    def on_import_history(slug, ids):
+    def on_import_history(slug, ids, phase, accepted):
         if history is None or not ids:
             raise gr.Error("Select one or more history clips.")
-        added = import_history_clips(store(), need_study(slug), [history.get(i) for i in ids])
-        return f"Imported {added} of {len(ids)} clips into **{slug}** (blinded copies; already-imported clips are skipped)."
+        try:
+            added = import_history_clips(store(), need_study(slug), [history.get(i) for i in ids],
+                                         accept=with_earlier_waivers(slug, accepted), phase=phase or None)
+        except ParityError as error:
+            return parity_refusal(error, accepted)
+        return imported(f"Imported {added} of {len(ids)} clips into **{slug}** (blinded copies; already-imported "
+                        f"clips are skipped).", accepted)
 
-    import_hist.click(on_import_history, [admin_state, study, hist_ids], message, api_name="study_import_history")
+    parity_outputs = [message, parity_note, parity_table, accept]
+    import_hist.click(on_import_history, [admin_state, study, hist_ids, hist_phase, accept], parity_outputs,
+                      api_name="study_import_history")
 
     @guarded
-    def on_import_real(slug, folder, phase, uploads):
+    def on_import_real(slug, folder, phase, uploads, accepted):
         definition = store().definition(need_study(slug))
         paths: list[Path] = []
         if folder and folder.strip():
@@ -332,11 +387,15 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         bad = [p.name for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
         if bad:
             raise gr.Error(f"Not video files: {', '.join(bad)}. Upload {', '.join(VIDEO_SUFFIXES)} clips.")
-        added = store().import_clips(slug, real_clip_specs(definition, paths, phase, "studio-real"))
-        return f"Imported {added} real clips into **{slug}**."
+        try:
+            added = store().import_clips(slug, real_clip_specs(definition, paths, phase, "studio-real"),
+                                         accept_differences=with_earlier_waivers(slug, accepted))
+        except ParityError as error:
+            return parity_refusal(error, accepted)
+        return imported(f"Imported {added} real clips into **{slug}**.", accepted)
 
-    import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload], message,
-                      api_name="study_import_real")
+    import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload, accept],
+                      parity_outputs, api_name="study_import_real")
 
     def rater_names(text) -> list[str]:
         names = [n.strip() for n in (text or "").replace("\n", ",").split(",") if n.strip()]
@@ -371,9 +430,11 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     @guarded
     def on_status(slug):
-        return status_text(need_study(slug))
+        phases = list(store().definition(need_study(slug)).phases)
+        return status_text(slug), gr.update(choices=phases), gr.update(choices=phases)
 
-    study.change(on_status, [admin_state, study], lifecycle, api_name="study_status", show_progress="hidden")
+    study.change(on_status, [admin_state, study], [lifecycle, real_phase, hist_phase], api_name="study_status",
+                 show_progress="hidden")
 
     @guarded
     def on_open(slug):

@@ -115,12 +115,15 @@ def seeded_study(studio, tmp_path_factory) -> SeededStudy:
                          "alice, bob, carol, dave, erin, fay", 0, 3, 144, 96, 8, 1.0, "crop", "phase_template",
                          api_name="/study_create")
     codes = {name: code for name, code in table_rows(out[1])}
-    client.predict("app-study", ids, api_name="/study_import_history")
+    # The free-text clip names no phase: the lead gives it one (phase_template shows that phase's wording).
+    imported = client.predict("app-study", ids, "hydrodissection", [], api_name="/study_import_history")
+    assert "Imported 2 of 2" in imported[0], imported
     real = tmp_path_factory.mktemp("real-clips")
     names = [f"secret_patient_case_{i}.mp4" for i in range(2)]
     for i, name in enumerate(names):
-        make_video(real / name, i, size="96x64")
-    client.predict("app-study", str(real), "hydrodissection", [], api_name="/study_import_real")
+        make_video(real / name, i, size="144x96")  # the study size: no clip set is enlarged
+    imported = client.predict("app-study", str(real), "hydrodissection", [], [], api_name="/study_import_real")
+    assert "Imported 2 real clips" in imported[0], imported
     client.predict("app-study", api_name="/study_open")
     client.close()
     return SeededStudy("app-study", ids, codes, names, first[3])

@@ -87,8 +87,9 @@ def test_history_rerun_and_survives_restart(studio, seeded_study, client_for):
         with pytest.raises(Exception, match="Study lead only"):
             fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
         sign_in_admin(fresh, ADMIN_PASSWORD)
+        # per_clip: the free-text instruction of this clip is what raters see (it has no phase for a template).
         fresh.predict("restart-study", "After a restart", "Rate.", "", True, True, "zoe", 0, 1, 144, 96, 8, None,
-                      "crop", "phase_template", api_name="/study_create")
+                      "crop", "per_clip", api_name="/study_create")
         added = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
         assert "added to study **restart-study**" in added
         again = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
@@ -155,10 +156,10 @@ def test_import_rejects_corrupt_video(studio, seeded_study, client_for, tmp_path
     bad.write_bytes(b"not a video at all" * 100)
     from gradio_client import handle_file
 
-    with pytest.raises(Exception, match="could not re-encode"):
-        lead.predict("app-study", "", "hydrodissection", [handle_file(str(bad))], api_name="/study_import_real")
+    with pytest.raises(Exception, match="not a readable video|could not re-encode"):
+        lead.predict("app-study", "", "hydrodissection", [handle_file(str(bad))], [], api_name="/study_import_real")
     with pytest.raises(Exception, match="does not exist"):
-        lead.predict("app-study", str(tmp_path / "nowhere"), "", [], api_name="/study_import_real")
+        lead.predict("app-study", str(tmp_path / "nowhere"), "", [], [], api_name="/study_import_real")
     assert lead.predict("app-study", api_name="/study_results")[0]  # still usable
 
 
@@ -314,14 +315,14 @@ def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_stu
     message, codes, *_, codes_csv = lead.predict(*form_args("cycle-study", "gil"), api_name="/study_create")
     [[_, code]] = table_rows(codes)
     assert video_path(codes_csv).read_text().splitlines()[1] == f"cycle-study,gil,{code}"
-    lead.predict("cycle-study", seeded_study.history_ids, api_name="/study_import_history")
+    lead.predict("cycle-study", seeded_study.history_ids, "hydrodissection", [], api_name="/study_import_history")
     from ophora.study.store import StudyStore
 
     with StudyStore(studio.config.database_url) as db:
         definition = db.definition("cycle-study")
     assert (definition.blinding.width, definition.blinding.height, definition.blinding.fps) == (144, 96, 8)
     assert definition.blinding.max_seconds == 1.0 and definition.blinding.fit == "crop"
-    assert "is **draft**" in lead.predict("cycle-study", api_name="/study_status")
+    assert "is **draft**" in lead.predict("cycle-study", api_name="/study_status")[0]
     key = pd.read_csv(video_path(lead.predict("cycle-study", api_name="/study_clip_key")))
     assert len(key) == 2 and set(key.source) == {"generated"} and key.clip_id.str.startswith("c").all()
 
@@ -340,3 +341,41 @@ def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_stu
         audit = db.audit_log("cycle-study")
     lock = audit[audit.action == "lock_study"].iloc[0]
     assert lock.reason == "analysis starts"
+
+
+def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, client_for, tmp_path):
+    """Real clips smaller than the study size (enlarged: softer) are refused with the table per clip set and a
+    checkbox to accept the difference; accepting it imports them and records the waiver. A clip shorter than
+    the study length cannot be accepted."""
+    from tests.study.helpers import make_video
+
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    lead.predict(*form_args("parity-study", "hal"), api_name="/study_create")
+    assert "Imported 2 of 2" in lead.predict("parity-study", seeded_study.history_ids, "hydrodissection", [],
+                                             api_name="/study_import_history")[0]
+    small = tmp_path / "small"
+    for i in range(2):
+        make_video(small / f"case_{i}.mp4", 20 + i, size="64x48")
+    message, note, table, accept = lead.predict("parity-study", str(small), "hydrodissection", [], [],
+                                                api_name="/study_import_real")
+    assert "Import refused" in message and "size" in note["value"] and "Nothing was imported" in note["value"]
+    rows = {row[0]: row for row in table_rows(value_of(table))}
+    assert set(rows) == {"studio-history", "studio-real"}
+    assert [value for _, value in accept["choices"]] == ["size"] and accept["visible"] is True
+    from ophora.study.store import StudyStore
+
+    with StudyStore(studio.config.database_url) as db:
+        assert len(db.clips_frame("parity-study")) == 2  # nothing of the refused import
+    message, *_ = lead.predict("parity-study", str(small), "hydrodissection", [], ["size"],
+                               api_name="/study_import_real")
+    assert "Imported 2 real clips" in message and "Accepted differences: size" in message
+    with StudyStore(studio.config.database_url) as db:
+        assert [w["property"] for w in db.accepted_differences("parity-study")] == ["size"]
+        assert (db.audit_log("parity-study").action == "accept_difference").sum() == 1
+    short = tmp_path / "short"
+    make_video(short / "case_short.mp4", 30, size="144x96", seconds=0.5)
+    message, note, _, accept = lead.predict("parity-study", str(short), "hydrodissection", [], [],
+                                            api_name="/study_import_real")
+    assert "Import refused" in message and "case_short.mp4" in note["value"] and "length" in note["value"]
+    assert accept["visible"] is False  # a short clip cannot be accepted, only replaced
