@@ -269,6 +269,8 @@ class StudyResults:
     answer_agreement: pd.DataFrame
     phase_accuracy: pd.DataFrame
     title: str = "Reader study"
+    # Blinding differences the study lead accepted at import: a reader of the results must see them.
+    accepted_differences: tuple[str, ...] = ()
 
 
 def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]] | None = None,
@@ -294,7 +296,9 @@ def results_for_study(store, slug: str, *, seed: int = 0) -> StudyResults:
     """Results straight from a :class:`~ophora.study.store.StudyStore`."""
     definition = store.definition(slug)
     scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
-    return compute_results(store.ratings_frame(slug), scales=scales, title=definition.title, seed=seed)
+    results = compute_results(store.ratings_frame(slug), scales=scales, title=definition.title, seed=seed)
+    results.accepted_differences = tuple(w["detail"] for w in store.accepted_differences(slug))
+    return results
 
 
 def _tables(results: StudyResults) -> dict[str, pd.DataFrame]:
@@ -342,6 +346,10 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
              f"{len(ratings)} scores. Means with 95% percentile bootstrap CIs (first readings); agreement: "
              f"ICC(2,1)=ICC(A,1) two-way random absolute agreement, ICC(3,1), ICC(2,k) (pingouin), "
              f"Krippendorff's alpha, ordinal.</p>"]
+    if results.accepted_differences:
+        parts.append("<h2>Accepted blinding differences</h2><p>The study lead accepted these differences between "
+                     "clip sets that raters may perceive; weigh the results accordingly.</p><ul>"
+                     + "".join(f"<li>{html.escape(w)}</li>" for w in results.accepted_differences) + "</ul>")
     if not ratings.empty:
         include = True
         for fig in (figure_by_criterion(ratings), figure_by_phase(ratings)):

@@ -63,11 +63,40 @@ def cmd_import(args) -> int:
     definition = load_definition(args.study)
     db = args.db or str(STUDIES_DIR / f"{definition.slug}.db")
     clips = definition.clips()
-    with _open(db) as store:
-        added = store.import_clips(definition.slug, clips, blind_dir=args.blind_dir)
+    from tqdm import tqdm
+
+    with _open(db) as store, tqdm(total=len(clips), desc="blinding clips", unit="clip") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        added = store.import_clips(definition.slug, clips, blind_dir=args.blind_dir,
+                                   accept_differences=args.accept_difference, progress=progress)
         total = len(store.clips_frame(definition.slug))
+        waivers = store.accepted_differences(definition.slug)
     print(f"imported {added} new clip(s) ({len(clips) - added} already present); the study has {total} clip(s)")
+    _print_waivers(waivers)
     return 0
+
+
+def _print_waivers(waivers: list[dict]) -> None:
+    if waivers:
+        print("accepted blinding differences (printed in every report):")
+        for w in waivers:
+            print(f"  - {w['detail']} (accepted by {w['actor']} at {w['at']})")
+
+
+def cmd_check(args) -> int:
+    """Parity table of a study file's clip sets, without importing (exit 1 when raters could tell)."""
+    definition = load_definition(args.study)
+    from ophora.study.parity import check_parity
+
+    try:
+        report = check_parity(definition, definition.clips(), accept=args.accept_difference)
+    except ValueError as exc:
+        raise StudyDefinitionError(str(exc)) from None
+    print(report.message)
+    return 0 if report.ok else 1
 
 
 def cmd_add_rater(args) -> int:
@@ -103,9 +132,11 @@ def cmd_status(args) -> int:
     print(f"study {slug!r} ({status}): {len(clips)} clip(s), {len(progress)} rater(s)")
     if not clips.empty:
         print(clips.groupby(["source", "model"]).size().rename("clips").to_string())
+        waivers = store.accepted_differences(slug)
     for p in progress:
         state = "finished" if p.finished else f"next item {p.next_position}"
         print(f"  {p.rater:<24} {p.done:>5}/{p.total:<5} {state}")
+    _print_waivers(waivers)
     return 0
 
 
@@ -128,6 +159,8 @@ def cmd_export(args) -> int:
         written.append(analysis.export_html(results, out / f"{slug}-report.html"))
     for path in written:
         print(path)
+    for w in results.accepted_differences:
+        print(f"accepted blinding difference: {w}")
     return 0
 
 
@@ -140,6 +173,8 @@ def cmd_report(args) -> int:
         results = analysis.results_for_study(store, slug)
     analysis.export_html(results, out)
     print(results.by_model_criterion.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for w in results.accepted_differences:
+        print(f"accepted blinding difference: {w}")
     print(f"report written to {out}")
     return 0
 
@@ -173,9 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
             "study definition file (studies/<name>.yaml)")
     p.add_argument("--blind-dir", help="folder for blinded clips (default studies/runs/<slug>/blinded)")
     p.add_argument("--codes-out", help="write access codes to this file (mode 600) instead of printing them")
-    p = add("import", cmd_import, "blind and import the clips of the study file's clip sets (repeatable)",
+    from ophora.study.parity import WAIVABLE
+
+    accept_help = ("accept a difference raters may perceive after blinding (fps, size or aspect; repeatable); "
+                   "it is recorded in the study, the audit log and every report")
+    p = add("check", cmd_check, "compare the clip sets before blinding: a table of what differs and what to change",
+            "study definition file")
+    p.add_argument("--accept-difference", action="append", default=[], choices=sorted(WAIVABLE), help=accept_help)
+    p = add("import", cmd_import, "blind and import the clip sets (checked for parity first; repeatable)",
             "study definition file")
     p.add_argument("--blind-dir", help="folder for blinded clips (default: the one chosen at create)")
+    p.add_argument("--accept-difference", action="append", default=[], choices=sorted(WAIVABLE), help=accept_help)
     p = add("add-rater", cmd_add_rater, "add a rater to a running study and print their access code",
             "study file or slug")
     p.add_argument("name")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ophora.study import blinding
 from ophora.study.db import READ_ONLY, database_exists, make_engine, upgrade
-from ophora.study.definition import ClipSpec, StudyDefinition, parse_definition
+from ophora.study.definition import ClipSpec, StudyDefinition, parse_definition, phase_wording
 from ophora.study.models import Answer, Assignment, AuditEntry, Clip, Rater, Rating, Study
 
 TURING_ANSWERS = ("real", "synthetic")
@@ -51,6 +51,14 @@ class UnknownClipError(StudyError):
 
 class InvalidRatingError(StudyError):
     pass
+
+
+class ParityError(StudyError):
+    """Clip sets raters could tell apart after blinding; ``report`` (a ParityReport) has the table."""
+
+    def __init__(self, report) -> None:
+        super().__init__(report.message)
+        self.report = report
 
 
 class AlreadyRatedError(StudyError):
@@ -216,19 +224,54 @@ class StudyStore:
                 codes[name] = code
             return codes
 
+    def check_parity(self, slug: str, clips: Iterable[ClipSpec], *, accept: Iterable[str] = ()):
+        """Would raters be able to tell the clip sets apart after blinding? Compares ``clips`` together with
+        the study's clips imported so far; returns a :class:`ophora.study.parity.ParityReport` (``.ok``,
+        ``.table`` per clip set with what to change, ``.message``). Nothing is written."""
+        from ophora.study import parity
+
+        definition = self.definition(slug)
+        clips = list(clips)
+        for spec in clips:
+            _check_spec(definition, spec)
+        with self._read.begin() as s:
+            study = self._study(s, slug)
+            earlier = [ClipSpec(Path(c.original_path), c.source, c.model, c.phase, c.instruction, c.clip_set)
+                       for c in s.scalars(select(Clip).where(Clip.study_id == study.id))
+                       if Path(c.original_path).is_file()]
+        new_paths = {Path(c.path).resolve() for c in clips}
+        earlier = [c for c in earlier if c.path.resolve() not in new_paths]
+        try:
+            return parity.check_parity(definition, earlier + clips, accept=accept)
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
+
+    def accepted_differences(self, slug: str) -> list[dict]:
+        """Parity differences the lead accepted at import (``{property, detail, at, actor}``), for reports."""
+        with self._read.begin() as s:
+            study = self._study(s, slug)
+            return json.loads(study.accepted_differences or "[]")
+
     def import_clips(self, slug: str, clips: Iterable[ClipSpec], *, blind_dir: str | Path | None = None,
-                     actor: str = "admin", progress: Callable[[int, int], None] | None = None) -> int:
+                     actor: str = "admin", accept_differences: Iterable[str] = (),
+                     progress: Callable[[int, int], None] | None = None) -> int:
         """Blind and store clips (skipping ones already imported, by content hash); extend every rater's
         order with the new clips. Returns how many were added.
 
         All or nothing: every clip is checked first, then encoded into a staging folder; the blinded files
         are written (in a random order, repeats as their own copies) inside the database transaction, and
         any failure removes every file of this call and stores no row. ``progress(done, total)`` is called
-        after each encoded clip."""
+        after each encoded clip.
+
+        Before anything is encoded the clip sets are compared (:meth:`check_parity`): a difference raters
+        could perceive after blinding raises :class:`ParityError` (its ``report.table`` says per clip set what
+        differs and what to change) unless it is named in ``accept_differences`` (``fps``, ``size``,
+        ``aspect``); an accepted one is recorded with the study and in the audit log."""
         definition = self.definition(slug)
         clips = list(clips)
-        for spec in clips:
-            _check_spec(definition, spec)
+        report = self.check_parity(slug, clips, accept=accept_differences)
+        if not report.ok:
+            raise ParityError(report)
         with self._read.begin() as s:
             study = self._study(s, slug)
             _check_not_locked(study, "import clips")
@@ -269,6 +312,8 @@ class StudyStore:
                     study.blind_dir = str(target)
                 s.add_all(rows)
                 s.flush()
+                if report.waived:
+                    self._record_waivers(s, study, report.waived, actor)
                 for clip in rows:
                     self._audit(s, study_id, actor, "import_clip",
                                 new={"clip_id": clip.blind_id, "clip_set": clip.clip_set}, admin=True)
@@ -282,6 +327,17 @@ class StudyStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return len(rows)
+
+    def _record_waivers(self, s: Session, study: Study, waived: list[str], actor: str) -> None:
+        known = json.loads(study.accepted_differences or "[]")
+        for text_ in waived:
+            prop = text_.split(":", 1)[0]
+            if any(w["detail"] == text_ for w in known):
+                continue
+            known.append({"property": prop, "detail": text_, "at": _now().isoformat(timespec="seconds"),
+                          "actor": actor})
+            self._audit(s, study.id, actor, "accept_difference", new={"property": prop, "detail": text_}, admin=True)
+        study.accepted_differences = json.dumps(known)
 
     # ---------------------------------------------------------------- admin: life cycle
     def status(self, slug: str) -> str:
@@ -648,11 +704,16 @@ class StudyStore:
         study = s.get(Study, rater.study_id)
         definition = self._definition(study)
         clip = s.get(Clip, a.clip_id)
-        needs_instruction = any(c.shows_instruction for c in definition.criteria)
+        if not definition.shows_instruction:
+            instruction = None
+        elif definition.instruction_source == "phase_template":
+            instruction = phase_wording(clip.phase) if clip.phase else None  # same words, real or generated
+        else:
+            instruction = clip.instruction
         return BlindItem(
             clip_id=a.alias_id or clip.blind_id, video_path=a.alias_path or clip.blinded_path,
             position=a.position, total=total,
-            instruction=clip.instruction if needs_instruction else None,
+            instruction=instruction,
             criteria=tuple({"name": c.name, "description": c.description, "shows_instruction": c.shows_instruction,
                             **c.scale.as_dict()} for c in definition.criteria),
             ask_phase=definition.ask_phase, phases=definition.phases if definition.ask_phase else (),

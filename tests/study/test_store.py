@@ -237,12 +237,30 @@ def test_failed_import_leaves_no_blinded_file_and_no_row(store_and_codes, tmp_pa
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     specs = [ClipSpec(good, "real", "real", "incision", "Make an incision", "late"),
              ClipSpec(broken, "real", "real", "incision", "Make an incision", "late")]
-    with pytest.raises(RuntimeError, match="could not re-encode"):
-        store.import_clips(slug, specs)
-    assert sorted((tmp_path / "blinded").iterdir()) == before_files
-    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
-    assert len(store.clips_frame(slug)) == 6 and len(store.audit_log(slug)) == before_log
-    assert store.import_clips(slug, specs[:1]) == 1  # the good clip alone goes in
+    with pytest.raises(StudyError, match=r"broken\.mp4 is not a readable video \(.*Invalid data"):
+        store.import_clips(slug, specs)  # refused while checking, before anything is encoded
+
+    def nothing_left() -> None:
+        assert sorted((tmp_path / "blinded").iterdir()) == before_files
+        assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+        assert len(store.clips_frame(slug)) == 6 and len(store.audit_log(slug)) == before_log
+
+    nothing_left()
+    # A failure after encoding: the lead locks the study while clips are being blinded.
+    more = [ClipSpec(make_video(tmp_path / "more" / f"m{i}.mp4", 60 + i), "real", "real", "incision", "x", "real")
+            for i in range(3)]
+    seen = []
+
+    def lock_midway(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2:
+            store.lock_study(slug)
+
+    with pytest.raises(StudyError, match="locked for analysis; cannot import clips"):
+        store.import_clips(slug, more, progress=lock_midway)
+    assert seen == [1, 2, 3]
+    before_log += 1  # the lock itself is audited
+    nothing_left()
 
 
 def test_audit_log_is_append_only_in_the_database(store_and_codes, tmp_path):
