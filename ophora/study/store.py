@@ -15,7 +15,7 @@ import secrets
 import shutil
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
@@ -89,14 +89,38 @@ class BlindItem:
 
 @dataclass(frozen=True)
 class Progress:
+    """A rater's place in their queue. ``waiting`` readings (repeats in their washout) are not offered yet:
+    ``unlocks_at`` (after_days) or ``unlocks_after_items`` (more readings to rate first) say when the next
+    one is; ``next_item`` returns ``None`` while only waiting readings are left."""
+
     rater: str
     done: int
     total: int
     next_position: int | None
+    waiting: int = 0
+    unlocks_at: datetime | None = None
+    unlocks_after_items: int | None = None
 
     @property
     def finished(self) -> bool:
         return self.done >= self.total
+
+    @property
+    def available(self) -> int:
+        """Readings the rater can rate now."""
+        return self.total - self.done - self.waiting
+
+    @property
+    def message(self) -> str:
+        """What to tell the rater about their queue."""
+        if self.finished:
+            return "You have rated every clip. Thank you!"
+        if self.available or not self.waiting:
+            return f"{self.done} of {self.total} rated."
+        if self.unlocks_at is not None:
+            return (f"{self.done} of {self.total} rated. The remaining {self.waiting} clip(s) unlock on "
+                    f"{self.unlocks_at:%Y-%m-%d %H:%M} UTC; please come back then.")
+        return f"{self.done} of {self.total} rated; {self.waiting} clip(s) unlock later."
 
 
 def hash_code(code: str) -> str:
@@ -115,9 +139,11 @@ def _now() -> datetime:
 class StudyStore:
     """A study database (SQLite path/URL or PostgreSQL URL), migrated to the current schema on open."""
 
-    def __init__(self, url: str | Path, *, migrate: bool = True, create: bool = True, **engine_kwargs) -> None:
+    def __init__(self, url: str | Path, *, migrate: bool = True, create: bool = True,
+                 clock: Callable[[], datetime] | None = None, **engine_kwargs) -> None:
         """``create=False`` (for status, export, report) refuses a database that does not exist yet instead
-        of making an empty one."""
+        of making an empty one. ``clock`` (UTC now) decides when repeat washouts end; tests pass their own."""
+        self._clock = clock or _now
         if not create and not database_exists(url):
             raise StudyError(f"no study database at {url}; check --db, or create the study first with "
                              f"`python -m ophora study create STUDY.yaml`")
@@ -390,14 +416,13 @@ class StudyStore:
         """The rater's first unrated reading (so a returning rater resumes there); ``None`` when finished."""
         with self._read.begin() as s:
             rater = self._rater(s, code)
-            _check_open(s.get(Study, rater.study_id))
+            study = s.get(Study, rater.study_id)
+            _check_open(study)
             total = s.scalar(select(func.count()).where(Assignment.rater_id == rater.id))
-            assignment = s.scalar(select(Assignment).where(Assignment.rater_id == rater.id,
-                                                           Assignment.completed_at.is_(None))
-                                  .order_by(Assignment.position).limit(1))
-            if assignment is None:
-                return None
-            return self._blind_item(s, rater, assignment, total)
+            available, _ = self._queue(s, rater, self._definition(study))
+            if not available:
+                return None  # finished, or only repeats in their washout left: see rater_progress()
+            return self._blind_item(s, rater, available[0], total)
 
     def item_at(self, code: str, position: int) -> BlindItem:
         """A reading by position (for going back to change an answer)."""
@@ -431,11 +456,15 @@ class StudyStore:
             _check_open(study)
             definition = self._definition(study)
             assignment_id = self._assignment(s, rater, clip_id, position, want_open=True).id
+            available, waiting = self._queue(s, rater, definition)
+            if assignment_id not in {a.id for a in available}:
+                raise UnknownClipError(f"clip {clip_id} is not open for rating yet (a repeat reading unlocks after "
+                                       f"its washout); rate the clip that next_item() offers")
             clean = _validate(definition, scores, phase, turing, confidence, complete=True)
             study_id, rater_name = study.id, rater.name
         already = AlreadyRatedError(f"clip {clip_id} was already rated by this rater; use change_rating() "
                                     f"with a reason to change the answer")
-        now = _now()
+        now = self._clock()
         try:
             with self._writing() as s:
                 _check_open(s.get(Study, study_id))  # the lead may have locked it a moment ago
@@ -476,7 +505,7 @@ class StudyStore:
             answer = _latest_answer_row(s, assignment.id)
             old: dict = {"scores": {}}
             new: dict = {"scores": {}}
-            now = _now()
+            now = self._clock()
             version = max([r.version for r in ratings.values()] + [answer.version]) + 1
             changed_scores = []
             for name, score in clean["scores"].items():
@@ -660,6 +689,18 @@ class StudyStore:
             s.add(Assignment(rater_id=rater.id, clip_id=clip_id, position=position, reading=0))
         if definition.repeats.count and not has_repeats:
             pool = sorted(first | set(new))
+            gap = definition.repeats.after_items
+            if gap is not None:
+                # Repeats come after every first reading, so a clip at first position p is followed by
+                # (firsts - p) readings: only clips with enough readings after them can meet the washout.
+                positions = dict(s.execute(select(Assignment.clip_id, Assignment.position)
+                                           .where(Assignment.rater_id == rater.id, Assignment.reading == 0)).all())
+                positions.update({c: len(existing) + i + 1 for i, c in enumerate(new)})
+                pool = [c for c in pool if position - positions[c] >= gap]
+                if len(pool) < min(definition.repeats.count, len(positions)):
+                    raise StudyError(f"repeats.after_items is {gap}, but with {len(positions)} clips only "
+                                     f"{len(pool)} can be repeated after that many other readings; lower "
+                                     f"'after_items' or 'count', or add clips")
             for clip_id in rng.sample(pool, min(definition.repeats.count, len(pool))):
                 position += 1
                 src = Path(s.get(Clip, clip_id).blinded_path)
@@ -726,9 +767,45 @@ class StudyStore:
         total = s.scalar(select(func.count()).where(Assignment.rater_id == rater.id))
         done = s.scalar(select(func.count()).where(Assignment.rater_id == rater.id,
                                                    Assignment.completed_at.is_not(None)))
-        nxt = s.scalar(select(func.min(Assignment.position)).where(Assignment.rater_id == rater.id,
-                                                                   Assignment.completed_at.is_(None)))
-        return Progress(rater=rater.name, done=done, total=total, next_position=nxt)
+        available, waiting = self._queue(s, rater, self._definition(s.get(Study, rater.study_id)))
+        times = [t for _, t, _ in waiting if t is not None]
+        items = [n for _, _, n in waiting if n is not None]
+        return Progress(rater=rater.name, done=done, total=total,
+                        next_position=available[0].position if available else None, waiting=len(waiting),
+                        unlocks_at=min(times) if times else None, unlocks_after_items=min(items) if items else None)
+
+    def _queue(self, s: Session, rater: Rater, definition: StudyDefinition):
+        """Open readings the rater may rate now (by position), and the waiting ones as (assignment, unlock
+        time, readings still to rate): a repeat waits for its first reading and then for the washout."""
+        rows = list(s.scalars(select(Assignment).where(Assignment.rater_id == rater.id).order_by(Assignment.position)))
+        first_done = {a.clip_id: _utc(a.completed_at) for a in rows if a.reading == 0 and a.completed_at is not None}
+        completed = sorted(_utc(a.completed_at) for a in rows if a.completed_at is not None)
+        now = self._clock()
+        washout = definition.repeats
+        available: list[Assignment] = []
+        waiting: list[tuple[Assignment, datetime | None, int | None]] = []
+        for a in rows:
+            if a.completed_at is not None:
+                continue
+            if a.reading == 0:
+                available.append(a)
+                continue
+            first = first_done.get(a.clip_id)
+            if first is None:
+                waiting.append((a, None, None))
+            elif washout.after_days is not None and now < first + timedelta(days=washout.after_days):
+                waiting.append((a, first + timedelta(days=washout.after_days), None))
+            elif washout.after_items is not None and sum(t > first for t in completed) < washout.after_items:
+                waiting.append((a, None, washout.after_items - sum(t > first for t in completed)))
+            else:
+                available.append(a)
+        if not available and waiting and all(t is None for _, t, _ in waiting):
+            # Only item-count washouts are left and nothing else to rate (e.g. a clip was removed): the gap
+            # cannot grow any more, so offer them rather than leave the rater stuck.
+            available, waiting = [a for a, _, _ in waiting if first_done.get(a.clip_id)], \
+                [w for w in waiting if not first_done.get(w[0].clip_id)]
+        available.sort(key=lambda a: a.position)
+        return available, waiting
 
     @staticmethod
     def _audit(s: Session, study_id: int, actor: str, action: str, *, assignment_id: int | None = None,
@@ -740,6 +817,11 @@ class StudyStore:
 
 
 MAX_COMMENT_CHARS = 5000
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes (stored as UTC); PostgreSQL aware ones."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _check_open(study: Study) -> None:

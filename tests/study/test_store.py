@@ -419,3 +419,59 @@ def test_clips_built_in_code_are_checked(store_and_codes, tmp_path):
         with pytest.raises(StudyError, match=message):
             store.import_clips(slug, [spec])
     assert len(store.clips_frame(slug)) == 6
+
+
+def test_repeats_wait_for_an_item_washout(tmp_path):
+    definition = load_definition(write_study(tmp_path, n_real=3, n_generated=3, raters=("a",),
+                                             repeats={"count": 2, "after_items": 3}))
+    with StudyStore(tmp_path / "w.db") as store:
+        code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
+        store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
+        order = []
+        while (item := store.next_item(code)) is not None:
+            order.append(item.position)
+            a = full_answer(item)
+            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+        assert order == list(range(1, 9)) and store.rater_progress(code).finished
+        frame = store.ratings_frame(definition.slug).drop_duplicates(["clip_id", "reading"])
+        firsts = frame[frame["reading"] == 0].set_index("clip_id")["position"]
+        for clip_id, position in frame[frame["reading"] == 1][["clip_id", "position"]].values:
+            assert position - firsts[clip_id] > 3  # at least 3 other readings in between
+
+    too_long = load_definition(write_study(tmp_path / "x", n_real=3, n_generated=3, raters=("a",),
+                                           repeats={"count": 2, "after_items": 5}))
+    with StudyStore(tmp_path / "x.db") as store:
+        store.create_study(too_long, blind_dir=tmp_path / "xb")
+        with pytest.raises(StudyError, match="repeats.after_items is 5, but with 6 clips only 1 can be repeated"):
+            store.import_clips(too_long.slug, too_long.clips())
+        assert store.clips_frame(too_long.slug).empty and not list((tmp_path / "xb").iterdir())
+
+
+def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    now = [datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)]
+    definition = load_definition(write_study(tmp_path, n_real=2, n_generated=1, raters=("a",),
+                                             repeats={"count": 1, "after_days": 2}))
+    with StudyStore(tmp_path / "d.db", clock=lambda: now[0]) as store:
+        code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
+        store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
+        while (item := store.next_item(code)) is not None:
+            a = full_answer(item)
+            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+            now[0] += timedelta(minutes=10)
+        progress = store.rater_progress(code)
+        assert (progress.done, progress.total, progress.waiting, progress.finished) == (3, 4, 1, False)
+        first = store.ratings_frame(definition.slug).query("reading == 0")["rated_at"]
+        # two days after the repeated clip's first reading
+        assert (progress.unlocks_at - timedelta(days=2)).replace(tzinfo=None) in set(first.dt.to_pydatetime())
+        assert "unlock on 2026-03-03" in progress.message
+        repeat = store.item_at(code, 4)
+        with pytest.raises(UnknownClipError, match="not open for rating yet"):
+            store.submit_rating(code, repeat.clip_id, {"phase_matching": 1, "realism": 1}, phase="incision",
+                                turing="real", confidence=1)
+        now[0] = progress.unlocks_at + timedelta(seconds=1)
+        item = store.next_item(code)
+        assert item is not None and item.position == 4 and store.rater_progress(code).waiting == 0
