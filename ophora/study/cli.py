@@ -123,6 +123,50 @@ def cmd_lock(args) -> int:
     return 0
 
 
+def cmd_delete(args) -> int:
+    slug, db = _slug_and_db(args)
+    if not args.yes:
+        raise StudyDefinitionError(f"deleting study {slug!r} removes its clips, raters and blinded files; "
+                                   f"add --yes to confirm")
+    with _open(db) as store:
+        removed = store.delete_study(slug)
+    print(f"deleted draft study {slug!r} and {removed} blinded file(s)")
+    return 0
+
+
+def cmd_remove_clip(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        store.remove_clip(slug, args.clip_id, reason=args.reason)
+    print(f"removed clip {args.clip_id} from {slug!r} (audited)")
+    return 0
+
+
+def cmd_relabel_clip(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        record = store.relabel_clip(slug, args.clip_id, reason=args.reason, clip_set=args.clip_set,
+                                    source=args.source, model=args.model, phase=args.phase,
+                                    instruction=args.instruction)
+    print(f"relabelled clip {args.clip_id}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "clip_id"))
+    return 0
+
+
+def cmd_key(args) -> int:
+    """The unblinding key (admin only): written with mode 600, never printed."""
+    slug, db = _slug_and_db(args)
+    out = Path(args.out or STUDIES_DIR / "runs" / slug / f"{slug}-clip-key.csv")
+    with _open(db) as store:
+        key = store.clips_frame(slug)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="") as fh:
+        key.to_csv(fh, index=False)
+    os.chmod(out, 0o600)
+    print(f"clip key ({len(key)} clips, admin only: it unblinds the study) written to {out}")
+    return 0
+
+
 def cmd_status(args) -> int:
     slug, db = _slug_and_db(args)
     with _open(db) as store:
@@ -226,6 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("open", cmd_open, "open a draft study for rating (after clips and raters are set up)", "study file or slug")
     p = add("lock", cmd_lock, "lock a study before analysis: ratings are refused afterwards", "study file or slug")
     p.add_argument("--reason", help="why (kept in the audit log)")
+    p = add("delete", cmd_delete, "delete a draft study with its blinded clips", "study file or slug")
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p = add("remove-clip", cmd_remove_clip, "remove a clip nobody has rated yet (audited)", "study file or slug")
+    p.add_argument("clip_id", help="the clip's opaque id (see `study key`)")
+    p.add_argument("--reason", required=True)
+    p = add("relabel-clip", cmd_relabel_clip, "correct an unrated clip's set, source, model, phase or instruction "
+            "(audited)", "study file or slug")
+    p.add_argument("clip_id")
+    p.add_argument("--reason", required=True)
+    for field in ("clip-set", "source", "model", "phase", "instruction"):
+        p.add_argument(f"--{field}")
+    p = add("key", cmd_key, "write the clip key (opaque id -> source, model, file; admin only, mode 600)",
+            "study file or slug")
+    p.add_argument("--out", help="CSV file (default studies/runs/<slug>/<slug>-clip-key.csv)")
     add("status", cmd_status, "clips per source/model and each rater's progress", "study file or slug")
     p = add("export", cmd_export, "export ratings and results tables (CSV, Excel, HTML)", "study file or slug")
     p.add_argument("--out", help="output folder (default studies/runs/<slug>/export)")

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
 import yaml
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -396,6 +396,97 @@ class StudyStore:
             study.status = "locked"
             self._audit(s, study.id, actor, "lock_study", old={"status": old}, new={"status": "locked"},
                         reason=reason, admin=True)
+
+    def delete_study(self, slug: str, *, actor: str = "admin") -> int:
+        """Delete a draft study (it has no ratings) with its raters, clips, audit rows and blinded files.
+        Open or locked studies cannot be deleted (the database refuses too). Returns the files removed."""
+        with self._writing() as s:
+            study = self._study(s, slug)
+            if study.status != "draft":
+                raise StudyError(f"study {slug!r} is {study.status}: only a draft (before any rating) can be "
+                                 f"deleted; lock it instead to stop rating")
+            clips = list(s.scalars(select(Clip).where(Clip.study_id == study.id)))
+            rater_ids = select(Rater.id).where(Rater.study_id == study.id)
+            files = [Path(c.blinded_path) for c in clips]
+            files += [Path(p) for p in s.scalars(select(Assignment.alias_path)
+                                                 .where(Assignment.rater_id.in_(rater_ids),
+                                                        Assignment.alias_path.is_not(None)))]
+            s.execute(delete(AuditEntry).where(AuditEntry.study_id == study.id))
+            s.execute(delete(Assignment).where(Assignment.rater_id.in_(rater_ids)))
+            s.execute(delete(Rater).where(Rater.study_id == study.id))
+            s.execute(delete(Clip).where(Clip.study_id == study.id))
+            s.execute(delete(Study).where(Study.id == study.id))
+            blind_dir = study.blind_dir
+        with self._lock:
+            self._definitions.pop(study.id, None)
+        removed = _remove_files(files)
+        if blind_dir and Path(blind_dir).is_dir() and not any(Path(blind_dir).iterdir()):
+            Path(blind_dir).rmdir()
+        return removed
+
+    def remove_clip(self, slug: str, clip_id: str, *, reason: str, actor: str = "admin") -> None:
+        """Remove a clip nobody has rated yet (wrong file, wrong set): its readings leave every rater's order
+        (later positions move up), its blinded files are deleted, and the audit log keeps its provenance."""
+        _need_reason(reason)
+        with self._writing() as s:
+            study, clip = self._unrated_clip(s, slug, clip_id, "remove")
+            readings = list(s.scalars(select(Assignment).where(Assignment.clip_id == clip.id)))
+            files = [Path(clip.blinded_path)] + [Path(a.alias_path) for a in readings if a.alias_path]
+            raters = {a.rater_id for a in readings}
+            s.execute(delete(Assignment).where(Assignment.clip_id == clip.id))
+            for rater_id in raters:  # close the gap: positions stay 1..n (ascending, so never a clash)
+                rows = s.scalars(select(Assignment).where(Assignment.rater_id == rater_id).order_by(Assignment.position))
+                for i, a in enumerate(list(rows), start=1):
+                    if a.position != i:
+                        s.execute(update(Assignment).where(Assignment.id == a.id).values(position=i))
+            self._audit(s, study.id, actor, "remove_clip", old=_clip_record(clip), reason=reason.strip(), admin=True)
+            s.execute(delete(Clip).where(Clip.id == clip.id))
+        _remove_files(files)
+
+    def relabel_clip(self, slug: str, clip_id: str, *, reason: str, clip_set: str | None = None,
+                     source: str | None = None, model: str | None = None, phase: str | None = None,
+                     instruction: str | None = None, actor: str = "admin") -> dict:
+        """Correct a clip's provenance (set, source, model, phase, instruction) while nobody has rated it;
+        old and new values go to the audit log. Returns the new record."""
+        _need_reason(reason)
+        definition = self.definition(slug)
+        with self._writing() as s:
+            study, clip = self._unrated_clip(s, slug, clip_id, "relabel")
+            old = _clip_record(clip)
+            changes = {k: v for k, v in (("clip_set", clip_set), ("source", source), ("model", model),
+                                         ("phase", phase), ("instruction", instruction)) if v is not None}
+            if not changes:
+                raise StudyError("relabel_clip() was given nothing to change")
+            if "phase" in changes:
+                matched = definition.match_phase(changes["phase"])
+                if matched is None:
+                    raise StudyError(f"phase {changes['phase']!r} is not one of {list(definition.phases)}")
+                changes["phase"] = matched
+            spec = ClipSpec(Path(clip.blinded_path), changes.get("source", clip.source),
+                            changes.get("model", clip.model), changes.get("phase", clip.phase),
+                            changes.get("instruction", clip.instruction), changes.get("clip_set", clip.clip_set))
+            _check_spec(definition, spec)
+            if (definition.shows_instruction and definition.instruction_source == "per_clip"
+                    and not (spec.instruction or "").strip()):
+                raise StudyError("this study shows each clip's own instruction: a clip cannot lose it")
+            for key, value in changes.items():
+                setattr(clip, key, value)
+            self._audit(s, study.id, actor, "relabel_clip", old=old, new=_clip_record(clip), reason=reason.strip(),
+                        admin=True)
+            return _clip_record(clip)
+
+    def _unrated_clip(self, s: Session, slug: str, clip_id: str, what: str) -> tuple[Study, Clip]:
+        study = self._study(s, slug)
+        _check_not_locked(study, f"{what} a clip")
+        clip = s.scalar(select(Clip).where(Clip.study_id == study.id, Clip.blind_id == clip_id))
+        if clip is None:
+            raise UnknownClipError(f"no clip {clip_id!r} in study {slug!r} (clip ids are in the clip key)")
+        rated = s.scalar(select(func.count()).select_from(Assignment)
+                         .where(Assignment.clip_id == clip.id, Assignment.completed_at.is_not(None)))
+        if rated:
+            raise StudyError(f"clip {clip_id} already has {rated} rating(s): it can no longer be {what}d "
+                             f"(ratings are kept; exclude it in the analysis instead)")
+        return study, clip
 
     def definition(self, slug: str) -> StudyDefinition:
         with self._read.begin() as s:
@@ -898,6 +989,25 @@ def _write_blinded(copies: list[tuple[Path, Path]], staged: dict[Path, Path], cr
         created.append(dst)
         os.replace(tmp, dst)
         os.utime(dst, (blinding.FIXED_MTIME, blinding.FIXED_MTIME))
+
+
+def _need_reason(reason) -> None:
+    if not isinstance(reason, str) or not reason.strip():
+        raise StudyError("give a reason (it is kept in the audit log)")
+
+
+def _clip_record(clip: Clip) -> dict:
+    return {"clip_id": clip.blind_id, "clip_set": clip.clip_set, "source": clip.source, "model": clip.model,
+            "phase": clip.phase, "instruction": clip.instruction, "original_path": clip.original_path}
+
+
+def _remove_files(paths: Iterable[Path]) -> int:
+    removed = 0
+    for path in paths:
+        if Path(path).is_file():
+            Path(path).unlink()
+            removed += 1
+    return removed
 
 
 def _remove(paths: Iterable[Path]) -> None:
