@@ -236,6 +236,17 @@ def _formats(text: str) -> set[str]:
     return chosen
 
 
+def cmd_demo_clips(args) -> int:
+    from tqdm import tqdm
+
+    from ophora.study.demo_clips import PHASES, SETS, render_demo_clips
+
+    with tqdm(total=len(SETS) * len(PHASES), desc="drawing demo clips", unit="clip") as bar:
+        made = render_demo_clips(args.folder, progress=lambda done, total: bar.update(done - bar.n))
+    print(f"drew {len(made)} stand-in clips under {args.folder} (procedural, not surgical video)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ophora study",
                                      description="Blinded reader studies of real and generated clips.")
@@ -292,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, "write the self-contained HTML report and print the score table",
             "study file or slug")
     p.add_argument("--out", help="HTML file (default studies/runs/<slug>/<slug>-report.html)")
+    p = sub.add_parser("demo-clips", help="draw the example study's stand-in clips (procedural, redistributable)")
+    p.add_argument("folder", nargs="?", default=str(STUDIES_DIR / "example_clips"))
+    p.set_defaults(func=cmd_demo_clips)
     return parser
 
 

@@ -13,16 +13,19 @@ from tests.study.helpers import write_study
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_example_study_file_validates(shared_dir):
+def test_example_study_file_validates():
+    """The example needs nothing outside the repository (no ../shared): its clips are drawn by code."""
     definition = load_definition(REPO / "studies" / "example_cataract.yaml")
+    assert all(REPO / "studies" in c.path.parents for c in definition.clips())
     assert definition.slug == "example-cataract"
     assert [c.name for c in definition.criteria] == ["phase_matching", "construction_realism", "action_realism"]
     assert definition.criterion("phase_matching").shows_instruction
     assert not definition.criterion("action_realism").shows_instruction
     assert "hydrodissection" in definition.phases and definition.ask_phase and definition.turing_test
     clips = definition.clips()
-    assert {c.phase for c in clips} == {"hydrodissection", "lens-implantation"}  # phase from the file names
-    assert all(c.source == "generated" and c.model == "ophora" for c in clips)
+    assert {c.phase for c in clips} == {"hydrodissection", "phacoemulsification", "lens-implantation"}
+    assert {(c.source, c.model) for c in clips} == {("real", "real"), ("generated", "demo-renderer")}
+    assert definition.instruction_source == "phase_template" and definition.blinding.fit == "crop"
 
 
 def test_manifest_and_sidecar_provenance(tmp_path):
