@@ -124,11 +124,6 @@ class Repeats(_Strict):
     after_days: float | None = Field(default=None, gt=0)
     after_items: int | None = Field(default=None, ge=1)
 
-    @field_validator("after_days", mode="before")
-    @classmethod
-    def _days_number(cls, value):
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
     @model_validator(mode="after")
     def _one_washout(self) -> "Repeats":
         if self.after_days is not None and self.after_items is not None:
@@ -145,11 +140,6 @@ class Blinding(_Strict):
     crf: int = Field(default=20, ge=0, le=51)
     max_seconds: float | None = Field(default=None, gt=0)  # the study length: every clip is trimmed to it
     fit: Literal["crop", "letterbox"] = "crop"  # crop to the study aspect ratio (no bars), or pad every clip
-
-    @field_validator("max_seconds", mode="before")
-    @classmethod
-    def _seconds_number(cls, value):
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _even(self) -> "Blinding":

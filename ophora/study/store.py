@@ -252,7 +252,7 @@ class StudyStore:
 
     def check_parity(self, slug: str, clips: Iterable[ClipSpec], *, accept: Iterable[str] = ()):
         """Would raters be able to tell the clip sets apart after blinding? Compares ``clips`` together with
-        the study's clips imported so far; returns a :class:`ophora.study.parity.ParityReport` (``.ok``,
+        the study's clips imported so far (differences accepted at earlier imports stay accepted); returns a :class:`ophora.study.parity.ParityReport` (``.ok``,
         ``.table`` per clip set with what to change, ``.message``). Nothing is written."""
         from ophora.study import parity
 
@@ -262,6 +262,8 @@ class StudyStore:
             _check_spec(definition, spec)
         with self._read.begin() as s:
             study = self._study(s, slug)
+            # Differences accepted at an earlier import stay accepted (they are already in every report).
+            accept = set(accept) | {w["property"] for w in json.loads(study.accepted_differences or "[]")}
             earlier = [ClipSpec(Path(c.original_path), c.source, c.model, c.phase, c.instruction, c.clip_set)
                        for c in s.scalars(select(Clip).where(Clip.study_id == study.id))
                        if Path(c.original_path).is_file()]

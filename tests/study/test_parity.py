@@ -99,6 +99,12 @@ def test_letterbox_pads_only_when_chosen_and_refuses_other_aspect_ratios(tmp_pat
         assert bars == {"real": {"top", "bottom"}, "gen": set()}
         waivers = store.accepted_differences(definition.slug)
         assert [w["property"] for w in waivers] == ["aspect"]
+        # A later import keeps the accepted difference without naming it again, and records it once.
+        extra = make_video(tmp_path / "real" / "real_late.mp4", 9, size="256x144")
+        late = [c for c in definition.clips() if c.clip_set == "real"][0]
+        assert store.import_clips(definition.slug, [late.__class__(extra, "real", "real", "hydrodissection",
+                                                                   None, "real")]) == 1
+        assert len(store.accepted_differences(definition.slug)) == 1
         log = store.audit_log(definition.slug)
         assert "accept_difference" in set(log["action"])
 

@@ -291,17 +291,23 @@ def test_access_codes_are_stored_only_as_hashes(store_and_codes, tmp_path):
     reopened.close()
 
 
+def _rate_all(store, code, score: int = 3) -> list:
+    """Rate every reading the rater is offered, in order; return the items."""
+    items = []
+    while (item := store.next_item(code)) is not None:
+        items.append(item)
+        a = full_answer(item, score)
+        store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+    return items
+
+
 def test_repeats_come_after_first_readings_and_feed_intra_rater_reliability(tmp_path):
     definition = load_definition(write_study(tmp_path, n_real=2, n_generated=2, raters=("a",), repeats=2))
     with StudyStore(tmp_path / "r.db") as store:
         code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
         store.import_clips(definition.slug, definition.clips())
         store.open_study(definition.slug)
-        items = []
-        while (item := store.next_item(code)) is not None:
-            items.append(item.clip_id)
-            a = full_answer(item, 3)
-            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+        items = [item.clip_id for item in _rate_all(store, code)]
         # Six readings under six different opaque ids: the rater is not told which two are repeats.
         assert len(items) == 6 and len(set(items)) == 6
         frame = store.ratings_frame(definition.slug)
@@ -428,11 +434,7 @@ def test_repeats_wait_for_an_item_washout(tmp_path):
         code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
         store.import_clips(definition.slug, definition.clips())
         store.open_study(definition.slug)
-        order = []
-        while (item := store.next_item(code)) is not None:
-            order.append(item.position)
-            a = full_answer(item)
-            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+        order = [item.position for item in _rate_all(store, code)]
         assert order == list(range(1, 9)) and store.rater_progress(code).finished
         frame = store.ratings_frame(definition.slug).drop_duplicates(["clip_id", "reading"])
         firsts = frame[frame["reading"] == 0].set_index("clip_id")["position"]
