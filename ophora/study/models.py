@@ -1,9 +1,10 @@
 """Study database tables (SQLAlchemy ORM). The schema itself is created by the alembic migrations in
 ``ophora/study/migrations``; these classes must match the head revision (a test compares them).
 
-Why these tables: a rating is one row per rater x clip reading x criterion, so "a second rating of the same
-item" is a unique-constraint violation, not a silent duplicate; every change goes to ``audit_log``, which
-triggers make append-only, so history can never be overwritten.
+Why these tables: a rating is one row per rater x clip reading x criterion x version, so "a second rating
+of the same item" is a unique-constraint violation, not a silent duplicate, and a change is a new version
+row; triggers make ``ratings``, ``answers`` and ``audit_log`` append-only, so history can never be
+overwritten (migrations 0002, 0003).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Assignment(Base):
     clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     reading: Mapped[int] = mapped_column(Integer, default=0)  # 0 first reading, 1.. repeats (intra-rater)
-    # Repeat readings get their own opaque id and file (a hard link), so a rater cannot spot the repeat.
+    # Repeat readings get their own opaque id and their own copy of the file, so a rater cannot spot the repeat.
     alias_id: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     alias_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -587,6 +587,16 @@ class StudyStore:
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidRatingError("a changed rating needs a reason (it is kept in the audit log)")
         comment = _check_comment(comment)
+        try:
+            return self._change_rating(code, clip_id, reason=reason, scores=scores, phase=phase, turing=turing,
+                                       confidence=confidence, comment=comment, position=position)
+        except IntegrityError:
+            # Two changes of one reading at the same moment (PostgreSQL, two sites): one wins, one retries.
+            raise StudyError("this answer was changed at the same moment from elsewhere; reload it and "
+                             "change it again") from None
+
+    def _change_rating(self, code: str, clip_id: str, *, reason: str, scores, phase, turing, confidence,
+                       comment, position) -> int:
         with self._writing() as s:
             rater = self._rater(s, code)
             study = s.get(Study, rater.study_id)

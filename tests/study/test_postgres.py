@@ -175,6 +175,24 @@ def test_postgres_concurrent_raters_lose_nothing(tmp_path, pg_url):
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(attempt, range(8)))
     assert outcomes.count("ok") == 1
+
+    # Racing changes of that answer: each is a new version row or a clear "try again", never a lost write.
+    def change(i):
+        race.wait()
+        try:
+            return store.change_rating(late, item.clip_id, scores={"realism": 1 + i % 5}, reason=f"race {i}")
+        except StudyError as error:
+            assert "changed at the same moment" in str(error)
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        versions = [v for v in pool.map(change, range(8)) if v is not None]
+    assert versions and len(set(versions)) == len(versions)
+    with store.engine.connect() as conn:
+        stored = [v for (v,) in conn.execute(text(
+            "SELECT r.version FROM ratings r JOIN assignments a ON a.id = r.assignment_id JOIN raters t "
+            "ON t.id = a.rater_id WHERE t.name = 'late' AND r.criterion = 'realism' ORDER BY r.version"))]
+    assert stored == [1] + sorted(versions)
     store.close()
 
 
