@@ -370,6 +370,9 @@ def test_migration_from_the_first_schema_keeps_data(tmp_path):
         assert store.studies() == ["old"]
         assert store.definition("old").title == "Test study"
         assert store.status("old") == "open"  # it may hold ratings: never a draft that could be deleted
+        # What its raters saw stays as it was: each clip's own instruction, letterboxed pictures.
+        assert store.definition("old").instruction_source == "per_clip"
+        assert store.definition("old").blinding.fit == "letterbox"
         assert store.ratings_frame("old")[["criterion", "score", "version"]].values.tolist() == [["realism", 4, 2]]
         for sql in ("UPDATE audit_log SET reason = 'rewritten'", "DELETE FROM audit_log",
                     "UPDATE ratings SET score = 1", "DELETE FROM ratings", "UPDATE answers SET comment = 'x'",

@@ -4,7 +4,9 @@ Why in the database: a rating must never be overwritten, whoever holds a SQL she
 version row (readers take the latest version); triggers refuse UPDATE and DELETE on ``ratings``,
 ``answers`` and ``audit_log``. The one exception is deleting a whole *draft* study (no rating can exist
 yet): its audit rows may go with it. A study's status only moves forward, and only a draft may be deleted.
-Existing studies become ``open`` (they may already hold ratings).
+Existing studies become ``open`` (they may already hold ratings), and their study files get the settings
+they were run with made explicit (``instruction_source: per_clip``, ``blinding.fit: letterbox``), so the new
+defaults never change what raters of a running study see.
 
 Revision ID: 0003
 Revises: 0002
@@ -12,6 +14,7 @@ Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
+import yaml
 from alembic import op
 
 revision = "0003"
@@ -35,6 +38,10 @@ def upgrade() -> None:
     op.add_column("studies", sa.Column("status", sa.String(16), nullable=False, server_default="draft"))
     op.add_column("studies", sa.Column("accepted_differences", sa.Text, nullable=True))
     op.execute("UPDATE studies SET status = 'open'")
+    bind = op.get_bind()
+    for study_id, text in bind.execute(sa.text("SELECT id, definition_yaml FROM studies")).all():
+        bind.execute(sa.text("UPDATE studies SET definition_yaml = :t WHERE id = :i"),
+                     {"t": _explicit_old_defaults(text), "i": study_id})
     with op.batch_alter_table("ratings") as batch:
         batch.drop_constraint("uq_ratings_assignment_criterion", type_="unique")
         batch.create_unique_constraint("uq_ratings_assignment_criterion_version",
@@ -79,6 +86,21 @@ def upgrade() -> None:
                f"BEGIN IF OLD.status != 'draft' THEN RAISE EXCEPTION '{DELETE_DRAFT}'; END IF; RETURN OLD; END $$")
     op.execute("CREATE TRIGGER studies_delete_draft_only BEFORE DELETE ON studies "
                "FOR EACH ROW EXECUTE FUNCTION ophora_studies_delete_draft_only()")
+
+
+def _explicit_old_defaults(text: str) -> str:
+    """The study file with the pre-0003 behaviour written out; the original text is kept below as comments."""
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        return text
+    data.setdefault("instruction_source", "per_clip")  # before 0003 each clip showed its own instruction
+    blinding = data.get("blinding") or {}
+    if isinstance(blinding, dict):
+        blinding.setdefault("fit", "letterbox")  # before 0003 every clip was letterboxed
+        data["blinding"] = blinding
+    original = "\n".join(f"# {line}" for line in text.splitlines())
+    return ("# Upgraded by migration 0003: the settings this study was run with are explicit.\n"
+            + yaml.safe_dump(data, sort_keys=False) + "# Study file as first written:\n" + original + "\n")
 
 
 def downgrade() -> None:
