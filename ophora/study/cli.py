@@ -178,7 +178,13 @@ def cmd_status(args) -> int:
         print(clips.groupby(["source", "model"]).size().rename("clips").to_string())
         waivers = store.accepted_differences(slug)
     for p in progress:
-        state = "finished" if p.finished else f"next item {p.next_position}"
+        if p.finished:
+            state = "finished"
+        elif p.next_position is None and p.waiting:
+            state = (f"{p.waiting} repeat(s) in washout until {p.unlocks_at:%Y-%m-%d %H:%M} UTC" if p.unlocks_at
+                     else f"{p.waiting} repeat(s) in washout")
+        else:
+            state = f"next item {p.next_position}" + (f", {p.waiting} repeat(s) in washout" if p.waiting else "")
         print(f"  {p.rater:<24} {p.done:>5}/{p.total:<5} {state}")
     _print_waivers(waivers)
     return 0

@@ -453,10 +453,10 @@ def test_repeats_wait_for_an_item_washout(tmp_path):
         assert store.clips_frame(too_long.slug).empty and not list((tmp_path / "xb").iterdir())
 
 
-def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path):
+def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path, capsys):
     from datetime import datetime, timedelta, timezone
 
-    now = [datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)]
+    now = [datetime.now(timezone.utc).replace(microsecond=0)]
     definition = load_definition(write_study(tmp_path, n_real=2, n_generated=1, raters=("a",),
                                              repeats={"count": 1, "after_days": 2}))
     with StudyStore(tmp_path / "d.db", clock=lambda: now[0]) as store:
@@ -472,7 +472,12 @@ def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path):
         first = store.ratings_frame(definition.slug).query("reading == 0")["rated_at"]
         # two days after the repeated clip's first reading
         assert (progress.unlocks_at - timedelta(days=2)).replace(tzinfo=None) in set(first.dt.to_pydatetime())
-        assert "unlock on 2026-03-03" in progress.message
+        assert f"unlock on {progress.unlocks_at:%Y-%m-%d %H:%M} UTC" in progress.message
+        assert progress.unlocks_at > datetime.now(timezone.utc) + timedelta(days=1)
+        from ophora.study.cli import main
+
+        assert main(["status", definition.slug, "--db", str(tmp_path / "d.db")]) == 0  # the real clock
+        assert f"1 repeat(s) in washout until {progress.unlocks_at:%Y-%m-%d %H:%M} UTC" in capsys.readouterr().out
         repeat = store.item_at(code, 4)
         with pytest.raises(UnknownClipError, match="not open for rating yet"):
             store.submit_rating(code, repeat.clip_id, {"phase_matching": 1, "realism": 1}, phase="incision",
