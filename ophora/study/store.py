@@ -905,8 +905,8 @@ class StudyStore:
         if not available and waiting and all(t is None for _, t, _ in waiting):
             # Only item-count washouts are left and nothing else to rate (e.g. a clip was removed): the gap
             # cannot grow any more, so offer them rather than leave the rater stuck.
-            available, waiting = [a for a, _, _ in waiting if first_done.get(a.clip_id)], \
-                [w for w in waiting if not first_done.get(w[0].clip_id)]
+            available = [a for a, _, _ in waiting if a.clip_id in first_done]
+            waiting = [w for w in waiting if w[0].clip_id not in first_done]
         available.sort(key=lambda a: a.position)
         return available, waiting
 

@@ -485,3 +485,21 @@ def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path, capsys
         now[0] = progress.unlocks_at + timedelta(seconds=1)
         item = store.next_item(code)
         assert item is not None and item.position == 4 and store.rater_progress(code).waiting == 0
+
+
+def test_an_item_washout_never_leaves_a_rater_stuck_after_clips_are_removed(tmp_path):
+    definition = load_definition(write_study(tmp_path, n_real=3, n_generated=3, raters=("a",),
+                                             repeats={"count": 1, "after_items": 3}))
+    with StudyStore(tmp_path / "s.db") as store:
+        code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
+        store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
+        for _ in range(3):
+            item = store.next_item(code)
+            a = full_answer(item)
+            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+        for position in (4, 4, 4):  # the lead removes the three unrated clips; later positions move up
+            store.remove_clip(definition.slug, store.item_at(code, position).clip_id, reason="withdrawn")
+        # The repeat can no longer get 3 readings after its first one: it is offered rather than stuck.
+        item = store.next_item(code)
+        assert item is not None and item.position == 4 and store.rater_progress(code).total == 4
