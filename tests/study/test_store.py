@@ -291,14 +291,24 @@ def test_access_codes_are_stored_only_as_hashes(store_and_codes, tmp_path):
     reopened.close()
 
 
-def _rate_all(store, code, score: int = 3) -> list:
-    """Rate every reading the rater is offered, in order; return the items."""
+def _rate_all(store, code, score: int = 3, limit: int | None = None) -> list:
+    """Rate the readings the rater is offered (all, or the first ``limit``), in order; return the items."""
     items = []
-    while (item := store.next_item(code)) is not None:
+    while (limit is None or len(items) < limit) and (item := store.next_item(code)) is not None:
         items.append(item)
         a = full_answer(item, score)
         store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
     return items
+
+
+def _one_rater_study(tmp_path, *, clock=None, **study):
+    """An open study with one rater 'a' and its clips imported: (store, definition, code)."""
+    definition = load_definition(write_study(tmp_path, raters=("a",), **study))
+    store = StudyStore(tmp_path / "one.db", clock=clock)
+    code = store.create_study(definition, blind_dir=tmp_path / "blinded")["a"]
+    store.import_clips(definition.slug, definition.clips())
+    store.open_study(definition.slug)
+    return store, definition, code
 
 
 def test_repeats_come_after_first_readings_and_feed_intra_rater_reliability(tmp_path):
@@ -431,12 +441,9 @@ def test_clips_built_in_code_are_checked(store_and_codes, tmp_path):
 
 
 def test_repeats_wait_for_an_item_washout(tmp_path):
-    definition = load_definition(write_study(tmp_path, n_real=3, n_generated=3, raters=("a",),
-                                             repeats={"count": 2, "after_items": 3}))
-    with StudyStore(tmp_path / "w.db") as store:
-        code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
-        store.import_clips(definition.slug, definition.clips())
-        store.open_study(definition.slug)
+    store, definition, code = _one_rater_study(tmp_path, n_real=3, n_generated=3,
+                                               repeats={"count": 2, "after_items": 3})
+    with store:
         order = [item.position for item in _rate_all(store, code)]
         assert order == list(range(1, 9)) and store.rater_progress(code).finished
         frame = store.ratings_frame(definition.slug).drop_duplicates(["clip_id", "reading"])
@@ -457,15 +464,11 @@ def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path, capsys
     from datetime import datetime, timedelta, timezone
 
     now = [datetime.now(timezone.utc).replace(microsecond=0)]
-    definition = load_definition(write_study(tmp_path, n_real=2, n_generated=1, raters=("a",),
-                                             repeats={"count": 1, "after_days": 2}))
-    with StudyStore(tmp_path / "d.db", clock=lambda: now[0]) as store:
-        code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
-        store.import_clips(definition.slug, definition.clips())
-        store.open_study(definition.slug)
-        while (item := store.next_item(code)) is not None:
-            a = full_answer(item)
-            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+    store, definition, code = _one_rater_study(tmp_path, clock=lambda: now[0], n_real=2, n_generated=1,
+                                               repeats={"count": 1, "after_days": 2})
+    with store:
+        for _ in range(3):
+            _rate_all(store, code, limit=1)
             now[0] += timedelta(minutes=10)
         progress = store.rater_progress(code)
         assert (progress.done, progress.total, progress.waiting, progress.finished) == (3, 4, 1, False)
@@ -476,7 +479,7 @@ def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path, capsys
         assert progress.unlocks_at > datetime.now(timezone.utc) + timedelta(days=1)
         from ophora.study.cli import main
 
-        assert main(["status", definition.slug, "--db", str(tmp_path / "d.db")]) == 0  # the real clock
+        assert main(["status", definition.slug, "--db", str(tmp_path / "one.db")]) == 0  # the real clock
         assert f"1 repeat(s) in washout until {progress.unlocks_at:%Y-%m-%d %H:%M} UTC" in capsys.readouterr().out
         repeat = store.item_at(code, 4)
         with pytest.raises(UnknownClipError, match="not open for rating yet"):
@@ -488,16 +491,10 @@ def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path, capsys
 
 
 def test_an_item_washout_never_leaves_a_rater_stuck_after_clips_are_removed(tmp_path):
-    definition = load_definition(write_study(tmp_path, n_real=3, n_generated=3, raters=("a",),
-                                             repeats={"count": 1, "after_items": 3}))
-    with StudyStore(tmp_path / "s.db") as store:
-        code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
-        store.import_clips(definition.slug, definition.clips())
-        store.open_study(definition.slug)
-        for _ in range(3):
-            item = store.next_item(code)
-            a = full_answer(item)
-            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+    store, definition, code = _one_rater_study(tmp_path, n_real=3, n_generated=3,
+                                               repeats={"count": 1, "after_items": 3})
+    with store:
+        _rate_all(store, code, limit=3)
         for position in (4, 4, 4):  # the lead removes the three unrated clips; later positions move up
             store.remove_clip(definition.slug, store.item_at(code, position).clip_id, reason="withdrawn")
         # The repeat can no longer get 3 readings after its first one: it is offered rather than stuck.
