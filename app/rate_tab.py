@@ -32,9 +32,17 @@ def _anchors(scale: dict) -> str:
     return " · ".join(f"{k} = {v}" for k, v in sorted(anchors.items()))
 
 
-def _is_rated(store, session: RaterSession) -> bool:
-    progress = store.rater_progress(session.code)
-    return progress.next_position is None or session.position < progress.next_position
+def _answered(store, code: str, position: int) -> bool:
+    return store.latest_answer(code, store.item_at(code, position).clip_id, position=position) is not None
+
+
+def _step(store, code: str, start: int, stop: int, step: int, also: int | None = None) -> int | None:
+    """The first position from ``start`` towards ``stop`` that is answered (or is ``also``, the next open
+    reading): moving back and forth skips repeat readings still in their washout."""
+    for position in range(start, stop, step):
+        if position == also or _answered(store, code, position):
+            return position
+    return None
 
 
 def build_rate_tab(store_getter, intro: str = "") -> None:
@@ -91,15 +99,19 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
             head = f"{message} · {head}"
         if sess.position is None:
             sess.clip_id, sess.rated = None, False
-            done = "All clips are rated: thank you! You can go back to change an answer." if progress.finished else ""
+            if progress.finished:
+                done = "All clips are rated: thank you! You can go back to change an answer."
+            else:  # only repeat readings in their washout are left: say when they unlock
+                done = f"{progress.message} You can go back to change an answer."
             hidden = [gr.update(visible=False, value=None) for _ in radios]
             return (sess, f"{head}\n\n{done}", gr.update(visible=False), gr.update(visible=True), "", None, "",
                     *hidden, gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "",
                     gr.update(visible=False, value=""))
         item = store.item_at(sess.code, sess.position)
         sess.clip_id, sess.shown_at = item.clip_id, time.time()
-        sess.rated = _is_rated(store, sess)
-        earlier = (store.latest_answer(sess.code, item.clip_id, position=sess.position) if sess.rated else None) or {}
+        earlier = store.latest_answer(sess.code, item.clip_id, position=sess.position)
+        sess.rated = earlier is not None
+        earlier = earlier or {}
         scores = earlier.get("scores") or {}
         updates = []
         for i, radio in enumerate(radios):
@@ -189,21 +201,24 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
     @guarded
     def on_back(sess: RaterSession):
         sess = require_rater(sess)
-        total = store_getter().rater_progress(sess.code).total
-        current = sess.position if sess.position is not None else total + 1
-        if current <= 1:
+        store = store_getter()
+        current = sess.position if sess.position is not None else store.rater_progress(sess.code).total + 1
+        previous = _step(store, sess.code, current - 1, 0, -1)
+        if previous is None:
             raise gr.Error("This is the first clip.")
-        sess.position = current - 1
+        sess.position = previous
         return render(sess)
 
     @guarded
     def on_forward(sess: RaterSession):
         sess = require_rater(sess)
-        progress = store_getter().rater_progress(sess.code)
-        if sess.position is None or (progress.next_position is not None and sess.position >= progress.next_position):
+        store = store_getter()
+        progress = store.rater_progress(sess.code)
+        if sess.position is None:
+            raise gr.Error("There is no further clip to show now.")
+        if not sess.rated:
             raise gr.Error("Answer this clip first: clips are rated in order.")
-        nxt = sess.position + 1
-        sess.position = nxt if nxt <= progress.total and (progress.next_position is None or nxt <= progress.next_position) else None
+        sess.position = _step(store, sess.code, sess.position + 1, progress.total + 1, 1, also=progress.next_position)
         return render(sess)
 
     sign_in.click(on_sign_in, code, outputs, api_name="rate_sign_in", show_progress="minimal")

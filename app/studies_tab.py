@@ -103,9 +103,11 @@ def study_results(store, slug: str):
 
 
 def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing, raters, repeats, seed, folder: Path,
-                    blinding: dict | None = None, instruction_source: str | None = None):
+                    blinding: dict | None = None, instruction_source: str | None = None,
+                    washout_days: float | None = None):
     """A study definition from the form; clips are added afterwards from the history or folders. ``blinding``
-    holds the form's picture settings (width, height, fps, max_seconds, fit); empty fields keep the defaults."""
+    holds the form's picture settings (width, height, fps, max_seconds, fit); empty fields keep the defaults.
+    ``washout_days``: a repeat reading is offered only that many days after the first one."""
     try:
         criteria = yaml.safe_load(criteria_yaml) if criteria_yaml and criteria_yaml.strip() else PAPER_CRITERIA
     except yaml.YAMLError as error:
@@ -114,7 +116,9 @@ def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing,
             "phases": "cataract", "ask_phase": bool(ask_phase), "turing_test": bool(turing),
             "clip_sets": [{"name": "studio-history", "source": "generated", "model": "ophora", "folder": str(folder)}],
             "raters": [r.strip() for r in (raters or "").replace("\n", ",").split(",") if r.strip()],
-            "repeats": int(repeats or 0), "seed": int(seed or 0)}
+            "repeats": ({"count": int(repeats or 0), "after_days": float(washout_days)} if washout_days
+                        else int(repeats or 0)),
+            "seed": int(seed or 0)}
     settings = {k: v for k, v in (blinding or {}).items() if v is not None and v != ""}
     if settings:
         data["blinding"] = settings
@@ -150,6 +154,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f_phase = gr.Checkbox(True, label="Ask raters to name the phase")
                         f_turing = gr.Checkbox(True, label="Ask real or synthetic (visual Turing test)")
                         f_repeats = gr.Number(0, label="Repeat readings per rater", precision=0)
+                        f_washout = gr.Number(None, label="Washout before a repeat (days; empty: after all "
+                                                          "first readings)", elem_id="f-washout")
                         f_seed = gr.Number(0, label="Order seed", precision=0)
                     f_raters = gr.Textbox(label="Raters (comma-separated names)", elem_id="f-raters")
                     gr.Markdown("**What raters see**: every clip, real or generated, is re-encoded to these "
@@ -290,18 +296,18 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     @guarded
     def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed, width, height, fps, seconds,
-                  fit, instruction_source):
+                  fit, instruction_source, washout_days):
         blinding = {"width": whole(width, "Width"), "height": whole(height, "Height"),
                     "fps": whole(fps, "Frames per second"),
                     "max_seconds": float(seconds) if seconds not in (None, "") else None, "fit": fit or None}
         definition = form_definition(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed,
                                      config.studies_dir / str(slug or "study") / "incoming", blinding=blinding,
-                                     instruction_source=instruction_source)
+                                     instruction_source=instruction_source, washout_days=washout_days)
         return after_create(definition)
 
     hist_out = history_study if history_study is not None else gr.State()
     create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
-                             f_seed, f_width, f_height, f_fps, f_seconds, f_fit, f_instruction_source],
+                             f_seed, f_width, f_height, f_fps, f_seconds, f_fit, f_instruction_source, f_washout],
                  [message, codes, study, hist_out, codes_csv], api_name="study_create")
 
     @guarded

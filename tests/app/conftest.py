@@ -112,7 +112,7 @@ def seeded_study(studio, tmp_path_factory) -> SeededStudy:
     sign_in_admin(client, ADMIN_PASSWORD)
     # Blinded to 144x96 at 8 fps, 1 s long: the tiny model's 9-frame clips and the 1 s real clips both fit.
     out = client.predict("app-study", "App study", "Rate every clip.", "", True, True,
-                         "alice, bob, carol, dave, erin, fay", 0, 3, 144, 96, 8, 1.0, "crop", "phase_template",
+                         "alice, bob, carol, dave, erin, fay", 0, 3, 144, 96, 8, 1.0, "crop", "phase_template", None,
                          api_name="/study_create")
     codes = {name: code for name, code in table_rows(out[1])}
     # The free-text clip names no phase: the lead gives it one (phase_template shows that phase's wording).

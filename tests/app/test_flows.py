@@ -89,7 +89,7 @@ def test_history_rerun_and_survives_restart(studio, seeded_study, client_for):
         sign_in_admin(fresh, ADMIN_PASSWORD)
         # per_clip: the free-text instruction of this clip is what raters see (it has no phase for a template).
         fresh.predict("restart-study", "After a restart", "Rate.", "", True, True, "zoe", 0, 1, 144, 96, 8, None,
-                      "crop", "per_clip", api_name="/study_create")
+                      "crop", "per_clip", None, api_name="/study_create")
         added = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
         assert "added to study **restart-study**" in added
         again = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
@@ -297,9 +297,10 @@ raters: [ann, ben]
     assert "Signed in as **cy**" in rater_screen(rater.predict(second_code, api_name="/rate_sign_in"))["status"]
 
 
-def form_args(slug: str, raters: str, *, width=144, height=96, fps=8, seconds=1.0, fit="crop") -> list:
-    return [slug, "Life cycle", "Rate.", "", True, True, raters, 0, 1, width, height, fps, seconds, fit,
-            "phase_template"]
+def form_args(slug: str, raters: str, *, width=144, height=96, fps=8, seconds=1.0, fit="crop", repeats=0,
+              washout_days=None) -> list:
+    return [slug, "Life cycle", "Rate.", "", True, True, raters, repeats, 1, width, height, fps, seconds, fit,
+            "phase_template", washout_days]
 
 
 def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_study, client_for):
@@ -379,3 +380,25 @@ def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, 
                                             api_name="/study_import_real")
     assert "Import refused" in message and "case_short.mp4" in note["value"] and "length" in note["value"]
     assert accept["visible"] is False  # a short clip cannot be accepted, only replaced
+
+
+def test_rater_sees_when_repeats_unlock(studio, rater_station, seeded_study, client_for):
+    """A repeat reading waits for its washout (here a day): after the first readings the rater is told when
+    the rest unlocks, and moving back and forth skips the waiting reading."""
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    _, codes, *_ = lead.predict(*form_args("washout-study", "ivy", repeats=1, washout_days=1),
+                                api_name="/study_create")
+    [[_, code]] = table_rows(codes)
+    lead.predict("washout-study", seeded_study.history_ids, "hydrodissection", [], api_name="/study_import_history")
+    lead.predict("washout-study", api_name="/study_open")
+    rater = client_for(rater_station.url)
+    screen = rater_screen(rater.predict(code, api_name="/rate_sign_in"))
+    assert "Clip 1 of 3" in screen["about"]
+    screen = rater_screen(rater.predict(*answer_args(screen, 3), api_name="/rate_submit"))
+    screen = rater_screen(rater.predict(*answer_args(screen, 3), api_name="/rate_submit"))
+    assert "2 of 3 rated" in screen["status"] and "unlock on" in screen["status"] and "come back" in screen["status"]
+    back = rater_screen(rater.predict(api_name="/rate_back"))
+    assert "Clip 2 of 3" in back["about"]
+    ahead = rater_screen(rater.predict(api_name="/rate_next"))  # past the answered clips: the waiting notice again
+    assert "unlock on" in ahead["status"] and not value_of(ahead["video"])
