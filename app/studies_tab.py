@@ -226,6 +226,17 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                          elem_id="confirm-slug")
                     lock_reason = gr.Textbox(label="Reason for locking (audit log)", scale=2, elem_id="lock-reason")
                     lock_btn = gr.Button("Lock for analysis", variant="stop", elem_id="lock-study", scale=1)
+                    delete_btn = gr.Button("Delete draft study", variant="stop", elem_id="delete-study", scale=1)
+                gr.Markdown("**Correct a clip nobody has rated yet** (its id is in the clip key; the change and "
+                            "the reason go to the audit log):", padding=True)
+                with gr.Row():
+                    fix_clip = gr.Textbox(label="Clip id", placeholder="c0123456789abcdef", elem_id="fix-clip-id")
+                    fix_reason = gr.Textbox(label="Reason (required)", elem_id="fix-reason", scale=2)
+                    fix_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                                            label="New phase (relabel)", elem_id="fix-phase")
+                    fix_set = gr.Textbox(label="New clip set (relabel)", elem_id="fix-set")
+                    relabel_btn = gr.Button("Relabel clip", elem_id="relabel-clip")
+                    remove_btn = gr.Button("Remove clip", variant="stop", elem_id="remove-clip")
                 with gr.Row():
                     key_btn = gr.Button("Download the clip key (which clip is which: keep it from raters)",
                                         elem_id="clip-key", scale=2)
@@ -436,7 +447,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     @guarded
     def on_status(slug):
-        phases = list(store().definition(need_study(slug)).phases)
+        if not slug:  # e.g. the last study was deleted
+            return "**Life cycle**: no study picked.", gr.update(), gr.update()
+        phases = list(store().definition(slug).phases)
         return status_text(slug), gr.update(choices=phases), gr.update(choices=phases)
 
     study.change(on_status, [admin_state, study], [lifecycle, real_phase, hist_phase], api_name="study_status",
@@ -465,6 +478,41 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [message, lifecycle, confirm],
                    api_name="study_lock")
+
+    @guarded
+    def on_delete(slug, typed):
+        removed = store().delete_study(confirmed(slug, typed))
+        return (f"Deleted the draft study **{slug}** and its {removed} blinded files.", "", studies_update(),
+                studies_update())
+
+    delete_btn.click(on_delete, [admin_state, study, confirm], [message, confirm, study, hist_out],
+                     api_name="study_delete")
+
+    def clip_fix(clip_id, reason) -> tuple[str, str]:
+        clip_id = (clip_id or "").strip()
+        if not clip_id:
+            raise gr.Error("Give the clip id (from the clip key) of the clip to correct.")
+        if not (reason or "").strip():
+            raise gr.Error("Say why (the reason is kept in the audit log).")
+        return clip_id, reason.strip()
+
+    @guarded
+    def on_relabel(slug, clip_id, reason, phase, clip_set):
+        clip_id, reason = clip_fix(clip_id, reason)
+        record = store().relabel_clip(need_study(slug), clip_id, reason=reason, phase=phase or None,
+                                      clip_set=(clip_set or "").strip() or None)
+        return f"Relabelled clip {clip_id}: phase {record.get('phase')}, clip set {record.get('clip_set')} (audited)."
+
+    relabel_btn.click(on_relabel, [admin_state, study, fix_clip, fix_reason, fix_phase, fix_set], message,
+                      api_name="study_relabel_clip")
+
+    @guarded
+    def on_remove(slug, clip_id, reason):
+        clip_id, reason = clip_fix(clip_id, reason)
+        store().remove_clip(need_study(slug), clip_id, reason=reason)
+        return f"Removed clip {clip_id} from **{slug}** and from every rater's order (audited)."
+
+    remove_btn.click(on_remove, [admin_state, study, fix_clip, fix_reason], message, api_name="study_remove_clip")
 
     @guarded
     def on_clip_key(slug):

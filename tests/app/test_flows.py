@@ -327,21 +327,52 @@ def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_stu
     key = pd.read_csv(video_path(lead.predict("cycle-study", api_name="/study_clip_key")))
     assert len(key) == 2 and set(key.source) == {"generated"} and key.clip_id.str.startswith("c").all()
 
+    # Mistakes are corrected before the first rating: relabel one clip, remove the other.
+    first, second = key.clip_id
+    with pytest.raises(Exception, match="Say why"):
+        lead.predict("cycle-study", first, "", "capsulorhexis", "", api_name="/study_relabel_clip")
+    assert "Relabelled" in lead.predict("cycle-study", first, "wrong phase", "capsulorhexis", "fixed-set",
+                                        api_name="/study_relabel_clip")
+    assert "Removed clip" in lead.predict("cycle-study", second, "duplicate", api_name="/study_remove_clip")
+    key = pd.read_csv(video_path(lead.predict("cycle-study", api_name="/study_clip_key")))
+    assert list(key.clip_id) == [first] and key.phase[0] == "capsulorhexis" and key.clip_set[0] == "fixed-set"
+    with StudyStore(studio.config.database_url) as db:
+        audit = db.audit_log("cycle-study")
+    assert {"relabel_clip", "remove_clip"} <= set(audit.action)
+
     rater = client_for(rater_station.url)
     with pytest.raises(Exception, match="not open for rating yet"):
         rater.predict(code, api_name="/rate_sign_in")
     assert "is **open**" in lead.predict("cycle-study", api_name="/study_open")[1]
     screen = rater_screen(rater.predict(code, api_name="/rate_sign_in"))
     screen = rater_screen(rater.predict(*answer_args(screen, 3), api_name="/rate_submit"))
+    with pytest.raises(Exception, match="already has 1 rating"):
+        lead.predict("cycle-study", first, "too late", api_name="/study_remove_clip")
+    with pytest.raises(Exception, match="only a draft"):
+        lead.predict("cycle-study", "cycle-study", api_name="/study_delete")
     with pytest.raises(Exception, match="Type the study's short name"):
         lead.predict("cycle-study", "cycle", "analysis starts", api_name="/study_lock")
     assert "is **locked**" in lead.predict("cycle-study", "cycle-study", "analysis starts", api_name="/study_lock")[1]
-    with pytest.raises(Exception, match="locked"):
-        rater.predict(*answer_args(screen, 3), api_name="/rate_submit")
+    with pytest.raises(Exception, match="locked"):  # going back to change the answer
+        rater.predict(api_name="/rate_back")
     with StudyStore(studio.config.database_url) as db:
         audit = db.audit_log("cycle-study")
     lock = audit[audit.action == "lock_study"].iloc[0]
     assert lock.reason == "analysis starts"
+
+
+def test_delete_a_draft_study_with_its_files(studio, seeded_study, client_for):
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    lead.predict(*form_args("doomed-study", "jo"), api_name="/study_create")
+    lead.predict("doomed-study", seeded_study.history_ids, "hydrodissection", [], api_name="/study_import_history")
+    blinded = studio.config.studies_dir / "doomed-study" / "blinded"
+    assert len(list(blinded.glob("*.mp4"))) == 2
+    with pytest.raises(Exception, match="Type the study's short name"):
+        lead.predict("doomed-study", "", api_name="/study_delete")
+    message, _, picker, _ = lead.predict("doomed-study", "doomed-study", api_name="/study_delete")
+    assert "Deleted the draft study **doomed-study** and its 2 blinded files" in message
+    assert "doomed-study" not in [c[0] for c in picker["choices"]] and not list(blinded.glob("*.mp4"))
 
 
 def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, client_for, tmp_path):

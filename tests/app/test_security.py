@@ -17,7 +17,8 @@ from tests.app.helpers import answer_args, rater_screen
 
 ADMIN_ENDPOINTS = ["/study_create", "/study_create_yaml", "/study_import_history", "/study_import_real",
                    "/study_add_rater", "/study_reissue_code", "/study_results", "/study_export", "/study_refresh",
-                   "/study_status", "/study_open", "/study_lock", "/study_clip_key",
+                   "/study_status", "/study_open", "/study_lock", "/study_clip_key", "/study_delete",
+                   "/study_relabel_clip", "/study_remove_clip",
                    "/history_add_to_study"]
 
 
