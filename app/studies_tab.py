@@ -65,6 +65,18 @@ def real_clip_specs(definition, paths: list[Path], phase: str | None, clip_set: 
     return specs
 
 
+def yaml_definition(data, raw: str, bases: list[Path]):
+    """Parse an uploaded study file. An upload has lost its folder, so relative clip folders are tried from
+    each of ``bases`` in turn; the first base where every folder exists wins (else the first error)."""
+    first_error = None
+    for base in bases:
+        try:
+            return parse_definition(data, where="uploaded study file", base_dir=base, source_text=raw)
+        except StudyDefinitionError as error:
+            first_error = first_error or error
+    raise first_error
+
+
 def codes_download(slug: str, codes: dict[str, str], action: str) -> str | None:
     """The access codes issued by one click, as a CSV to download (and nothing else: earlier codes are never
     stored in clear)."""
@@ -176,7 +188,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                     create = gr.Button("Create study", variant="primary", elem_id="create-study")
                 with gr.Tab("From a YAML file"):
                     gr.Markdown("A study file as in `studies/example_cataract.yaml`; relative folders are read "
-                                "from the folder the app was started in.")
+                                "from the folder the app was started in, else from its `studies/` folder (where "
+                                "the project's study files and example clips are).")
                     y_file = gr.File(label="Study YAML", file_types=[".yaml", ".yml"], type="filepath")
                     y_text = gr.Code(language="yaml", label="…or paste it here")
                     create_yaml = gr.Button("Create from YAML", variant="primary")
@@ -334,7 +347,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             data = yaml.safe_load(raw)
         except yaml.YAMLError as error:
             raise gr.Error(f"Not valid YAML: {error}") from None
-        definition = parse_definition(data, where="uploaded study file", base_dir=Path.cwd(), source_text=raw)
+        definition = yaml_definition(data, raw, [Path.cwd(), Path.cwd() / "studies"])
         return after_create(definition, definition.clips())
 
     create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out, codes_csv],

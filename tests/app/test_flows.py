@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -433,3 +434,24 @@ def test_rater_sees_when_repeats_unlock(studio, rater_station, seeded_study, cli
     assert "Clip 2 of 3" in back["about"]
     ahead = rater_screen(rater.predict(api_name="/rate_next"))  # past the answered clips: the waiting notice again
     assert "unlock on" in ahead["status"] and not value_of(ahead["video"])
+
+
+@pytest.mark.slow
+def test_example_study_file_uploads_and_runs(studio, rater_station, client_for):
+    """studies/example_cataract.yaml, uploaded as a study lead would: its shipped stand-in clips are found
+    beside it, blinded and rated."""
+    from gradio_client import handle_file
+
+    repo = Path(__file__).resolve().parents[2]
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    message, codes, *_ = lead.predict(handle_file(str(repo / "studies" / "example_cataract.yaml")), "",
+                                      api_name="/study_create_yaml")
+    assert "Created **example-cataract** (a draft) with 3 raters and 6 clips" in message
+    assert "is **open**" in lead.predict("example-cataract", api_name="/study_open")[1]
+    code = table_rows(codes)[0][1]
+    rater = client_for(rater_station.url)
+    screen = rater_screen(rater.predict(code, api_name="/rate_sign_in"))
+    assert "Clip 1 of 7" in screen["about"] and screen["instruction"].startswith("**Instruction:**")
+    screen = rater_screen(rater.predict(*answer_args(screen, 4), api_name="/rate_submit"))
+    assert "Clip 2 of 7" in screen["about"]
