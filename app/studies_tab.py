@@ -77,17 +77,17 @@ def yaml_definition(data, raw: str, bases: list[Path]):
     raise first_error
 
 
-def codes_download(slug: str, codes: dict[str, str], action: str) -> str | None:
+def codes_download(slug: str, codes: dict[str, str], action: str):
     """The access codes issued by one click, as a CSV to download (and nothing else: earlier codes are never
     stored in clear)."""
     if not codes:
-        return None
+        return gr.update(value=None, visible=False)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["study", "rater", "access_code"])
     writer.writerows([slug, name, code] for name, code in codes.items())
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return stage_text(buffer.getvalue(), f"{slug}-codes-{action}-{stamp}.csv")
+    return gr.update(value=stage_text(buffer.getvalue(), f"{slug}-codes-{action}-{stamp}.csv"), visible=True)
 
 
 def study_results(store, slug: str):
@@ -196,7 +196,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 with gr.Row():
                     codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
                                          elem_id="rater-codes", scale=3)
-                    codes_csv = gr.File(label="These codes as CSV", elem_id="rater-codes-csv", scale=1)
+                    codes_csv = gr.File(label="These codes as CSV", elem_id="rater-codes-csv", scale=1, height=70,
+                                        visible=False)
             with gr.Accordion("Import clips", open=False):
                 hist_ids = gr.Dropdown([], multiselect=True, label="Generated clips from the history",
                                        elem_id="import-history-ids")
@@ -217,7 +218,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 accept = gr.CheckboxGroup([], visible=False, elem_id="parity-accept",
                                           label="Accept these differences, then import again (the waiver is recorded "
                                                 "in the study, the audit log and every report)")
-            with gr.Group(elem_id="raters-panel"):
+            with gr.Column(variant="panel", elem_id="raters-panel"):
                 gr.Markdown("**Raters**: codes issued here appear beside the buttons, shown once; "
                             "download them as CSV to hand out.", padding=True)
                 with gr.Row():
@@ -229,8 +230,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                     with gr.Column(scale=3):
                         issued = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
                                               elem_id="issued-codes")
-                        issued_csv = gr.File(label="These codes as CSV", elem_id="issued-codes-csv")
-            with gr.Group(elem_id="lifecycle-panel"):
+                        issued_csv = gr.File(label="These codes as CSV", elem_id="issued-codes-csv", height=70,
+                                             visible=False)
+            with gr.Column(variant="panel", elem_id="lifecycle-panel"):
                 lifecycle = gr.Markdown("**Life cycle**: draft (set up) → open (raters rate) → locked (analysis).",
                                         padding=True, elem_id="study-status")
                 with gr.Row():
@@ -253,7 +255,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 with gr.Row():
                     key_btn = gr.Button("Download the clip key (which clip is which: keep it from raters)",
                                         elem_id="clip-key", scale=2)
-                    key_file = gr.File(label="Clip key (CSV)", elem_id="clip-key-file", scale=1)
+                    key_file = gr.File(label="Clip key (CSV)", elem_id="clip-key-file", scale=1, height=70,
+                                       visible=False)
             with gr.Accordion("Progress and results", open=True):
                 show_results = gr.Button("Update progress and results", variant="primary", elem_id="show-results")
                 progress_table = gr.Dataframe(headers=["rater", "done", "total", "next position"], interactive=False,
@@ -531,7 +534,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
     def on_clip_key(slug):
         slug = need_study(slug)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        return stage_text(store().clips_frame(slug).to_csv(index=False), f"{slug}-clip-key-{stamp}.csv")
+        path = stage_text(store().clips_frame(slug).to_csv(index=False), f"{slug}-clip-key-{stamp}.csv")
+        return gr.update(value=path, visible=True)
 
     key_btn.click(on_clip_key, [admin_state, study], key_file, api_name="study_clip_key")
 

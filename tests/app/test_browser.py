@@ -118,8 +118,16 @@ def test_studio_generate_history_and_studies(page, studio, rater_station, seeded
     page.click("#show-results")
     page.wait_for_function("document.querySelector('#progress-table').innerText.includes('alice')")
     page.wait_for_selector(".js-plotly-plot", timeout=30_000)
-    page.set_viewport_size({"width": 1280, "height": 1250})
-    page.locator("#admin-status").scroll_into_view_if_needed()
+    # A code issued in the raters panel appears right beside its button, with its CSV.
+    page.fill("#rater-name textarea, #rater-name input", "gus")
+    page.click("#add-rater")
+    page.wait_for_function("document.querySelector('#issued-codes').innerText.includes('gus')")
+    page.wait_for_selector("#issued-codes-csv a", timeout=30_000)
+    button, table = page.locator("#add-rater").bounding_box(), page.locator("#issued-codes").bounding_box()
+    assert abs(table["y"] - button["y"]) < 200 and table["x"] > button["x"], (button, table)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.locator("#raters-panel").scroll_into_view_if_needed()
+    page.evaluate("document.querySelector('#raters-panel').scrollIntoView({block: 'start'})")
     close_toasts(page)
     shot(page, "studies")
     assert not page.outside_requests, page.outside_requests
