@@ -306,10 +306,19 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
     def after_create(definition, clips=()):
         blind_dir = config.studies_dir / definition.slug / "blinded"
         codes_ = store().create_study(definition, blind_dir=blind_dir)
-        added = store().import_clips(definition.slug, list(clips)) if clips else 0
+        refused = ""
+        try:  # the study and its codes exist now: a refused import must not lose the codes (shown once)
+            added = store().import_clips(definition.slug, list(clips)) if clips else 0
+        except StudyError as error:
+            added = 0
+            why = ("\n".join(f"- {p}" for p in error.report.problems) if isinstance(error, ParityError)
+                   else f"- {error}")
+            refused = (f"\n\n**Its clips were not imported:**\n{why}\n\nChange the clips or the study settings, "
+                       f"then import them under *Import clips* (where an acceptable difference can be accepted), "
+                       f"or delete this draft and create it again.")
         rows = [[name, code] for name, code in codes_.items()]
         note = (f"Created **{definition.slug}** (a draft) with {len(rows)} raters and {added} clips. Copy or download "
-                f"the codes now: they are not shown again. Open the study for rating when it is set up.")
+                f"the codes now: they are not shown again. Open the study for rating when it is set up.{refused}")
         return (note, rows, studies_update(definition.slug), studies_update(definition.slug),
                 codes_download(definition.slug, codes_, "created"))
 

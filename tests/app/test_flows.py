@@ -455,3 +455,28 @@ def test_example_study_file_uploads_and_runs(studio, rater_station, client_for):
     assert "Clip 1 of 7" in screen["about"] and screen["instruction"].startswith("**Instruction:**")
     screen = rater_screen(rater.predict(*answer_args(screen, 4), api_name="/rate_submit"))
     assert "Clip 2 of 7" in screen["about"]
+
+
+def test_refused_clips_of_a_study_file_keep_the_codes(studio, client_for, tmp_path):
+    """A study file whose clip sets differ is created as a draft without clips, and the codes (shown once)
+    still come back, with what to change."""
+    from tests.study.helpers import make_video
+
+    for i in range(2):
+        make_video(tmp_path / "small" / f"case_{i}_hydrodissection.mp4", 40 + i, size="64x48")
+        make_video(tmp_path / "large" / f"case_{i}_hydrodissection.mp4", 50 + i, size="144x96")
+    text = f"""
+slug: mismatched-study
+title: Mismatched sets
+criteria: [{{name: realism, scale: {{min: 1, max: 5}}}}]
+clip_sets:
+  - {{name: small, source: real, folder: "{tmp_path / 'small'}"}}
+  - {{name: large, source: generated, model: other, folder: "{tmp_path / 'large'}"}}
+raters: [kim]
+blinding: {{width: 144, height: 96, fps: 8}}
+"""
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    message, codes, *_, codes_csv = lead.predict(None, text, api_name="/study_create_yaml")
+    assert "with 1 raters and 0 clips" in message and "not imported" in message and "size" in message
+    assert table_rows(codes)[0][0] == "kim" and video_path(codes_csv).is_file()
