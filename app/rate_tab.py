@@ -19,7 +19,7 @@ MAX_CRITERIA = 8
 
 SHORTCUTS = ("Keys: **1-9** score the next unscored criterion · **Space** play/pause · **,** / **.** one frame "
              "back/forward · **L** loop on/off · **R** / **S** real / synthetic · **Ctrl+Enter** submit · "
-             "**Alt+←** previous clip")
+             "**Alt+←** previous clip · **Tab** next question, **arrows** change its answer")
 
 
 def _choices(scale: dict) -> list[tuple[str, int]]:
