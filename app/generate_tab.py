@@ -247,9 +247,14 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
     def on_to_study(eid, slug, admin: AdminSession):
         require_admin(admin)
         from app.studies_tab import import_history_clips
+        from ophora.study.store import ParityError, StudyError
 
         entry = load_entry(eid)
-        added = import_history_clips(store_getter(), slug, [entry])
+        try:
+            added = import_history_clips(store_getter(), slug, [entry])
+        except StudyError as error:
+            raise gr.Error(f"{error}\n(Import from the Studies tab to see this as a table and accept differences.)"
+                           if isinstance(error, ParityError) else str(error), duration=None) from None
         return f"{entry.id}: {'added to' if added else 'already in'} study **{slug}** (blinded copy made)."
 
     to_study.click(on_to_study, [entry_id, study, admin_state], history_msg, api_name="history_add_to_study")

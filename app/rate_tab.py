@@ -20,87 +20,122 @@ MAX_CRITERIA = 8
 
 SHORTCUTS = ("Keys: **1-9** score the next unscored criterion · **Space** play/pause · **,** / **.** one frame "
              "back/forward · **L** loop on/off · **R** / **S** real / synthetic · **Ctrl+Enter** submit · "
-             "**Alt+←** previous clip")
+             "**Alt+←** previous clip · **Tab** next question, **arrows** change its answer")
 
 
 def _choices(scale: dict) -> list[tuple[str, int]]:
+    return [(str(v), v) for v in range(scale["min"], scale["max"] + 1)]
+
+
+def _anchors(scale: dict) -> str:
+    """The scale's anchors as one line under the question, so each group of choices fits on one row."""
     anchors = {int(k): v for k, v in (scale.get("anchors") or {}).items()}
-    return [(f"{v} – {anchors[v]}" if v in anchors else str(v), v) for v in range(scale["min"], scale["max"] + 1)]
+    return " · ".join(f"{k} = {v}" for k, v in sorted(anchors.items()))
 
 
-def _is_rated(store, session: RaterSession) -> bool:
-    progress = store.rater_progress(session.code)
-    return progress.next_position is None or session.position < progress.next_position
+def _answered(store, code: str, position: int) -> bool:
+    return store.latest_answer(code, store.item_at(code, position).clip_id, position=position) is not None
 
 
-def build_rate_tab(store_getter) -> None:
-    with gr.Tab("Rate", id="rate"):
+def _step(store, code: str, start: int, stop: int, step: int, also: int | None = None) -> int | None:
+    """The first position from ``start`` towards ``stop`` that is answered (or is ``also``, the next open
+    reading): moving back and forth skips repeat readings still in their washout."""
+    for position in range(start, stop, step):
+        if position == also or _answered(store, code, position):
+            return position
+    return None
+
+
+def build_rate_tab(store_getter, intro: str = "") -> None:
+    """The rater's page. Sign-in collapses once the code is accepted, so that one clip, all its questions and
+    Submit fit a 1280x800 screen without scrolling."""
+    with gr.Column(elem_id="rate-page"):
         session = gr.State(RaterSession())
-        with gr.Row():
-            code = gr.Textbox(label="Access code", type="password", elem_id="rate-code", scale=3,
-                              placeholder="the code your study lead gave you")
-            sign_in = gr.Button("Start / resume", variant="primary", elem_id="rate-signin", scale=1)
+        with gr.Column(elem_id="rate-signin-box") as signin_box:
+            if intro:
+                gr.Markdown(intro)
+            with gr.Row():
+                code = gr.Textbox(label="Access code", type="password", elem_id="rate-code", scale=3,
+                                  placeholder="the code your study lead gave you")
+                sign_in = gr.Button("Start / resume", variant="primary", elem_id="rate-signin", scale=1)
         status = gr.Markdown(elem_id="rate-status")
         with gr.Column(visible=False, elem_id="rate-panel") as panel:
-            about = gr.Markdown()
-            with gr.Row():
-                with gr.Column(scale=3):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=5, min_width=400):
+                    about = gr.Markdown(elem_id="rate-about")
                     video = gr.Video(label="Clip", loop=True, autoplay=True, interactive=False, elem_id="rate-video",
-                                     buttons=[])
+                                     buttons=[], height=440, show_label=False)
                     instruction = gr.Markdown(elem_id="rate-instruction")
-                    gr.Markdown(SHORTCUTS)
-                with gr.Column(scale=2):
+                    gr.Markdown(SHORTCUTS, elem_id="rate-keys")
+                with gr.Column(scale=4, min_width=380, elem_id="rate-questions"):
                     radios = [gr.Radio([], label=f"criterion {i + 1}", visible=False, elem_id=f"crit-{i}",
                                        elem_classes=["criterion"]) for i in range(MAX_CRITERIA)]
                     phase = gr.Dropdown([], label="Which surgical phase is shown?", visible=False, elem_id="rate-phase")
-                    turing = gr.Radio([("Real recording", "real"), ("Synthetic (generated)", "synthetic")],
-                                      label="Is this clip real or synthetic?", visible=False, elem_id="rate-turing")
-                    confidence = gr.Radio([], label="How sure are you?", visible=False, elem_id="rate-confidence")
-                    comment = gr.Textbox(label="Comment (optional)", lines=1)
-                    reason = gr.Textbox(label="Reason for changing your earlier answer (required)", visible=False,
-                                        elem_id="rate-reason")
+                    with gr.Row(equal_height=False):
+                        turing = gr.Radio([("Real", "real"), ("Synthetic", "synthetic")],
+                                          label="Real or synthetic?", visible=False, elem_id="rate-turing",
+                                          scale=2, min_width=150)
+                        confidence = gr.Radio([], label="How sure are you?", visible=False, elem_id="rate-confidence",
+                                              scale=3, min_width=250)
+                    with gr.Row(equal_height=True):  # side by side, so changing an answer still fits the screen
+                        comment = gr.Textbox(label="Comment (optional; Ctrl+Enter submits)", lines=1, max_lines=3,
+                                             elem_id="rate-comment")
+                        reason = gr.Textbox(label="Why change your earlier answer? (required)", visible=False,
+                                            elem_id="rate-reason")
                     with gr.Row():
-                        back = gr.Button("← Previous", elem_id="rate-back")
-                        submit = gr.Button("Submit", variant="primary", elem_id="rate-submit")
-                        forward = gr.Button("Next →", elem_id="rate-next")
+                        back = gr.Button("← Previous", elem_id="rate-back", min_width=80)
+                        submit = gr.Button("Submit", variant="primary", elem_id="rate-submit", min_width=80)
+                        forward = gr.Button("Next →", elem_id="rate-next", min_width=80)
 
-    outputs = [session, status, panel, about, video, instruction, *radios, phase, turing, confidence, comment, reason]
+    outputs = [session, status, signin_box, panel, about, video, instruction, *radios, phase, turing, confidence,
+               comment, reason]
 
     def render(sess: RaterSession, message: str = ""):
-        """All outputs for the reading at ``sess.position`` (or the finished screen)."""
+        """All outputs for the reading at ``sess.position`` (or the finished screen). A reading answered
+        before shows the rater's latest answer, so going back shows what they chose."""
         store = store_getter()
         progress = store.rater_progress(sess.code)
         head = f"Signed in as **{sess.name}** · {progress.done}/{progress.total} rated"
         if message:
-            head = f"{message}\n\n{head}"
+            head = f"{message} · {head}"
         if sess.position is None:
             sess.clip_id, sess.rated = None, False
-            done = "All clips are rated: thank you! You can go back to change an answer." if progress.finished else ""
+            if progress.finished:
+                done = "All clips are rated: thank you! You can go back to change an answer."
+            else:  # only repeat readings in their washout are left: say when they unlock
+                done = f"{progress.message} You can go back to change an answer."
             hidden = [gr.update(visible=False, value=None) for _ in radios]
-            return (sess, f"{head}\n\n{done}", gr.update(visible=True), "", None, "", *hidden,
-                    gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "",
+            return (sess, f"{head}\n\n{done}", gr.update(visible=False), gr.update(visible=True), "", None, "",
+                    *hidden, gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "",
                     gr.update(visible=False, value=""))
         item = store.item_at(sess.code, sess.position)
         sess.clip_id, sess.shown_at = item.clip_id, time.time()
-        sess.rated = _is_rated(store, sess)
+        earlier = store.latest_answer(sess.code, item.clip_id, position=sess.position)
+        sess.rated = earlier is not None
+        earlier = earlier or {}
+        scores = earlier.get("scores") or {}
         updates = []
         for i, radio in enumerate(radios):
             if i < len(item.criteria):
                 c = item.criteria[i]
                 label = c["name"].replace("_", " ").capitalize() + (f": {c['description']}" if c["description"] else "")
-                updates.append(gr.update(visible=True, choices=_choices(c), label=label, value=None))
+                updates.append(gr.update(visible=True, choices=_choices(c), label=label, info=_anchors(c) or None,
+                                         value=scores.get(c["name"])))
             else:
                 updates.append(gr.update(visible=False, choices=[], value=None))
-        state = ("You already answered this clip. To change your answer, set only what you want to change "
-                 "(anything left empty keeps your earlier answer), give a reason and submit." if sess.rated else "")
-        about_text = f"### {item.study_title}\n{item.study_instructions}\n\n**Clip {item.position} of {item.total}**"
+        state = (" · You answered this clip before: your answers are filled in. To change them, edit what you "
+                 "want, give a reason and submit." if sess.rated else "")
+        about_text = (f"**{item.study_title}** · Clip {item.position} of {item.total}"
+                      + (f" · {item.study_instructions}" if item.study_instructions else ""))
         conf = item.turing_confidence or {"min": 1, "max": 5}
-        return (sess, f"{head}\n\n{state}", gr.update(visible=True), about_text,
+        return (sess, f"{head}{state}", gr.update(visible=False), gr.update(visible=True), about_text,
                 stage_file(item.video_path, name=f"{item.clip_id}.mp4"),
                 f"**Instruction:** {item.instruction}" if item.instruction else "", *updates,
-                gr.update(visible=item.ask_phase, choices=list(item.phases), value=None),
-                gr.update(visible=item.turing_test, value=None),
-                gr.update(visible=item.turing_test, choices=_choices(conf), value=None), "",
+                gr.update(visible=item.ask_phase, choices=list(item.phases), value=earlier.get("phase")),
+                gr.update(visible=item.turing_test, value=earlier.get("turing")),
+                gr.update(visible=item.turing_test, choices=_choices(conf), info=_anchors(conf) or None,
+                          value=earlier.get("confidence")),
+                earlier.get("comment") or "",
                 gr.update(visible=sess.rated, value=""))
 
     def guarded(fn):
@@ -120,7 +155,20 @@ def build_rate_tab(store_getter) -> None:
         name = store.rater_name(access_code or "")
         item = store.next_item(access_code)
         sess = RaterSession(code=access_code.strip(), name=name, position=item.position if item else None)
-        return render(sess, "Welcome back: you continue where you stopped." if item and item.position > 1 else "")
+        return render(sess, "Welcome back: you continue where you stopped" if item and item.position > 1 else "")
+
+    def changes(earlier: dict, scores: dict, ph, tu, conf, note) -> dict:
+        """What differs from the earlier answer (the form shows it filled in, so the rest is unchanged)."""
+        out: dict = {}
+        changed_scores = {n: v for n, v in scores.items() if earlier["scores"].get(n) != v}
+        if changed_scores:
+            out["scores"] = changed_scores
+        for key, new in (("phase", ph), ("turing", tu), ("confidence", conf)):
+            if new is not None and new != earlier.get(key):
+                out[key] = new
+        if (note or "") != (earlier.get("comment") or ""):
+            out["comment"] = note or ""
+        return out
 
     @guarded
     def on_submit(sess: RaterSession, *values):
@@ -134,19 +182,21 @@ def build_rate_tab(store_getter) -> None:
         scores = {n: v for n, v in zip(names, scores_raw) if v is not None}
         seconds = round(time.time() - sess.shown_at, 1) if sess.shown_at else None
         if sess.rated:
+            earlier = store.latest_answer(sess.code, sess.clip_id, position=sess.position) or {"scores": {}}
+            diff = changes(earlier, scores, ph or None, tu or None, conf, note)
+            if not diff:
+                raise gr.Error("Nothing changed: your earlier answer is kept. Use Next → to move on.")
             if not (why or "").strip():
                 raise gr.Error("You already answered this clip: say why you change the answer (Reason box).")
-            store.change_rating(sess.code, sess.clip_id, reason=why, scores=scores or None,
-                                phase=ph or None, turing=tu or None, confidence=conf,
-                                comment=note or None, position=sess.position)
-            message = f"Changed your answer for clip {sess.position}."
+            store.change_rating(sess.code, sess.clip_id, reason=why, position=sess.position, **diff)
+            message = f"Changed your answer for clip {sess.position}"
         else:
             missing = [n for n in names if n not in scores]
             if missing:
                 raise gr.Error(f"Score every criterion before submitting; missing: {', '.join(missing)}.")
             store.submit_rating(sess.code, sess.clip_id, scores, phase=ph or None, turing=tu or None,
                                 confidence=conf, comment=note or None, seconds=seconds, position=sess.position)
-            message = f"Saved clip {sess.position}."
+            message = f"Saved clip {sess.position}"
         nxt = store.next_item(sess.code)
         sess.position = nxt.position if nxt else None
         return render(sess, message)
@@ -154,21 +204,24 @@ def build_rate_tab(store_getter) -> None:
     @guarded
     def on_back(sess: RaterSession):
         sess = require_rater(sess)
-        total = store_getter().rater_progress(sess.code).total
-        current = sess.position if sess.position is not None else total + 1
-        if current <= 1:
+        store = store_getter()
+        current = sess.position if sess.position is not None else store.rater_progress(sess.code).total + 1
+        previous = _step(store, sess.code, current - 1, 0, -1)
+        if previous is None:
             raise gr.Error("This is the first clip.")
-        sess.position = current - 1
+        sess.position = previous
         return render(sess)
 
     @guarded
     def on_forward(sess: RaterSession):
         sess = require_rater(sess)
-        progress = store_getter().rater_progress(sess.code)
-        if sess.position is None or (progress.next_position is not None and sess.position >= progress.next_position):
+        store = store_getter()
+        progress = store.rater_progress(sess.code)
+        if sess.position is None:
+            raise gr.Error("There is no further clip to show now.")
+        if not sess.rated:
             raise gr.Error("Answer this clip first: clips are rated in order.")
-        nxt = sess.position + 1
-        sess.position = nxt if nxt <= progress.total and (progress.next_position is None or nxt <= progress.next_position) else None
+        sess.position = _step(store, sess.code, sess.position + 1, progress.total + 1, 1, also=progress.next_position)
         return render(sess)
 
     sign_in.click(on_sign_in, code, outputs, api_name="rate_sign_in", show_progress="minimal")
@@ -179,17 +232,40 @@ def build_rate_tab(store_getter) -> None:
     forward.click(on_forward, session, outputs, api_name="rate_next", show_progress="minimal")
 
 
+# Compact spacing on the rater page only, so a clip and all its questions fit 1280x800 after sign-in.
+RATE_CSS = """
+#rate-page {gap: 6px}
+h1 {font-size: 1.4rem !important; margin: 0 !important}
+#rate-panel .block {padding: 6px 10px}
+#rate-panel fieldset .wrap {gap: 4px}
+#rate-panel fieldset label {padding: 3px 9px}
+#rate-panel [data-testid="block-info"] {margin-bottom: 2px}
+#rate-keys, #rate-keys p {font-size: 0.8rem}
+"""
+
 RATE_JS = """
 <script>
 (() => {
   const q = (sel) => document.querySelector(sel);
+  // Native radio groups: Gradio names every option differently, which makes each option its own tab stop
+  // and disables the arrow keys. One shared name per question gives one tab stop and arrows inside.
+  const groupRadios = () => {
+    document.querySelectorAll('#rate-panel input[type=radio]').forEach((input) => {
+      const group = input.closest('[id]');
+      const name = group ? `group-${group.id}` : input.name;
+      if (input.name !== name) input.name = name;
+    });
+  };
+  new MutationObserver(groupRadios).observe(document.documentElement,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ['name']});
   document.addEventListener('keydown', (ev) => {
     const panel = q('#rate-panel');
     if (!panel || panel.offsetParent === null) return;
+    // Ctrl+Enter submits from anywhere on the page, the comment and reason boxes included.
+    if (ev.ctrlKey && ev.key === 'Enter') { q('#rate-submit')?.click(); ev.preventDefault(); return; }
     const tag = (ev.target && ev.target.tagName) || '';
     if (['INPUT', 'TEXTAREA', 'SELECT'].includes(tag) && ev.target.type !== 'radio') return;
     const video = q('#rate-video video');
-    if (ev.ctrlKey && ev.key === 'Enter') { q('#rate-submit')?.click(); ev.preventDefault(); return; }
     if (ev.altKey && ev.key === 'ArrowLeft') { q('#rate-back')?.click(); ev.preventDefault(); return; }
     if (ev.ctrlKey || ev.altKey || ev.metaKey) return;
     if (video && ev.key === ' ') { video.paused ? video.play() : video.pause(); ev.preventDefault(); return; }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import math
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -111,14 +112,59 @@ def require_rater(session: RaterSession | None) -> RaterSession:
     return session
 
 
+def _staging_folder() -> Path:
+    root = Path(os.environ.get("GRADIO_TEMP_DIR") or ".") / "staged" / secrets.token_hex(16)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def stage_text(text: str, name: str) -> str:
+    """Write ``text`` as ``name`` into a random folder in Gradio's cache (a download made for one request,
+    e.g. the access codes one click issued); return its path."""
+    target = _staging_folder() / name
+    target.write_text(text, encoding="utf-8")
+    return str(target)
+
+
 def stage_file(path: str | Path, name: str | None = None) -> str:
     """Hard-link (or copy) ``path`` into a random folder in Gradio's cache under ``name``; return the new path."""
     source = Path(path)
-    root = Path(os.environ.get("GRADIO_TEMP_DIR") or ".") / "staged" / secrets.token_hex(16)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / (name or source.name)
+    target = _staging_folder() / (name or source.name)
     try:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
     return str(target)
+
+
+# The HTTP routes a rater station answers: the page and its assets, the queue that runs the rating
+# endpoints, the heartbeat, staged clip files and the one-off startup check Gradio runs at launch. Everything
+# else Gradio offers (uploads, the direct /call and /run APIs, component servers, streams, the proxy,
+# OpenAPI, monitoring) gets 404.
+RATER_ROUTES = re.compile(
+    r"^/(|config/?|theme\.css|favicon\.ico|robots\.txt|(assets|static|svelte)/.+"
+    r"|gradio_api/(info/?|theme\.css|startup-events|queue/(join|data)|heartbeat/[^/]+|file=.+|cancel))$")
+
+
+class RaterStationRoutes:
+    """ASGI middleware for ``--mode rater``: only the routes in ``RATER_ROUTES`` exist. Gradio has no switch
+    for most of the others, and a rater station reachable from a ward PC must offer nothing but rating."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope.get("path", "")
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):] or "/"
+            if not RATER_ROUTES.match(path):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await send({"type": "http.response.start", "status": 404,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                await send({"type": "http.response.body", "body": b"Not available on a rater station."})
+                return
+        await self.app(scope, receive, send)

@@ -70,9 +70,9 @@ def build_app(config: AppConfig, service=None, store=None):
         elif config.mode == "rater":
             from app.rate_tab import build_rate_tab
 
-            gr.Markdown("Sign in with your access code. You see only your own clips, in an order drawn for you.")
-            with gr.Tabs():
-                build_rate_tab(store_getter)
+            # No tab strip and the intro inside the sign-in box (it collapses): the clip gets the screen.
+            build_rate_tab(store_getter, intro="Sign in with your access code. You see only your own clips, "
+                                               "in an order drawn for you.")
         else:
             from app.kiosk_tab import build_kiosk_tab
 
@@ -85,11 +85,19 @@ def build_app(config: AppConfig, service=None, store=None):
 
 
 def launch_kwargs(config: AppConfig) -> dict:
-    from app.rate_tab import RATE_JS
+    from app.rate_tab import RATE_CSS, RATE_JS
 
-    return dict(theme=theme(), css=CSS, head=RATE_JS if config.mode == "rater" else None,
-                footer_links=[], run_history=False, enable_monitoring=False, mcp_server=False,
-                pwa=False, ssr_mode=False)
+    kwargs = dict(theme=theme(), css=CSS, head=None, footer_links=[], run_history=False, enable_monitoring=False,
+                  mcp_server=False, pwa=False, ssr_mode=False)
+    if config.mode == "rater":
+        from starlette.middleware import Middleware
+
+        from app.security import RaterStationRoutes
+
+        # No uploads at all (413 even if a route were reachable), and only the rating routes exist.
+        kwargs.update(head=RATE_JS, css=CSS + RATE_CSS, max_file_size=0,
+                      app_kwargs={"middleware": [Middleware(RaterStationRoutes)]})
+    return kwargs
 
 
 def blocked_paths(config: AppConfig) -> list[str]:

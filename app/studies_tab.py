@@ -7,6 +7,8 @@ use a rater station (``launch.py --mode rater``) on the same study database.
 
 from __future__ import annotations
 
+import csv
+import io
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,10 +17,12 @@ import gradio as gr
 import yaml
 
 from app.history import History, HistoryEntry, HistoryError
-from app.security import AdminSession, SignInGuard, client_key, require_admin, stage_file
+from app.security import AdminSession, SignInGuard, client_key, require_admin, stage_file, stage_text
 from app.wording import quiet, readable_table, yaml_problem
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
-from ophora.study.store import StudyError
+from ophora.study.parity import WAIVABLE
+from ophora.study.store import ParityError, StudyError
+from ophora.vocabulary import load_phases
 
 PAPER_CRITERIA = [
     {"name": "phase_matching", "description": "Does the clip show what the instruction asks for?",
@@ -35,15 +39,21 @@ RATER_STATION_NOTE = ("Raters rate at a **rater station**: `python launch.py --m
                       "(it has only the Rate tab; history, provenance and this tab do not exist there).")
 
 
-def import_history_clips(store, slug: str, entries: list[HistoryEntry]) -> int:
-    """Blind and add generated history clips to a study (their provenance stays in the study database)."""
+def import_history_clips(store, slug: str, entries: list[HistoryEntry], accept=(), phase: str | None = None) -> int:
+    """Blind and add generated history clips to a study (their provenance stays in the study database).
+    A clip's phase comes from its provenance or prompt, else from ``phase`` (the lead's choice for free-text
+    prompts). ``accept`` names parity differences the study lead accepted (see ``ophora.study.parity``)."""
     definition = store.definition(slug)
+    fallback = definition.match_phase(phase) if phase else None
+    if phase and fallback is None:
+        raise StudyError(f"phase {phase!r} is not one of the study's phases {list(definition.phases)}")
     specs = []
     for entry in entries:
-        phase = definition.match_phase(entry.provenance.get("phase")) or definition.match_phase(entry.prompt)
+        phase = (definition.match_phase(entry.provenance.get("phase")) or definition.match_phase(entry.prompt)
+                 or fallback)
         specs.append(ClipSpec(path=entry.study_master, source="generated", model=entry.model_id, phase=phase,
                               instruction=entry.prompt or None, clip_set="studio-history"))
-    return store.import_clips(slug, specs)
+    return store.import_clips(slug, specs, accept_differences=accept or ())
 
 
 def real_clip_specs(definition, paths: list[Path], phase: str | None, clip_set: str) -> list[ClipSpec]:
@@ -56,32 +66,38 @@ def real_clip_specs(definition, paths: list[Path], phase: str | None, clip_set: 
     return specs
 
 
-def study_results(store, slug: str):
-    """``results_for_study``, except that reliability falls back to the raters who finished when the full
-    table cannot be analysed (pingouin's ICC refuses panels where one rater has only begun). Returns
-    ``(results, note)``."""
-    from ophora.study import analysis
-
-    definition = store.definition(slug)
-    scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
-    ratings = store.ratings_frame(slug)
-    try:
-        return analysis.compute_results(ratings, scales=scales, title=definition.title), ""
-    except (ValueError, AssertionError) as error:
-        finished = [p.rater for p in store.progress(slug) if p.finished]
-        subset = ratings[ratings["rater"].isin(finished)]
+def yaml_definition(data, raw: str, bases: list[Path]):
+    """Parse an uploaded study file. An upload has lost its folder, so relative clip folders are tried from
+    each of ``bases`` in turn; the first base where every folder exists wins (else the first error)."""
+    first_error = None
+    for base in bases:
         try:
-            reliability = analysis.reliability(subset, scales)
-        except (ValueError, AssertionError):
-            reliability = analysis.reliability(subset.iloc[0:0], scales)
-        results = analysis.compute_results(ratings, scales=scales, title=definition.title,
-                                           reliability_table=reliability)
-        return results, (f"Reliability uses only the raters who finished ({', '.join(finished) or 'none yet'}): "
-                         f"the full table could not be analysed ({error}).")
+            return parse_definition(data, where="uploaded study file", base_dir=base, source_text=raw)
+        except StudyDefinitionError as error:
+            first_error = first_error or error
+    raise first_error
 
 
-def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing, raters, repeats, seed, folder: Path):
-    """A study definition from the form; clips are added afterwards from the history or folders."""
+def codes_download(slug: str, codes: dict[str, str], action: str):
+    """The access codes issued by one click, as a CSV to download (and nothing else: earlier codes are never
+    stored in clear)."""
+    if not codes:
+        return gr.update(value=None, visible=False)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["study", "rater", "access_code"])
+    writer.writerows([slug, name, code] for name, code in codes.items())
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return gr.update(value=stage_text(buffer.getvalue(), f"{slug}-codes-{action}-{stamp}.csv"), visible=True)
+
+
+
+def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing, raters, repeats, seed, folder: Path,
+                    blinding: dict | None = None, instruction_source: str | None = None,
+                    washout_days: float | None = None):
+    """A study definition from the form; clips are added afterwards from the history or folders. ``blinding``
+    holds the form's picture settings (width, height, fps, max_seconds, fit); empty fields keep the defaults.
+    ``washout_days``: a repeat reading is offered only that many days after the first one."""
     try:
         criteria = yaml.safe_load(criteria_yaml) if criteria_yaml and criteria_yaml.strip() else PAPER_CRITERIA
     except yaml.YAMLError as error:
@@ -90,7 +106,14 @@ def form_definition(slug, title, instructions, criteria_yaml, ask_phase, turing,
             "phases": "cataract", "ask_phase": bool(ask_phase), "turing_test": bool(turing),
             "clip_sets": [{"name": "studio-history", "source": "generated", "model": "ophora", "folder": str(folder)}],
             "raters": [r.strip() for r in (raters or "").replace("\n", ",").split(",") if r.strip()],
-            "repeats": int(repeats or 0), "seed": int(seed or 0)}
+            "repeats": ({"count": int(repeats or 0), "after_days": float(washout_days)} if washout_days
+                        else int(repeats or 0)),
+            "seed": int(seed or 0)}
+    settings = {k: v for k, v in (blinding or {}).items() if v is not None and v != ""}
+    if settings:
+        data["blinding"] = settings
+    if instruction_source:
+        data["instruction_source"] = instruction_source
     return parse_definition(data, where="study form", check_paths=False)
 
 
@@ -121,32 +144,97 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f_phase = gr.Checkbox(True, label="Ask raters to name the phase")
                         f_turing = gr.Checkbox(True, label="Ask real or synthetic (visual Turing test)")
                         f_repeats = gr.Number(0, label="Repeat readings per rater", precision=0)
+                        f_washout = gr.Number(None, label="Washout before a repeat (days; empty: after all "
+                                                          "first readings)", elem_id="f-washout")
                         f_seed = gr.Number(0, label="Order seed", precision=0)
                     f_raters = gr.Textbox(label="Raters (comma-separated names)", elem_id="f-raters")
+                    gr.Markdown("**What raters see**: every clip, real or generated, is re-encoded to these "
+                                "settings, so size, rate and length cannot tell the source.")
+                    with gr.Row():
+                        f_width = gr.Number(720, label="Width (px)", precision=0, elem_id="f-width")
+                        f_height = gr.Number(480, label="Height (px)", precision=0, elem_id="f-height")
+                        f_fps = gr.Number(8, label="Frames per second", precision=0, elem_id="f-fps")
+                        f_seconds = gr.Number(None, label="Length in seconds (empty: no trimming)",
+                                              elem_id="f-seconds")
+                        f_fit = gr.Radio([("Crop to the study's shape (no bars)", "crop"),
+                                          ("Letterbox every clip", "letterbox")], value="crop",
+                                         label="Other shapes", elem_id="f-fit")
+                        f_instruction_source = gr.Radio(
+                            [("The phase's wording, for every clip", "phase_template"),
+                             ("Each clip's own text", "per_clip")], value="phase_template",
+                            label="Instruction shown to raters", elem_id="f-instruction-source")
                     create = gr.Button("Create study", variant="primary", elem_id="create-study")
                 with gr.Tab("From a YAML file"):
                     gr.Markdown("A study file as in `studies/example_cataract.yaml`; relative folders are read "
-                                "from the folder the app was started in.")
+                                "from the folder the app was started in, else from its `studies/` folder (where "
+                                "the project's study files and example clips are).")
                     y_file = gr.File(label="Study YAML", file_types=[".yaml", ".yml"], type="filepath")
                     y_text = gr.Code(language="yaml", label="…or paste it here")
                     create_yaml = gr.Button("Create from YAML", variant="primary")
-                codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
-                                     elem_id="rater-codes")
+                with gr.Row():
+                    codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
+                                         elem_id="rater-codes", scale=3)
+                    codes_csv = gr.File(label="These codes as CSV", elem_id="rater-codes-csv", scale=1, height=70,
+                                        visible=False)
             with gr.Accordion("Import clips", open=False):
                 hist_ids = gr.Dropdown([], multiselect=True, label="Generated clips from the history",
                                        elem_id="import-history-ids")
-                import_hist = gr.Button("Import selected history clips", elem_id="import-history")
+                with gr.Row():
+                    hist_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                                             label="Phase for clips whose prompt names none",
+                                             elem_id="import-history-phase", scale=2)
+                    import_hist = gr.Button("Import selected history clips", elem_id="import-history", scale=1)
                 with gr.Row():
                     real_folder = gr.Textbox(label="Folder of real clips on this machine", scale=3)
                     real_phase = gr.Dropdown([], label="Phase (empty: from file names)", allow_custom_value=True)
                 real_upload = gr.File(label="…or upload real clips", file_count="multiple", type="filepath",
                                       file_types=list(VIDEO_SUFFIXES))
-                import_real = gr.Button("Import real clips")
-            with gr.Accordion("Raters", open=False):
+                import_real = gr.Button("Import real clips", elem_id="import-real")
+                parity_note = gr.Markdown(visible=False, elem_id="parity-note")
+                parity_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="parity-table",
+                                            label="Clip sets as raters would see them")
+                accept = gr.CheckboxGroup([], visible=False, elem_id="parity-accept",
+                                          label="Accept these differences, then import again (the waiver is recorded "
+                                                "in the study, the audit log and every report)")
+            with gr.Column(variant="panel", elem_id="raters-panel"):
+                gr.Markdown("**Raters**: codes issued here appear beside the buttons, shown once; "
+                            "download them as CSV to hand out.", padding=True)
                 with gr.Row():
-                    rater_name = gr.Textbox(label="Rater name", elem_id="rater-name")
-                    add_rater = gr.Button("Issue access code", elem_id="add-rater")
-                    reissue = gr.Button("Issue a new code (old one stops working)")
+                    with gr.Column(scale=2):
+                        rater_name = gr.Textbox(label="Rater names (comma-separated)", elem_id="rater-name")
+                        with gr.Row():
+                            add_rater = gr.Button("Add: issue access codes", elem_id="add-rater")
+                            reissue = gr.Button("Issue new codes (old ones stop working)", elem_id="reissue-code")
+                    with gr.Column(scale=3):
+                        issued = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
+                                              elem_id="issued-codes")
+                        issued_csv = gr.File(label="These codes as CSV", elem_id="issued-codes-csv", height=70,
+                                             visible=False)
+            with gr.Column(variant="panel", elem_id="lifecycle-panel"):
+                lifecycle = gr.Markdown("**Life cycle**: draft (set up) → open (raters rate) → locked (analysis).",
+                                        padding=True, elem_id="study-status")
+                with gr.Row():
+                    open_btn = gr.Button("Open for rating", elem_id="open-study", scale=1)
+                    confirm = gr.Textbox(label="To lock or delete, type the study's short name", scale=2,
+                                         elem_id="confirm-slug")
+                    lock_reason = gr.Textbox(label="Reason for locking (audit log)", scale=2, elem_id="lock-reason")
+                    lock_btn = gr.Button("Lock for analysis", variant="stop", elem_id="lock-study", scale=1)
+                    delete_btn = gr.Button("Delete draft study", variant="stop", elem_id="delete-study", scale=1)
+                gr.Markdown("**Correct a clip nobody has rated yet** (its id is in the clip key; the change and "
+                            "the reason go to the audit log):", padding=True)
+                with gr.Row():
+                    fix_clip = gr.Textbox(label="Clip id", placeholder="c0123456789abcdef", elem_id="fix-clip-id")
+                    fix_reason = gr.Textbox(label="Reason (required)", elem_id="fix-reason", scale=2)
+                    fix_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                                            label="New phase (relabel)", elem_id="fix-phase")
+                    fix_set = gr.Textbox(label="New clip set (relabel)", elem_id="fix-set")
+                    relabel_btn = gr.Button("Relabel clip", elem_id="relabel-clip")
+                    remove_btn = gr.Button("Remove clip", variant="stop", elem_id="remove-clip")
+                with gr.Row():
+                    key_btn = gr.Button("Download the clip key (which clip is which: keep it from raters)",
+                                        elem_id="clip-key", scale=2)
+                    key_file = gr.File(label="Clip key (CSV)", elem_id="clip-key-file", scale=1, height=70,
+                                       visible=False)
             with gr.Accordion("Progress and results", open=True):
                 show_results = gr.Button("Update progress and results", variant="primary", elem_id="show-results")
                 summary = gr.Markdown(elem_id="study-summary")
@@ -216,30 +304,57 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         if not guard.check(given, password, client_key(request)):
             raise quiet(gr.Error("Wrong admin password."))
         ids = [e.id for e in history.entries(limit=500)] if history else []
-        phases = list(store().definition(store().studies()[-1]).phases) if store().studies() else []
+        phases = (list(store().definition(store().studies()[-1]).phases) if store().studies()
+                  else [p.name for p in load_phases()])
         return (AdminSession(signed_in=True), "Signed in as study lead.", gr.update(visible=True), studies_update(),
-                gr.update(choices=ids), gr.update(choices=phases), "", gr.update(visible=False))
+                gr.update(choices=ids), gr.update(choices=phases), gr.update(choices=phases), "",
+                gr.update(visible=False))
 
-    login.click(on_login, pw, [admin_state, admin_msg, panel, study, hist_ids, real_phase, pw, login_row],
+    login.click(on_login, pw, [admin_state, admin_msg, panel, study, hist_ids, real_phase, hist_phase, pw, login_row],
                 api_name="admin_sign_in", show_progress="hidden")
 
     def after_create(definition, clips=()):
         blind_dir = config.studies_dir / definition.slug / "blinded"
         codes_ = store().create_study(definition, blind_dir=blind_dir)
-        added = store().import_clips(definition.slug, list(clips)) if clips else 0
+        refused = ""
+        try:  # the study and its codes exist now: a refused import must not lose the codes (shown once)
+            added = store().import_clips(definition.slug, list(clips)) if clips else 0
+        except StudyError as error:
+            added = 0
+            why = ("\n".join(f"- {p}" for p in error.report.problems) if isinstance(error, ParityError)
+                   else f"- {error}")
+            refused = (f"\n\n**Its clips were not imported:**\n{why}\n\nChange the clips or the study settings, "
+                       f"then import them under *Import clips* (where an acceptable difference can be accepted), "
+                       f"or delete this draft and create it again.")
         rows = [[name, code] for name, code in codes_.items()]
-        note = f"Created **{definition.slug}** with {len(rows)} raters and {added} clips. Copy the codes now: they are not shown again."
-        return note, rows, studies_update(definition.slug), studies_update(definition.slug)
+        note = (f"Created **{definition.slug}** (a draft) with {len(rows)} raters and {added} clips. Copy or download "
+                f"the codes now: they are not shown again. Open the study for rating when it is set up.{refused}")
+        return (note, rows, studies_update(definition.slug), studies_update(definition.slug),
+                codes_download(definition.slug, codes_, "created"))
+
+    def whole(value, name: str):
+        """gr.Number gives floats; the study schema wants whole numbers for sizes and rates."""
+        if value is None or value == "":
+            return None
+        if float(value) != int(value):
+            raise gr.Error(f"{name} must be a whole number, got {value}.")
+        return int(value)
 
     @guarded
-    def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed):
+    def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed, width, height, fps, seconds,
+                  fit, instruction_source, washout_days):
+        blinding = {"width": whole(width, "Width"), "height": whole(height, "Height"),
+                    "fps": whole(fps, "Frames per second"),
+                    "max_seconds": float(seconds) if seconds not in (None, "") else None, "fit": fit or None}
         definition = form_definition(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed,
-                                     config.studies_dir / str(slug or "study") / "incoming")
+                                     config.studies_dir / str(slug or "study") / "incoming", blinding=blinding,
+                                     instruction_source=instruction_source, washout_days=washout_days)
         return after_create(definition)
 
     hist_out = history_study if history_study is not None else gr.State()
     create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
-                             f_seed], [message, codes, study, hist_out], api_name="study_create")
+                             f_seed, f_width, f_height, f_fps, f_seconds, f_fit, f_instruction_source, f_washout],
+                 [message, codes, study, hist_out, codes_csv], api_name="study_create")
 
     @guarded
     def on_create_yaml(file, text):
@@ -254,10 +369,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             data = yaml.safe_load(raw)
         except yaml.YAMLError as error:
             raise gr.Error(f"Not valid YAML at {yaml_problem(error)}", print_exception=False) from None
-        definition = parse_definition(data, where="uploaded study file", base_dir=Path.cwd(), source_text=raw)
+        definition = yaml_definition(data, raw, [Path.cwd(), Path.cwd() / "studies"])
         return after_create(definition, definition.clips())
 
-    create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out],
+    create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out, codes_csv],
                       api_name="study_create_yaml")
 
     def need_study(slug):
@@ -265,17 +380,52 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             raise gr.Error("Pick a study first.")
         return slug
 
+    def parity_refusal(error: ParityError, accepted) -> tuple:
+        """The refusal as the lead sees it: what differs, the table per clip set, and a checkbox per
+        difference that may be accepted."""
+        report = error.report
+        props = [p.split(":", 1)[0] for p in report.problems]
+        waivable = [p for p in props if p in WAIVABLE]
+        fixed_only = [p for p in report.problems if p.split(":", 1)[0] not in WAIVABLE]
+        lines = ["**Import refused: raters could tell these clip sets apart after blinding.** Nothing was imported."]
+        lines += [f"- {p}" for p in report.problems]
+        if fixed_only:
+            lines.append("Length and instruction differences cannot be accepted: change the clips or the study.")
+        if waivable:
+            lines.append("To go ahead anyway, tick the differences you accept below and import again.")
+        choices = [(f"{prop}: {WAIVABLE[prop]}", prop) for prop in waivable]
+        return ("Import refused: see the table under *Import clips*.", gr.update(visible=True, value="\n".join(lines)),
+                gr.update(visible=True, value=report.table),
+                gr.update(visible=bool(choices), choices=choices, value=[a for a in accepted or [] if a in waivable]))
+
+    def with_earlier_waivers(slug, accepted) -> list[str]:
+        """A difference the lead accepted at an earlier import of this study stays accepted (it is recorded)."""
+        earlier = [w["property"] for w in store().accepted_differences(slug)]
+        return list(dict.fromkeys([*(accepted or []), *earlier]))
+
+    def imported(text: str, accepted) -> tuple:
+        waived = f" Accepted differences: {', '.join(accepted)} (recorded)." if accepted else ""
+        return (text + waived, gr.update(visible=False, value=""), gr.update(visible=False, value=None),
+                gr.update(visible=False, choices=[], value=[]))
+
     @guarded
-    def on_import_history(slug, ids):
+    def on_import_history(slug, ids, phase, accepted):
         if history is None or not ids:
             raise gr.Error("Select one or more history clips.")
-        added = import_history_clips(store(), need_study(slug), [history.get(i) for i in ids])
-        return f"Imported {added} of {len(ids)} clips into **{slug}** (blinded copies; already-imported clips are skipped)."
+        try:
+            added = import_history_clips(store(), need_study(slug), [history.get(i) for i in ids],
+                                         accept=with_earlier_waivers(slug, accepted), phase=phase or None)
+        except ParityError as error:
+            return parity_refusal(error, accepted)
+        return imported(f"Imported {added} of {len(ids)} clips into **{slug}** (blinded copies; already-imported "
+                        f"clips are skipped).", accepted)
 
-    import_hist.click(on_import_history, [admin_state, study, hist_ids], message, api_name="study_import_history")
+    parity_outputs = [message, parity_note, parity_table, accept]
+    import_hist.click(on_import_history, [admin_state, study, hist_ids, hist_phase, accept], parity_outputs,
+                      api_name="study_import_history")
 
     @guarded
-    def on_import_real(slug, folder, phase, uploads):
+    def on_import_real(slug, folder, phase, uploads, accepted):
         definition = store().definition(need_study(slug))
         paths: list[Path] = []
         if folder and folder.strip():
@@ -289,34 +439,137 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         bad = [p.name for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
         if bad:
             raise gr.Error(f"Not video files: {', '.join(bad)}. Upload {', '.join(VIDEO_SUFFIXES)} clips.")
-        added = store().import_clips(slug, real_clip_specs(definition, paths, phase, "studio-real"))
-        return f"Imported {added} real clips into **{slug}**."
+        try:
+            added = store().import_clips(slug, real_clip_specs(definition, paths, phase, "studio-real"),
+                                         accept_differences=with_earlier_waivers(slug, accepted))
+        except ParityError as error:
+            return parity_refusal(error, accepted)
+        return imported(f"Imported {added} real clips into **{slug}**.", accepted)
 
-    import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload], message,
-                      api_name="study_import_real")
+    import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload, accept],
+                      parity_outputs, api_name="study_import_real")
+
+    def rater_names(text) -> list[str]:
+        names = [n.strip() for n in (text or "").replace("\n", ",").split(",") if n.strip()]
+        if not names:
+            raise gr.Error("Type one or more rater names (comma-separated).")
+        return names
 
     @guarded
-    def on_add_rater(slug, name):
-        code = store().add_rater(need_study(slug), (name or "").strip())
-        return f"Access code for **{name}** issued (shown once).", [[name, code]]
+    def on_add_rater(slug, names):
+        issued_ = store().add_raters(need_study(slug), rater_names(names))
+        return (f"Access codes for **{', '.join(issued_)}** issued (shown once).", [[n, c] for n, c in issued_.items()],
+                codes_download(slug, issued_, "added"))
 
-    add_rater.click(on_add_rater, [admin_state, study, rater_name], [message, codes], api_name="study_add_rater")
+    add_rater.click(on_add_rater, [admin_state, study, rater_name], [message, issued, issued_csv],
+                    api_name="study_add_rater")
 
     @guarded
-    def on_reissue(slug, name):
-        code = store().reissue_code(need_study(slug), (name or "").strip())
-        return f"New access code for **{name}**; the old one no longer works.", [[name, code]]
+    def on_reissue(slug, names):
+        issued_ = store().reissue_codes(need_study(slug), rater_names(names))
+        return (f"New access codes for **{', '.join(issued_)}**; their old codes no longer work.",
+                [[n, c] for n, c in issued_.items()], codes_download(slug, issued_, "reissued"))
 
-    reissue.click(on_reissue, [admin_state, study, rater_name], [message, codes], api_name="study_reissue_code")
+    reissue.click(on_reissue, [admin_state, study, rater_name], [message, issued, issued_csv],
+                  api_name="study_reissue_code")
+
+    def status_text(slug) -> str:
+        stage = store().status(slug)
+        what = {"draft": "being set up: raters cannot rate yet. Open it once clips and raters are in.",
+                "open": "open: raters rate. Lock it before the analysis you report.",
+                "locked": "locked for analysis: no rating can be added or changed."}[stage]
+        return f"**Life cycle**: study **{slug}** is **{stage}**, {what}"
+
+    @guarded
+    def on_status(slug):
+        if not slug:  # e.g. the last study was deleted
+            return "**Life cycle**: no study picked.", gr.update(), gr.update()
+        phases = list(store().definition(slug).phases)
+        return status_text(slug), gr.update(choices=phases), gr.update(choices=phases)
+
+    study.change(on_status, [admin_state, study], [lifecycle, real_phase, hist_phase], api_name="study_status",
+                 show_progress="hidden")
+
+    @guarded
+    def on_open(slug):
+        store().open_study(need_study(slug))
+        return f"Opened **{slug}**: raters can sign in at a rater station now.", status_text(slug)
+
+    open_btn.click(on_open, [admin_state, study], [message, lifecycle], api_name="study_open")
+
+    def confirmed(slug, typed) -> str:
+        """Lock and delete cannot be undone: the lead types the study's short name, as on code hosting sites."""
+        slug = need_study(slug)
+        if (typed or "").strip() != slug:
+            raise gr.Error(f"Type the study's short name ({slug}) in the confirmation box first; "
+                           f"this cannot be undone.")
+        return slug
+
+    @guarded
+    def on_lock(slug, typed, reason):
+        store().lock_study(confirmed(slug, typed), reason=(reason or "").strip() or None)
+        return (f"Locked **{slug}**: ratings are frozen for analysis (recorded in the audit log).", status_text(slug),
+                "")
+
+    lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [message, lifecycle, confirm],
+                   api_name="study_lock")
+
+    @guarded
+    def on_delete(slug, typed):
+        removed = store().delete_study(confirmed(slug, typed))
+        return (f"Deleted the draft study **{slug}** and its {removed} blinded files.", "", studies_update(),
+                studies_update())
+
+    delete_btn.click(on_delete, [admin_state, study, confirm], [message, confirm, study, hist_out],
+                     api_name="study_delete")
+
+    def clip_fix(clip_id, reason) -> tuple[str, str]:
+        clip_id = (clip_id or "").strip()
+        if not clip_id:
+            raise gr.Error("Give the clip id (from the clip key) of the clip to correct.")
+        if not (reason or "").strip():
+            raise gr.Error("Say why (the reason is kept in the audit log).")
+        return clip_id, reason.strip()
+
+    @guarded
+    def on_relabel(slug, clip_id, reason, phase, clip_set):
+        clip_id, reason = clip_fix(clip_id, reason)
+        record = store().relabel_clip(need_study(slug), clip_id, reason=reason, phase=phase or None,
+                                      clip_set=(clip_set or "").strip() or None)
+        return f"Relabelled clip {clip_id}: phase {record.get('phase')}, clip set {record.get('clip_set')} (audited)."
+
+    relabel_btn.click(on_relabel, [admin_state, study, fix_clip, fix_reason, fix_phase, fix_set], message,
+                      api_name="study_relabel_clip")
+
+    @guarded
+    def on_remove(slug, clip_id, reason):
+        clip_id, reason = clip_fix(clip_id, reason)
+        store().remove_clip(need_study(slug), clip_id, reason=reason)
+        return f"Removed clip {clip_id} from **{slug}** and from every rater's order (audited)."
+
+    remove_btn.click(on_remove, [admin_state, study, fix_clip, fix_reason], message, api_name="study_remove_clip")
+
+    @guarded
+    def on_clip_key(slug):
+        slug = need_study(slug)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        path = stage_text(store().clips_frame(slug).to_csv(index=False), f"{slug}-clip-key-{stamp}.csv")
+        return gr.update(value=path, visible=True)
+
+    key_btn.click(on_clip_key, [admin_state, study], key_file, api_name="study_clip_key")
 
     @guarded
     def on_results(slug):
-        from ophora.study.analysis import figure_by_criterion, figure_by_phase
+        from ophora.study.analysis import figure_by_criterion, figure_by_phase, results_for_study
         from ophora.study.narrative import readable_labels, summary_markdown
 
         slug = need_study(slug)
-        rows = [[p.rater, p.done, p.total, p.next_position] for p in store().progress(slug)]
-        results, note = study_results(store(), slug)
+        progress = store().progress(slug)
+        rows = [[p.rater, p.done, p.total, p.next_position] for p in progress]
+        results = results_for_study(store(), slug)
+        finished = sum(p.finished for p in progress)
+        note = ("" if finished == len(progress) else
+                f"Under way: {finished} of {len(progress)} raters finished; the results use the ratings so far.")
         if results.ratings.empty:
             hidden = readable_table(None)
             return (rows, "No ratings yet.", None, None, hidden, hidden, hidden, hidden, hidden, hidden, hidden,
@@ -368,7 +621,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         slug = need_study(slug)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         folder = config.exports_dir / f"{slug}-{stamp}"
-        results, _ = study_results(store(), slug)
+        from ophora.study.analysis import results_for_study
+
+        results = results_for_study(store(), slug)
         report = export_html(results, folder / f"{slug}-report.html")
         csvs = export_csv(results, folder / "tables")
         store().clips_frame(slug).to_csv(folder / "tables" / "unblinding_key.csv", index=False)

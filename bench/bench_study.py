@@ -62,6 +62,7 @@ def run_round(args, think_ms: float) -> bool:
     store = StudyStore(db, pool_size=args.raters, max_overflow=10, sqlite_synchronous=args.synchronous)
     codes = store.create_study(definition, blind_dir=work / "blinded")
     store.import_clips("bench", definition.clips())
+    store.open_study("bench")
 
     submit_ms: list[float] = []
     next_ms: list[float] = []

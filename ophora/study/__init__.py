@@ -5,11 +5,11 @@ results come from :mod:`ophora.study.analysis`. See docs/studies.md ("Python API
 """
 
 from ophora.study.definition import StudyDefinition, StudyDefinitionError, load_definition, parse_definition
-from ophora.study.store import (AlreadyRatedError, BlindItem, InvalidRatingError, NotRatedError, Progress,
+from ophora.study.store import (AlreadyRatedError, BlindItem, InvalidRatingError, NotRatedError, ParityError, Progress,
                                 StudyError, StudyStore, UnknownClipError, UnknownRaterError, UnknownStudyError)
 
 __all__ = [
-    "AlreadyRatedError", "BlindItem", "InvalidRatingError", "NotRatedError", "Progress", "StudyDefinition",
+    "AlreadyRatedError", "BlindItem", "InvalidRatingError", "NotRatedError", "ParityError", "Progress", "StudyDefinition",
     "StudyDefinitionError", "StudyError", "StudyStore", "UnknownClipError", "UnknownRaterError",
     "UnknownStudyError", "load_definition", "parse_definition",
 ]

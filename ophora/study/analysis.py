@@ -381,6 +381,8 @@ class StudyResults:
     turing_mrmc: MRMCResult | None = None
     turing_note: str = ""
     title: str = "Reader study"
+    # Blinding differences the study lead accepted at import: a reader of the results must see them.
+    accepted_differences: tuple[str, ...] = ()
 
     @property
     def turing_auc(self) -> pd.DataFrame:
@@ -414,17 +416,15 @@ def turing_mrmc(ratings: pd.DataFrame) -> tuple[pd.DataFrame, MRMCResult | None,
 
 
 def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]] | None = None,
-                    title: str = "Reader study",
-                    reliability_table: pd.DataFrame | None = None) -> StudyResults:
-    """All tables of a report. ``reliability_table`` replaces the computed reliability (the app passes one
-    restricted to the raters who finished while a study is under way)."""
+                    title: str = "Reader study") -> StudyResults:
+    """All tables of a report (a study under way too: reliability uses what is pairable so far)."""
     mrmc_data, mrmc_result, turing_note = turing_mrmc(ratings)
     return StudyResults(
         ratings=ratings,
         by_model_criterion=score_summary(ratings),
         by_model_phase=score_summary(ratings, by_phase=True),
         score_differences=score_differences(ratings),
-        reliability=reliability(ratings, scales) if reliability_table is None else reliability_table,
+        reliability=reliability(ratings, scales),
         turing_by_rater_model=turing_table(ratings, ["rater", "model"]),
         turing_by_model=turing_table(ratings, ["model"]),
         turing_roc=turing_roc(ratings),
@@ -442,7 +442,9 @@ def results_for_study(store, slug: str) -> StudyResults:
     """Results straight from a :class:`~ophora.study.store.StudyStore`."""
     definition = store.definition(slug)
     scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
-    return compute_results(store.ratings_frame(slug), scales=scales, title=definition.title)
+    results = compute_results(store.ratings_frame(slug), scales=scales, title=definition.title)
+    results.accepted_differences = tuple(w["detail"] for w in store.accepted_differences(slug))
+    return results
 
 
 def _tables(results: StudyResults) -> dict[str, pd.DataFrame]:
@@ -498,6 +500,10 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
              "line-height:1.5;max-width:60em}</style></head><body>",
              f"<h1>{html.escape(results.title)}</h1>",
              f"<div class='summary' id='summary'>{summary_html(results)}</div>"]
+    if results.accepted_differences:
+        parts.append("<h2>Accepted blinding differences</h2><p>The study lead accepted these differences between "
+                     "clip sets that raters may perceive; weigh the results accordingly.</p><ul>"
+                     + "".join(f"<li>{html.escape(w)}</li>" for w in results.accepted_differences) + "</ul>")
     if not ratings.empty:
         include = True
         for fig in (figure_by_criterion(ratings), figure_by_phase(ratings)):

@@ -38,20 +38,33 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def blind_copy(src: Path, dst: Path, settings: Blinding) -> Path:
-    """Re-encode ``src`` to ``dst`` (H.264 yuv420p, no audio, no metadata, bit-exact muxer)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def video_filter(settings: Blinding) -> str:
+    """The ffmpeg filter chain every clip goes through.
+
+    ``fit: crop`` (default): scale until the frame is covered, then cut the centre to the study size, so no
+    clip has bars whatever its aspect ratio. ``fit: letterbox``: scale to fit inside and pad with black
+    (parity refuses clip sets of different aspect ratios there, so every clip gets the same bars)."""
     w, h = settings.width, settings.height
-    vf = (f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
-          f"fps={settings.fps},setsar=1,format=yuv420p")
+    if settings.fit == "crop":
+        geometry = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}"
+    else:
+        geometry = f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2"
+    return f"{geometry},fps={settings.fps},setsar=1,format=yuv420p"
+
+
+def blind_copy(src: Path, dst: Path, settings: Blinding) -> Path:
+    """Re-encode ``src`` to ``dst`` (H.264 yuv420p, no audio, no metadata, bit-exact muxer), trimmed to
+    exactly the study's frame count when a study length is set."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    vf = video_filter(settings)
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src),
            "-map", "0:v:0", "-map_metadata", "-1", "-map_chapters", "-1", "-sn", "-an", "-dn",
            "-vf", vf, "-c:v", "libx264", "-preset", "medium", "-crf", str(settings.crf),
            "-threads", "2",  # x264 writes its settings (thread count included) into every clip: keep them identical
            "-fflags", "+bitexact", "-flags:v", "+bitexact", "-metadata:s:v:0", "handler_name=",
            "-metadata:s:v:0", "language=und", "-movflags", "+faststart"]
-    if settings.max_seconds:
-        cmd += ["-t", str(settings.max_seconds)]
+    if settings.frames:
+        cmd += ["-frames:v", str(settings.frames)]
     tmp = dst.with_name(dst.stem + ".part.mp4")
     cmd.append(str(tmp))
     result = subprocess.run(cmd, capture_output=True, text=True)

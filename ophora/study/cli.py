@@ -26,17 +26,18 @@ def _slug_and_db(args) -> tuple[str, str]:
     return slug, args.db or str(STUDIES_DIR / f"{slug}.db")
 
 
-def _open(db: str):
+def _open(db: str, *, create: bool = False):
+    """The study database; only ``create`` makes a new one (status, export and report never do)."""
     from ophora.study.store import StudyStore
 
-    return StudyStore(db)
+    return StudyStore(db, create=create)
 
 
 def cmd_create(args) -> int:
     definition = load_definition(args.study)
     db = args.db or str(STUDIES_DIR / f"{definition.slug}.db")
     blind_dir = args.blind_dir or str(STUDIES_DIR / "runs" / definition.slug / "blinded")
-    with _open(db) as store:
+    with _open(db, create=True) as store:
         codes = store.create_study(definition, blind_dir=blind_dir)
     print(f"created study {definition.slug!r} in {db} (blinded clips will go to {blind_dir})")
     _write_codes(codes, args.codes_out)
@@ -62,11 +63,40 @@ def cmd_import(args) -> int:
     definition = load_definition(args.study)
     db = args.db or str(STUDIES_DIR / f"{definition.slug}.db")
     clips = definition.clips()
-    with _open(db) as store:
-        added = store.import_clips(definition.slug, clips, blind_dir=args.blind_dir)
+    from tqdm import tqdm
+
+    with _open(db) as store, tqdm(total=len(clips), desc="blinding clips", unit="clip") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        added = store.import_clips(definition.slug, clips, blind_dir=args.blind_dir,
+                                   accept_differences=args.accept_difference, progress=progress)
         total = len(store.clips_frame(definition.slug))
+        waivers = store.accepted_differences(definition.slug)
     print(f"imported {added} new clip(s) ({len(clips) - added} already present); the study has {total} clip(s)")
+    _print_waivers(waivers)
     return 0
+
+
+def _print_waivers(waivers: list[dict]) -> None:
+    if waivers:
+        print("accepted blinding differences (printed in every report):")
+        for w in waivers:
+            print(f"  - {w['detail']} (accepted by {w['actor']} at {w['at']})")
+
+
+def cmd_check(args) -> int:
+    """Parity table of a study file's clip sets, without importing (exit 1 when raters could tell)."""
+    definition = load_definition(args.study)
+    from ophora.study.parity import check_parity
+
+    try:
+        report = check_parity(definition, definition.clips(), accept=args.accept_difference)
+    except ValueError as exc:
+        raise StudyDefinitionError(str(exc)) from None
+    print(report.message)
+    return 0 if report.ok else 1
 
 
 def cmd_add_rater(args) -> int:
@@ -77,17 +107,86 @@ def cmd_add_rater(args) -> int:
     return 0
 
 
+def cmd_open(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        store.open_study(slug)
+    print(f"study {slug!r} is open: raters can sign in with their codes")
+    return 0
+
+
+def cmd_lock(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        store.lock_study(slug, reason=args.reason)
+    print(f"study {slug!r} is locked: no rating can be added or changed (the lock is in the audit log)")
+    return 0
+
+
+def cmd_delete(args) -> int:
+    slug, db = _slug_and_db(args)
+    if not args.yes:
+        raise StudyDefinitionError(f"deleting study {slug!r} removes its clips, raters and blinded files; "
+                                   f"add --yes to confirm")
+    with _open(db) as store:
+        removed = store.delete_study(slug)
+    print(f"deleted draft study {slug!r} and {removed} blinded file(s)")
+    return 0
+
+
+def cmd_remove_clip(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        store.remove_clip(slug, args.clip_id, reason=args.reason)
+    print(f"removed clip {args.clip_id} from {slug!r} (audited)")
+    return 0
+
+
+def cmd_relabel_clip(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        record = store.relabel_clip(slug, args.clip_id, reason=args.reason, clip_set=args.clip_set,
+                                    source=args.source, model=args.model, phase=args.phase,
+                                    instruction=args.instruction)
+    print(f"relabelled clip {args.clip_id}: " + ", ".join(f"{k}={v}" for k, v in record.items() if k != "clip_id"))
+    return 0
+
+
+def cmd_key(args) -> int:
+    """The unblinding key (admin only): written with mode 600, never printed."""
+    slug, db = _slug_and_db(args)
+    out = Path(args.out or STUDIES_DIR / "runs" / slug / f"{slug}-clip-key.csv")
+    with _open(db) as store:
+        key = store.clips_frame(slug)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="") as fh:
+        key.to_csv(fh, index=False)
+    os.chmod(out, 0o600)
+    print(f"clip key ({len(key)} clips, admin only: it unblinds the study) written to {out}")
+    return 0
+
+
 def cmd_status(args) -> int:
     slug, db = _slug_and_db(args)
     with _open(db) as store:
         progress = store.progress(slug)
         clips = store.clips_frame(slug)
-    print(f"study {slug!r}: {len(clips)} clip(s), {len(progress)} rater(s)")
+        status = store.status(slug)
+    print(f"study {slug!r} ({status}): {len(clips)} clip(s), {len(progress)} rater(s)")
     if not clips.empty:
         print(clips.groupby(["source", "model"]).size().rename("clips").to_string())
+        waivers = store.accepted_differences(slug)
     for p in progress:
-        state = "finished" if p.finished else f"next item {p.next_position}"
+        if p.finished:
+            state = "finished"
+        elif p.next_position is None and p.waiting:
+            state = (f"{p.waiting} repeat(s) in washout until {p.unlocks_at:%Y-%m-%d %H:%M} UTC" if p.unlocks_at
+                     else f"{p.waiting} repeat(s) in washout")
+        else:
+            state = f"next item {p.next_position}" + (f", {p.waiting} repeat(s) in washout" if p.waiting else "")
         print(f"  {p.rater:<24} {p.done:>5}/{p.total:<5} {state}")
+    _print_waivers(waivers)
     return 0
 
 
@@ -110,6 +209,8 @@ def cmd_export(args) -> int:
         written.append(analysis.export_html(results, out / f"{slug}-report.html"))
     for path in written:
         print(path)
+    for w in results.accepted_differences:
+        print(f"accepted blinding difference: {w}")
     return 0
 
 
@@ -122,6 +223,8 @@ def cmd_report(args) -> int:
         results = analysis.results_for_study(store, slug)
     analysis.export_html(results, out)
     print(results.by_model_criterion.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for w in results.accepted_differences:
+        print(f"accepted blinding difference: {w}")
     print(f"report written to {out}")
     return 0
 
@@ -230,6 +333,30 @@ def _num(value, digits: int = 4) -> str:
     return "inf" if value is None else f"{value:.{digits}f}"
 
 
+EXPORT_FORMATS = ("csv", "xlsx", "html")
+
+
+def _formats(text: str) -> set[str]:
+    """``csv,xlsx`` -> {"csv", "xlsx"}; an unknown format is an error, not silently skipped."""
+    chosen = {f.strip().lower() for f in text.split(",") if f.strip()}
+    unknown = sorted(chosen - set(EXPORT_FORMATS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown export format(s) {unknown or [text]}; choose from "
+                                         f"{', '.join(EXPORT_FORMATS)}")
+    return chosen
+
+
+def cmd_demo_clips(args) -> int:
+    from tqdm import tqdm
+
+    from ophora.study.demo_clips import PHASES, SETS, render_demo_clips
+
+    with tqdm(total=len(SETS) * len(PHASES), desc="drawing demo clips", unit="clip") as bar:
+        made = render_demo_clips(args.folder, progress=lambda done, total: bar.update(done - bar.n))
+    print(f"drew {len(made)} stand-in clips under {args.folder} (procedural, not surgical video)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ophora study",
                                      description="Blinded reader studies of real and generated clips.")
@@ -246,18 +373,43 @@ def build_parser() -> argparse.ArgumentParser:
             "study definition file (studies/<name>.yaml)")
     p.add_argument("--blind-dir", help="folder for blinded clips (default studies/runs/<slug>/blinded)")
     p.add_argument("--codes-out", help="write access codes to this file (mode 600) instead of printing them")
-    p = add("import", cmd_import, "blind and import the clips of the study file's clip sets (repeatable)",
+    from ophora.study.parity import WAIVABLE
+
+    accept_help = ("accept a difference raters may perceive after blinding (fps, size or aspect; repeatable); "
+                   "it is recorded in the study, the audit log and every report")
+    p = add("check", cmd_check, "compare the clip sets before blinding: a table of what differs and what to change",
+            "study definition file")
+    p.add_argument("--accept-difference", action="append", default=[], choices=sorted(WAIVABLE), help=accept_help)
+    p = add("import", cmd_import, "blind and import the clip sets (checked for parity first; repeatable)",
             "study definition file")
     p.add_argument("--blind-dir", help="folder for blinded clips (default: the one chosen at create)")
+    p.add_argument("--accept-difference", action="append", default=[], choices=sorted(WAIVABLE), help=accept_help)
     p = add("add-rater", cmd_add_rater, "add a rater to a running study and print their access code",
             "study file or slug")
     p.add_argument("name")
     p.add_argument("--codes-out")
+    add("open", cmd_open, "open a draft study for rating (after clips and raters are set up)", "study file or slug")
+    p = add("lock", cmd_lock, "lock a study before analysis: ratings are refused afterwards", "study file or slug")
+    p.add_argument("--reason", help="why (kept in the audit log)")
+    p = add("delete", cmd_delete, "delete a draft study with its blinded clips", "study file or slug")
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p = add("remove-clip", cmd_remove_clip, "remove a clip nobody has rated yet (audited)", "study file or slug")
+    p.add_argument("clip_id", help="the clip's opaque id (see `study key`)")
+    p.add_argument("--reason", required=True)
+    p = add("relabel-clip", cmd_relabel_clip, "correct an unrated clip's set, source, model, phase or instruction "
+            "(audited)", "study file or slug")
+    p.add_argument("clip_id")
+    p.add_argument("--reason", required=True)
+    for field in ("clip-set", "source", "model", "phase", "instruction"):
+        p.add_argument(f"--{field}")
+    p = add("key", cmd_key, "write the clip key (opaque id -> source, model, file; admin only, mode 600)",
+            "study file or slug")
+    p.add_argument("--out", help="CSV file (default studies/runs/<slug>/<slug>-clip-key.csv)")
     add("status", cmd_status, "clips per source/model and each rater's progress", "study file or slug")
     p = add("export", cmd_export, "export ratings and results tables (CSV, Excel, HTML)", "study file or slug")
     p.add_argument("--out", help="output folder (default studies/runs/<slug>/export)")
-    p.add_argument("--formats", default="csv,xlsx,html", type=lambda s: {f.strip() for f in s.split(",")},
-                   help="comma-separated subset of csv,xlsx,html")
+    p.add_argument("--formats", default="csv,xlsx,html", type=_formats,
+                   help="comma-separated subset of " + ",".join(EXPORT_FORMATS))
     p = add("report", cmd_report, "write the self-contained HTML report and print the score table",
             "study file or slug")
     p.add_argument("--out", help="HTML file (default studies/runs/<slug>/<slug>-report.html)")
@@ -298,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--json", help="also write the plan tables to this JSON file")
     p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("demo-clips", help="draw the example study's stand-in clips (procedural, redistributable)")
+    p.add_argument("folder", nargs="?", default=str(STUDIES_DIR / "example_clips"))
+    p.set_defaults(func=cmd_demo_clips)
     return parser
 
 

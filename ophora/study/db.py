@@ -53,6 +53,25 @@ def make_engine(url_or_path: str | Path, *, sqlite_synchronous: str = "FULL", **
     return create_engine(url, **engine_kwargs)
 
 
+def database_exists(url_or_path: str | Path) -> bool:
+    """Whether a study database is already there: the SQLite file, or a PostgreSQL database with our schema
+    (checked without creating anything)."""
+    url = normalize_url(url_or_path)
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[-1]
+        return Path(path).is_file() and Path(path).stat().st_size > 0
+    from sqlalchemy import inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return inspect(conn).has_table("studies")
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:

@@ -1,20 +1,27 @@
-"""Study definition files (``studies/*.yaml``): parsed into frozen dataclasses and validated up front.
+"""Study definition files (``studies/*.yaml``): validated against a pydantic schema up front, then
+resolved into a frozen :class:`StudyDefinition`.
 
 Why validate everything before touching the database: a typo in a scale or a clip folder found half-way
-through a study would leave raters with a broken session. Every error names the file, the field and what to do.
+through a study would leave raters with a broken session. Every error names the file, the path of the
+field (``criteria[0].scale.min``), what is wrong and, for an unknown key, the nearest valid one.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import difflib
 import json
+import math
+import numbers
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ophora.files import read_text_file
 
@@ -27,15 +34,48 @@ class StudyDefinitionError(ValueError):
     """A study file that cannot be used; the message says where and how to fix it."""
 
 
-@dataclass(frozen=True)
-class Scale:
+# ---------------------------------------------------------------------------------------------- schema
+# The study file's schema, checked by pydantic at every level: unknown keys are errors (with the nearest
+# valid key), types are strict (``width: "720"`` is refused, not coerced) and ranges are checked at
+# ``create``, before any clip is encoded.
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Scale(_Strict):
     min: int
     max: int
-    anchors: dict[int, str] = field(default_factory=dict)
+    anchors: dict[int, str] = Field(default_factory=dict)
+
+    @field_validator("anchors", mode="before")
+    @classmethod
+    def _anchor_keys(cls, value):
+        """YAML keys ``1:`` are ints, JSON and form keys ``"1"`` are text: both name a scale point."""
+        if isinstance(value, dict):
+            out = {}
+            for key, text in value.items():
+                try:
+                    point = int(key)
+                except (TypeError, ValueError):
+                    raise ValueError(f"anchor key {key!r} is not a scale point") from None
+                out[point] = text if isinstance(text, str) else str(text)
+            return out
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Scale":
+        if self.min >= self.max:
+            raise ValueError(f"scale min ({self.min}) must be smaller than max ({self.max})")
+        for point in self.anchors:
+            if not self.min <= point <= self.max:
+                raise ValueError(f"anchor {point} lies outside the scale {self.min}-{self.max}")
+        return self
 
     def check(self, value: Any, what: str) -> int:
-        """Return ``value`` as an int on this scale, or raise ``ValueError`` saying the allowed range."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        """Return ``value`` as an int on this scale (numpy integers too), or raise ``ValueError``."""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, numbers.Real)):
+            raise ValueError(f"{what} must be a whole number from {self.min} to {self.max}, got {value!r}")
+        if not math.isfinite(float(value)) or int(value) != value:
             raise ValueError(f"{what} must be a whole number from {self.min} to {self.max}, got {value!r}")
         if not self.min <= int(value) <= self.max:
             raise ValueError(f"{what} is out of range: {value} is not between {self.min} and {self.max}")
@@ -45,14 +85,187 @@ class Scale:
         return {"min": self.min, "max": self.max, "anchors": {str(k): v for k, v in self.anchors.items()}}
 
 
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    description: str
-    scale: Scale
+class Criterion(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_ -]*$")
+    description: str = ""
+    scale: Scale = Scale(min=1, max=5)
     shows_instruction: bool = False  # phase matching needs the instruction; realism criteria must not see it
 
+    @field_validator("name", "description", mode="before")
+    @classmethod
+    def _strip(cls, value):
+        return value.strip() if isinstance(value, str) else value
 
+
+class TuringTest(_Strict):
+    enabled: bool = True
+    confidence: Scale = Scale(min=1, max=5, anchors={1: "guessing", 5: "certain"})
+
+
+class ClipSetFile(_Strict):
+    name: str = Field(min_length=1)
+    source: Literal["real", "generated"]
+    model: str | None = None
+    folder: str | None = None
+    manifest: str | None = None
+    phase: str | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "ClipSetFile":
+        if self.source == "generated" and not self.model:
+            raise ValueError(f"generated clip sets need 'model' (e.g. model: ophora); set {self.name!r} has none")
+        if (self.folder is None) == (self.manifest is None):
+            raise ValueError(f"clip set {self.name!r}: give exactly one of 'folder' or 'manifest'")
+        return self
+
+
+class Repeats(_Strict):
+    """Clips each rater sees a second time, after a washout: ``after_days`` days or ``after_items`` other
+    readings since the first one (neither: after all first readings)."""
+
+    count: int = Field(default=0, ge=0)
+    after_days: float | None = Field(default=None, gt=0)
+    after_items: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_washout(self) -> "Repeats":
+        if self.after_days is not None and self.after_items is not None:
+            raise ValueError("give one washout for repeats: 'after_days' or 'after_items', not both")
+        return self
+
+
+class Blinding(_Strict):
+    """Every clip, real or generated, is re-encoded with exactly these settings."""
+
+    width: int = Field(default=720, gt=0)
+    height: int = Field(default=480, gt=0)
+    fps: int = Field(default=8, gt=0, le=120)
+    crf: int = Field(default=20, ge=0, le=51)
+    max_seconds: float | None = Field(default=None, gt=0)  # the study length: every clip is trimmed to it
+    fit: Literal["crop", "letterbox"] = "crop"  # crop to the study aspect ratio (no bars), or pad every clip
+
+    @model_validator(mode="after")
+    def _even(self) -> "Blinding":
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"width and height must be even numbers (H.264 needs even sizes), got "
+                             f"{self.width}x{self.height}")
+        return self
+
+    @property
+    def frames(self) -> int | None:
+        """Frames per blinded clip (study length x fps), or ``None`` when no length is set."""
+        return None if self.max_seconds is None else max(1, round(self.max_seconds * self.fps))
+
+
+class StudyFile(_Strict):
+    """The whole study file as written."""
+
+    slug: str | None = None
+    title: str
+    instructions: str = ""
+    criteria: list[Criterion] = Field(min_length=1)
+    phases: Literal["cataract"] | list[str] = "cataract"
+    ask_phase: bool = False
+    turing_test: bool | TuringTest = False
+    instruction_source: Literal["phase_template", "per_clip"] = "phase_template"
+    clip_sets: list[ClipSetFile] = Field(min_length=1)
+    raters: list[str] = Field(default_factory=list)
+    repeats: Annotated[int, Field(ge=0)] | Repeats = 0
+    seed: int = 0
+    blinding: Blinding = Blinding()
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("'title' is empty; add a line such as `title: Cataract video realism study`")
+        return value.strip()
+
+    @field_validator("raters")
+    @classmethod
+    def _unique_raters(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in value:
+            if not name.strip():
+                raise ValueError("rater names must not be empty")
+            if name.strip() in seen:
+                raise ValueError(f"lists rater {name.strip()!r} twice (names are compared without surrounding spaces)")
+            seen.add(name.strip())
+        return [n.strip() for n in value]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "StudyFile":
+        for what, names in (("criterion", [c.name for c in self.criteria]),
+                            ("clip set", [c.name for c in self.clip_sets])):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{what} {twice[0]!r} is listed twice; {what} names must be unique")
+        if isinstance(self.phases, list):
+            if not self.phases or not all(p.strip() for p in self.phases):
+                raise ValueError("'phases' must be `cataract` (the built-in Cataract-1K list) or a list of phase names")
+            if len({p.strip() for p in self.phases}) != len(self.phases):
+                raise ValueError("'phases' lists a phase twice")
+        return self
+
+
+def _models_in(annotation: Any) -> set[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through lists, dicts and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {annotation}
+    out: set[type[BaseModel]] = set()
+    for arg in get_args(annotation):
+        out |= _models_in(arg)
+    return out
+
+
+def _explain(error: dict) -> str:
+    """One pydantic error as ``path: message``, with the nearest valid key for an unknown one."""
+    models: set[type[BaseModel]] = {StudyFile}
+    path: list[str] = []
+    loc = list(error["loc"])
+    last = loc.pop() if error["type"] == "extra_forbidden" else None
+    for part in loc:
+        if isinstance(part, int):
+            path[-1:] = [f"{path[-1]}[{part}]"] if path else [f"[{part}]"]
+            continue
+        owners = [m for m in models if part in m.model_fields]
+        if owners:
+            path.append(part)
+            models = set().union(*(_models_in(m.model_fields[part].annotation) for m in owners))
+        # else: a union branch tag such as 'TuringTest' or 'bool'; not part of the user's path
+    where = ".".join(path)
+    if last is not None:
+        valid = sorted(set().union(*(m.model_fields for m in models))) if models else []
+        near = difflib.get_close_matches(str(last), valid, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        key = f"{where}.{last}" if where else str(last)
+        return f"{key}: unknown key {last!r}{hint} (valid keys{' of ' + where if where else ''}: {', '.join(valid)})"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = f"'{path[-1] if path else error['loc'][-1]}' is missing"
+    elif "input" in error and error["type"] not in ("value_error", "assertion_error"):
+        message += f" (got {error['input']!r})"
+    return f"{where}: {message}" if where else message
+
+
+def _validation_message(exc: ValidationError) -> str:
+    # Unknown keys first (the most common typo), then the rest; a union reports each branch, keep one.
+    # A union branch that rejects the input's type ("should be a valid integer") says least: last.
+    errors = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", e["type"].endswith("_type"),
+                                                  len(e["loc"])))
+    seen: list[str] = []
+    paths: set[str] = set()
+    for error in errors:
+        text_ = _explain(error)
+        path = text_.split(": ", 1)[0]
+        if path not in paths:  # one message per field (a union such as `repeats` reports every branch)
+            paths.add(path)
+            seen.append(text_)
+    more = f" (and {len(seen) - 3} more)" if len(seen) > 3 else ""
+    return "; ".join(seen[:3]) + more
+
+
+# ---------------------------------------------------------------------------------------------- resolved
 @dataclass(frozen=True)
 class ClipSpec:
     """One clip to import: where it is and its provenance (stored, never shown to raters)."""
@@ -76,18 +289,9 @@ class ClipSet:
 
 
 @dataclass(frozen=True)
-class Blinding:
-    """Every clip, real or generated, is re-encoded with exactly these settings."""
-
-    width: int = 720
-    height: int = 480
-    fps: int = 8
-    crf: int = 20
-    max_seconds: float | None = None
-
-
-@dataclass(frozen=True)
 class StudyDefinition:
+    """A validated study file with paths resolved and defaults filled in."""
+
     slug: str
     title: str
     instructions: str
@@ -98,9 +302,10 @@ class StudyDefinition:
     turing_confidence: Scale | None
     clip_sets: tuple[ClipSet, ...]
     raters: tuple[str, ...]
-    repeats: int
+    repeats: Repeats
     seed: int
     blinding: Blinding
+    instruction_source: str = "phase_template"
     source_text: str = ""  # the YAML as written, stored with the study
     base_dir: Path = Path(".")
 
@@ -109,6 +314,10 @@ class StudyDefinition:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    @property
+    def shows_instruction(self) -> bool:
+        return any(c.shows_instruction for c in self.criteria)
 
     def match_phase(self, text: str | None) -> str | None:
         """The vocabulary phase that ``text`` names in any spelling, or ``None``."""
@@ -132,29 +341,6 @@ def _fail(where: str, message: str) -> StudyDefinitionError:
     return StudyDefinitionError(f"{where}: {message}")
 
 
-def _scale(raw: Any, where: str) -> Scale:
-    if not isinstance(raw, dict) or "min" not in raw or "max" not in raw:
-        raise _fail(where, "a scale needs 'min' and 'max', e.g. scale: {min: 1, max: 5, anchors: {1: poor, 5: excellent}}")
-    lo, hi = raw["min"], raw["max"]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
-        raise _fail(where, f"scale min and max must be whole numbers, got min={lo!r} max={hi!r}")
-    if lo >= hi:
-        raise _fail(where, f"scale min ({lo}) must be smaller than max ({hi})")
-    anchors_raw = raw.get("anchors") or {}
-    if not isinstance(anchors_raw, dict):
-        raise _fail(where, "anchors must be a mapping from scale point to wording, e.g. {1: poor, 5: excellent}")
-    anchors: dict[int, str] = {}
-    for key, text in anchors_raw.items():
-        try:
-            point = int(key)
-        except (TypeError, ValueError):
-            raise _fail(where, f"anchor key {key!r} is not a scale point") from None
-        if not lo <= point <= hi:
-            raise _fail(where, f"anchor {point} lies outside the scale {lo}-{hi}")
-        anchors[point] = str(text)
-    return Scale(lo, hi, anchors)
-
-
 def _default_phases() -> tuple[str, ...]:
     from ophora.vocabulary import load_phases
 
@@ -163,124 +349,61 @@ def _default_phases() -> tuple[str, ...]:
 
 def parse_definition(data: Any, *, where: str = "study", base_dir: Path = Path("."), source_text: str = "",
                      default_slug: str | None = None, check_paths: bool = True) -> StudyDefinition:
-    """Validate a parsed YAML mapping; raise :class:`StudyDefinitionError` on the first problem."""
+    """Validate a parsed YAML mapping against :class:`StudyFile`; raise :class:`StudyDefinitionError`."""
     if not isinstance(data, dict):
         raise _fail(where, "the file must be a YAML mapping with at least 'title', 'criteria' and 'clip_sets'")
-    known = {"slug", "title", "instructions", "criteria", "phases", "ask_phase", "turing_test", "clip_sets",
-             "raters", "repeats", "seed", "blinding"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise _fail(where, f"unknown field(s) {unknown}; allowed fields are {sorted(known)}")
-    title = data.get("title")
-    if not isinstance(title, str) or not title.strip():
-        raise _fail(where, "'title' is missing; add a line such as `title: Cataract video realism study`")
-    slug = str(data.get("slug") or default_slug or "").strip().lower().replace(" ", "-")
+    try:
+        raw = StudyFile.model_validate(data)
+    except ValidationError as exc:
+        raise _fail(where, _validation_message(exc)) from None
+    slug = str(raw.slug or default_slug or "").strip().lower().replace(" ", "-")
     if not _SLUG.match(slug):
         raise _fail(where, f"'slug' {slug!r} must be lower-case letters, digits, '-' or '_' (at most 63 characters)")
-
-    raw_criteria = data.get("criteria")
-    if not isinstance(raw_criteria, list) or not raw_criteria:
-        raise _fail(where, "'criteria' must be a non-empty list of {name, description, scale}")
-    criteria: list[Criterion] = []
-    for i, raw in enumerate(raw_criteria):
-        cw = f"{where}: criteria[{i}]"
-        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"].strip():
-            raise StudyDefinitionError(f"{cw}: each criterion needs a 'name'")
-        name = raw["name"].strip()
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_ -]*$", name):
-            raise StudyDefinitionError(f"{cw}: criterion name {name!r} must start with a letter (letters, digits, _ - space)")
-        if any(c.name == name for c in criteria):
-            raise StudyDefinitionError(f"{cw}: criterion {name!r} is listed twice; criterion names must be unique")
-        criteria.append(Criterion(
-            name=name,
-            description=str(raw.get("description", "")).strip(),
-            scale=_scale(raw.get("scale", {"min": 1, "max": 5}), f"{cw} ({name}) scale"),
-            shows_instruction=bool(raw.get("shows_instruction", False)),
-        ))
-
-    raw_phases = data.get("phases", "cataract")
-    if raw_phases == "cataract":
-        phases = _default_phases()
-    elif isinstance(raw_phases, list) and raw_phases and all(isinstance(p, str) and p.strip() for p in raw_phases):
-        phases = tuple(p.strip() for p in raw_phases)
-        if len(set(phases)) != len(phases):
-            raise _fail(where, "'phases' lists a phase twice")
+    phases = _default_phases() if raw.phases == "cataract" else tuple(p.strip() for p in raw.phases)
+    if isinstance(raw.turing_test, TuringTest):
+        enabled, confidence = raw.turing_test.enabled, raw.turing_test.confidence if raw.turing_test.enabled else None
     else:
-        raise _fail(where, "'phases' must be `cataract` (the built-in Cataract-1K list) or a list of phase names")
-
-    turing = data.get("turing_test", False)
-    confidence: Scale | None = None
-    if isinstance(turing, dict):
-        enabled = bool(turing.get("enabled", True))
-        if enabled:
-            confidence = _scale(turing.get("confidence", {"min": 1, "max": 5}), f"{where}: turing_test.confidence")
-    elif isinstance(turing, bool):
-        enabled = turing
-        confidence = Scale(1, 5, {1: "guessing", 5: "certain"}) if enabled else None
-    else:
-        raise _fail(where, "'turing_test' must be true/false or {enabled: true, confidence: {min: 1, max: 5}}")
-
-    raw_sets = data.get("clip_sets")
-    if not isinstance(raw_sets, list) or not raw_sets:
-        raise _fail(where, "'clip_sets' must list at least one set: {name, source: real|generated, folder or manifest}")
+        enabled, confidence = raw.turing_test, TuringTest().confidence if raw.turing_test else None
+    repeats = raw.repeats if isinstance(raw.repeats, Repeats) else Repeats(count=raw.repeats)
     clip_sets: list[ClipSet] = []
-    for i, raw in enumerate(raw_sets):
-        sw = f"{where}: clip_sets[{i}]"
-        if not isinstance(raw, dict) or not raw.get("name"):
-            raise StudyDefinitionError(f"{sw}: each clip set needs a 'name'")
-        name = str(raw["name"])
-        if any(s.name == name for s in clip_sets):
-            raise StudyDefinitionError(f"{sw}: clip set name {name!r} is used twice")
-        source = raw.get("source")
-        if source not in SOURCES:
-            raise StudyDefinitionError(f"{sw} ({name}): 'source' must be 'real' or 'generated', got {source!r}")
-        model = str(raw.get("model") or ("real" if source == "real" else ""))
-        if source == "generated" and not model:
-            raise StudyDefinitionError(f"{sw} ({name}): generated clip sets need 'model' (e.g. model: ophora)")
-        folder = raw.get("folder")
-        manifest = raw.get("manifest")
-        if (folder is None) == (manifest is None):
-            raise StudyDefinitionError(f"{sw} ({name}): give exactly one of 'folder' or 'manifest'")
-        folder_p = (base_dir / folder).resolve() if folder else None
-        manifest_p = (base_dir / manifest).resolve() if manifest else None
+    for i, cs in enumerate(raw.clip_sets):
+        sw = f"{where}: clip_sets[{i}] ({cs.name})"
+        folder_p = (base_dir / cs.folder).resolve() if cs.folder else None
+        manifest_p = (base_dir / cs.manifest).resolve() if cs.manifest else None
         if check_paths and folder_p is not None and not folder_p.is_dir():
-            raise StudyDefinitionError(f"{sw} ({name}): folder {folder_p} does not exist (paths are relative to the study file)")
+            raise StudyDefinitionError(f"{sw}: folder {folder_p} does not exist (paths are relative to the study file)")
         if check_paths and manifest_p is not None and not manifest_p.is_file():
-            raise StudyDefinitionError(f"{sw} ({name}): manifest {manifest_p} does not exist (paths are relative to the study file)")
-        phase = raw.get("phase")
-        clip_sets.append(ClipSet(name, source, model, folder_p, manifest_p, str(phase) if phase else None))
-
-    raters = data.get("raters", [])
-    if not isinstance(raters, list) or not all(isinstance(r, str) and r.strip() for r in raters):
-        raise _fail(where, "'raters' must be a list of rater names (access codes are issued by `study create`)")
-    if len(set(raters)) != len(raters):
-        raise _fail(where, "'raters' lists a rater twice")
-    repeats = data.get("repeats", 0)
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 0:
-        raise _fail(where, f"'repeats' (clips each rater sees a second time) must be a whole number >= 0, got {repeats!r}")
-    seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise _fail(where, f"'seed' must be a whole number, got {seed!r}")
-    raw_blind = data.get("blinding", {}) or {}
-    if not isinstance(raw_blind, dict):
-        raise _fail(where, "'blinding' must be a mapping such as {width: 720, height: 480, fps: 8, crf: 20}")
-    try:
-        blinding = Blinding(**raw_blind)
-    except TypeError as exc:
-        raise _fail(where, f"'blinding' accepts width, height, fps, crf, max_seconds ({exc})") from None
-    if blinding.width % 2 or blinding.height % 2 or blinding.width <= 0 or blinding.height <= 0 or blinding.fps <= 0:
-        raise _fail(where, "blinding width and height must be positive even numbers and fps positive (H.264 needs even sizes)")
-
+            raise StudyDefinitionError(f"{sw}: manifest {manifest_p} does not exist (paths are relative to the study file)")
+        model = cs.model or ("real" if cs.source == "real" else "")
+        clip_sets.append(ClipSet(cs.name, cs.source, model, folder_p, manifest_p, cs.phase))
     definition = StudyDefinition(
-        slug=slug, title=title.strip(), instructions=str(data.get("instructions", "")).strip(),
-        criteria=tuple(criteria), phases=phases, ask_phase=bool(data.get("ask_phase", False)),
-        turing_test=enabled, turing_confidence=confidence, clip_sets=tuple(clip_sets), raters=tuple(raters),
-        repeats=repeats, seed=seed, blinding=blinding, source_text=source_text, base_dir=base_dir,
+        slug=slug, title=raw.title, instructions=raw.instructions.strip(), criteria=tuple(raw.criteria),
+        phases=phases, ask_phase=raw.ask_phase, turing_test=enabled, turing_confidence=confidence,
+        clip_sets=tuple(clip_sets), raters=tuple(raw.raters), repeats=repeats, seed=raw.seed,
+        blinding=raw.blinding, instruction_source=raw.instruction_source, source_text=source_text,
+        base_dir=base_dir,
     )
     for clip_set in clip_sets:
         if clip_set.phase and definition.match_phase(clip_set.phase) is None:
             raise _fail(where, f"clip set {clip_set.name!r}: phase {clip_set.phase!r} is not in the phase vocabulary {list(phases)}")
+    if raw.instruction_source == "phase_template" and definition.shows_instruction:
+        missing = [p for p in phases if not phase_wording(p)]
+        if missing:
+            raise _fail(where, f"instruction_source: phase_template needs a wording for every phase in "
+                               f"assets/phases.yaml; none for {missing}. Use instruction_source: per_clip or "
+                               f"add templates to assets/phases.yaml")
     return definition
+
+
+def phase_wording(phase: str) -> str | None:
+    """The instruction shown for every clip of ``phase`` under ``instruction_source: phase_template``: the
+    phase's first template in assets/phases.yaml, the same words for real and generated clips."""
+    from ophora.vocabulary import load_phases
+
+    for p in load_phases():
+        if p.id == phase and p.templates:
+            return p.templates[0]
+    return None
 
 
 def load_definition(path: str | Path, *, check_paths: bool = True) -> StudyDefinition:

@@ -1,9 +1,10 @@
 """Study database tables (SQLAlchemy ORM). The schema itself is created by the alembic migrations in
 ``ophora/study/migrations``; these classes must match the head revision (a test compares them).
 
-Why these tables: a rating is one row per rater x clip reading x criterion, so "a second rating of the same
-item" is a unique-constraint violation, not a silent duplicate; every change goes to ``audit_log``, which
-triggers make append-only, so history can never be overwritten.
+Why these tables: a rating is one row per rater x clip reading x criterion x version, so "a second rating
+of the same item" is a unique-constraint violation, not a silent duplicate, and a change is a new version
+row; triggers make ``ratings``, ``answers`` and ``audit_log`` append-only, so history can never be
+overwritten (migrations 0002, 0003).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class Study(Base):
     definition_yaml: Mapped[str] = mapped_column(Text)
     seed: Mapped[int] = mapped_column(Integer)
     blind_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # draft (set up, no ratings) -> open (raters rate) -> locked (frozen for analysis); triggers allow only that.
+    status: Mapped[str] = mapped_column(String(16), default="draft", server_default="draft")
+    accepted_differences: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of parity waivers
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -78,7 +82,7 @@ class Assignment(Base):
     clip_id: Mapped[int] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     reading: Mapped[int] = mapped_column(Integer, default=0)  # 0 first reading, 1.. repeats (intra-rater)
-    # Repeat readings get their own opaque id and file (a hard link), so a rater cannot spot the repeat.
+    # Repeat readings get their own opaque id and their own copy of the file, so a rater cannot spot the repeat.
     alias_id: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     alias_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -87,10 +91,12 @@ class Assignment(Base):
 
 
 class Rating(Base):
-    """One score: rater x clip reading x criterion. Changed only through ``change_rating`` (audited)."""
+    """One score: rater x clip reading x criterion x version. Append-only (triggers): ``change_rating`` adds
+    a row with the next version; readers take the latest version."""
 
     __tablename__ = "ratings"
-    __table_args__ = (UniqueConstraint("assignment_id", "criterion", name="uq_ratings_assignment_criterion"),)
+    __table_args__ = (UniqueConstraint("assignment_id", "criterion", "version",
+                                       name="uq_ratings_assignment_criterion_version"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="RESTRICT"), index=True)
     criterion: Mapped[str] = mapped_column(String(200))
@@ -100,11 +106,13 @@ class Rating(Base):
 
 
 class Answer(Base):
-    """The per-reading answers beside the scores: phase named, real-or-synthetic, comment, time spent."""
+    """The per-reading answers beside the scores: phase named, real-or-synthetic, comment, time spent.
+    Append-only like ``ratings``: one row per version."""
 
     __tablename__ = "answers"
+    __table_args__ = (UniqueConstraint("assignment_id", "version", name="uq_answers_assignment_version"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="RESTRICT"), unique=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="RESTRICT"), index=True)
     phase_answer: Mapped[str | None] = mapped_column(String(200), nullable=True)
     turing_answer: Mapped[str | None] = mapped_column(String(16), nullable=True)  # real | synthetic
     turing_confidence: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -98,8 +98,8 @@ class SeededStudy:
 
 @pytest.fixture(scope="session")
 def seeded_study(studio, tmp_path_factory) -> SeededStudy:
-    """Two clips generated with the tiny model, a study with five raters (alice, bob: HTTP flows; carol: resume;
-    dave: security checks; erin: the browser), those clips and two real clips."""
+    """Two clips generated with the tiny model, a study with six raters (alice, bob: HTTP flows; carol: resume;
+    dave: security checks; erin, fay: the browser), those clips and two real clips; the study is opened."""
     from gradio_client import Client
 
     from tests.app.helpers import PROMPTS, generate, sign_in_admin, table_rows, value_of
@@ -110,14 +110,20 @@ def seeded_study(studio, tmp_path_factory) -> SeededStudy:
     second = generate(client, PROMPTS[1], seed=2**62 + 11)
     ids = [value_of(first[5]), value_of(second[5])]
     sign_in_admin(client, ADMIN_PASSWORD)
-    out = client.predict("app-study", "App study", "Rate every clip.", "", True, True, "alice, bob, carol, dave, erin", 0, 3,
+    # Blinded to 144x96 at 8 fps, 1 s long: the tiny model's 9-frame clips and the 1 s real clips both fit.
+    out = client.predict("app-study", "App study", "Rate every clip.", "", True, True,
+                         "alice, bob, carol, dave, erin, fay", 0, 3, 144, 96, 8, 1.0, "crop", "phase_template", None,
                          api_name="/study_create")
     codes = {name: code for name, code in table_rows(out[1])}
-    client.predict("app-study", ids, api_name="/study_import_history")
+    # The free-text clip names no phase: the lead gives it one (phase_template shows that phase's wording).
+    imported = client.predict("app-study", ids, "hydrodissection", [], api_name="/study_import_history")
+    assert "Imported 2 of 2" in imported[0], imported
     real = tmp_path_factory.mktemp("real-clips")
     names = [f"secret_patient_case_{i}.mp4" for i in range(2)]
     for i, name in enumerate(names):
-        make_video(real / name, i, size="96x64")
-    client.predict("app-study", str(real), "hydrodissection", [], api_name="/study_import_real")
+        make_video(real / name, i, size="144x96")  # the study size: no clip set is enlarged
+    imported = client.predict("app-study", str(real), "hydrodissection", [], [], api_name="/study_import_real")
+    assert "Imported 2 real clips" in imported[0], imported
+    client.predict("app-study", api_name="/study_open")
     client.close()
     return SeededStudy("app-study", ids, codes, names, first[3])

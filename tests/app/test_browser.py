@@ -118,8 +118,16 @@ def test_studio_generate_history_and_studies(page, studio, rater_station, seeded
     page.click("#show-results")
     page.wait_for_function("document.querySelector('#progress-table').innerText.includes('alice')")
     page.wait_for_selector(".js-plotly-plot", timeout=30_000)
-    page.set_viewport_size({"width": 1280, "height": 1250})
-    page.locator("#admin-status").scroll_into_view_if_needed()
+    # A code issued in the raters panel appears right beside its button, with its CSV.
+    page.fill("#rater-name textarea, #rater-name input", "gus")
+    page.click("#add-rater")
+    page.wait_for_function("document.querySelector('#issued-codes').innerText.includes('gus')")
+    page.wait_for_selector("#issued-codes-csv a", timeout=30_000)
+    button, table = page.locator("#add-rater").bounding_box(), page.locator("#issued-codes").bounding_box()
+    assert abs(table["y"] - button["y"]) < 200 and table["x"] > button["x"], (button, table)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.locator("#raters-panel").scroll_into_view_if_needed()
+    page.evaluate("document.querySelector('#raters-panel').scrollIntoView({block: 'start'})")
     close_toasts(page)
     shot(page, "studies")
     assert not page.outside_requests, page.outside_requests
@@ -141,7 +149,6 @@ def test_rater_reloads_and_resumes(page, rater_station, seeded_study):
     page.locator("#rate-status").click()
     page.keyboard.press("s")
     page.keyboard.press("4")  # confidence
-    shot(page, "rate")
     page.keyboard.press("Control+Enter")
     page.wait_for_selector("text=Clip 2 of 4")
 
@@ -164,8 +171,65 @@ def test_rater_reloads_and_resumes(page, rater_station, seeded_study):
     page.keyboard.press("Alt+ArrowLeft")
     page.wait_for_selector("text=Clip 1 of 4")
     page.wait_for_selector("#rate-reason", state="visible")
-    assert "You already answered this clip" in page.inner_text("#rate-status")
+    assert "You answered this clip before" in page.inner_text("#rate-status")
     assert not page.outside_requests, page.outside_requests
+
+
+def test_rater_page_fits_1280x800_and_keeps_answers(browser, rater_station, seeded_study):
+    """After sign-in one clip, all its questions and Submit fit a 1280x800 screen without scrolling; each
+    question is one tab stop with arrow keys inside; Ctrl+Enter submits from the comment box; going back
+    shows the earlier answers filled in. Every request the page makes exists on the rater station."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+    page = context.new_page()
+    missing = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    try:
+        page.goto(rater_station.url)
+        page.fill("#rate-code input", seeded_study.codes["fay"])
+        page.click("#rate-signin")
+        page.wait_for_selector("#rate-video video")
+        page.wait_for_selector("#rate-code", state="hidden")  # sign-in collapses
+        shot(page, "rate")
+        scroll = page.evaluate("[document.documentElement.scrollHeight, window.innerHeight]")
+        assert scroll[0] <= scroll[1], f"the page scrolls: {scroll}"
+        for selector in ("#rate-video video", "#crit-0", "#crit-1", "#crit-2", "#rate-phase", "#rate-turing",
+                         "#rate-confidence", "#rate-comment", "#rate-submit"):
+            box = page.locator(selector).bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 800, (selector, box)
+        # One tab stop per question: Tab from the first question lands in the second, not on its next option.
+        page.locator("#crit-0 input[value='3']").check()
+        page.locator("#crit-0 input[value='3']").focus()
+        page.keyboard.press("ArrowRight")  # arrows move the answer inside the question
+        assert page.evaluate("document.activeElement.value") == "4"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.closest('[id^=crit-]').id") == "crit-1"
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        assert page.evaluate("document.activeElement.closest('[id^=crit-]').id") == "crit-1"
+        page.locator("#crit-2 input[value='5']").check()
+        page.locator("#rate-phase input").click()
+        page.get_by_role("option", name="hydrodissection").click()
+        page.locator("#rate-turing input[value='real']").check()
+        page.locator("#rate-confidence input[value='2']").check()
+        answers = page.evaluate("[...document.querySelectorAll('#rate-panel input:checked')].map(i => i.value)")
+        assert answers == ["4", "3", "5", "real", "2"], answers  # Tab lands on option 1; two arrows: 3
+        page.fill("#rate-comment textarea, #rate-comment input", "slight flicker")
+        page.locator("#rate-comment textarea, #rate-comment input").press("Control+Enter")
+        page.wait_for_selector("text=Clip 2 of 4")
+        assert "Saved clip 1" in page.inner_text("#rate-status")
+        # Going back shows what was chosen, filled in.
+        page.click("#rate-back")
+        page.wait_for_selector("text=Clip 1 of 4")
+        page.wait_for_selector("#rate-reason", state="visible")
+        page.wait_for_function("document.querySelectorAll('#rate-panel input:checked').length === 5")
+        box = page.locator("#rate-submit").bounding_box()  # with the reason box shown, Submit still fits
+        assert box["y"] + box["height"] <= 800 and page.locator("#rate-reason").bounding_box()["y"] < box["y"], box
+        assert page.evaluate("[...document.querySelectorAll('#rate-panel input:checked')].map(i => i.value)") == answers
+        assert page.input_value("#rate-comment textarea, #rate-comment input") == "slight flicker"
+        assert page.input_value("#rate-phase input") == "hydrodissection"
+        assert not missing, missing
+    finally:
+        context.close()
 
 
 def test_kiosk_gallery_and_queue(page, kiosk, studio, seeded_study, client_for):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -91,7 +92,9 @@ def test_history_rerun_and_survives_restart(studio, seeded_study, client_for):
         with pytest.raises(Exception, match="Study lead only"):
             fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
         sign_in_admin(fresh, ADMIN_PASSWORD)
-        fresh.predict("restart-study", "After a restart", "Rate.", "", True, True, "zoe", 0, 1, api_name="/study_create")
+        # per_clip: the free-text instruction of this clip is what raters see (it has no phase for a template).
+        fresh.predict("restart-study", "After a restart", "Rate.", "", True, True, "zoe", 0, 1, 144, 96, 8, None,
+                      "crop", "per_clip", None, api_name="/study_create")
         added = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
         assert "added to study **restart-study**" in added
         again = fresh.predict(seeded_study.history_ids[0], "restart-study", api_name="/history_add_to_study")
@@ -109,6 +112,12 @@ def test_two_raters_rate_change_and_results(studio, rater_station, seeded_study,
     # Alice goes back one clip; changing the answer needs a reason and is audited.
     back = rater_screen(alice.predict(api_name="/rate_back"))
     assert "Clip 4 of 4" in back["about"] and back["reason"]["visible"] is True
+    # Her earlier answers are filled in; sending them back unchanged changes nothing.
+    shown = [value_of(r) for r in back["radios"] if r.get("visible")]
+    assert shown == [4, 4, 4] and value_of(back["turing"]) == "synthetic" and value_of(back["confidence"]) == 4
+    assert value_of(back["phase"]) == back["phase"]["choices"][3][1]
+    with pytest.raises(Exception, match="Nothing changed"):
+        alice.predict(*answer_args(back, 4, reason="no change"), api_name="/rate_submit")
     with pytest.raises(Exception, match="say why"):
         alice.predict(*answer_args(back, 5), api_name="/rate_submit")
     changed = rater_screen(alice.predict(*answer_args(back, 5, reason="looked again"), api_name="/rate_submit"))
@@ -166,10 +175,10 @@ def test_import_rejects_corrupt_video(studio, seeded_study, client_for, tmp_path
     bad.write_bytes(b"not a video at all" * 100)
     from gradio_client import handle_file
 
-    with pytest.raises(Exception, match="could not re-encode"):
-        lead.predict("app-study", "", "hydrodissection", [handle_file(str(bad))], api_name="/study_import_real")
+    with pytest.raises(Exception, match="not a readable video|could not re-encode"):
+        lead.predict("app-study", "", "hydrodissection", [handle_file(str(bad))], [], api_name="/study_import_real")
     with pytest.raises(Exception, match="does not exist"):
-        lead.predict("app-study", str(tmp_path / "nowhere"), "", [], api_name="/study_import_real")
+        lead.predict("app-study", str(tmp_path / "nowhere"), "", [], [], api_name="/study_import_real")
     assert lead.predict("app-study", api_name="/study_results")[0]  # still usable
 
 
@@ -275,7 +284,7 @@ raters: [ann, ben]
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
     message, codes, *_ = lead.predict(handle_file(str(upload)), "", api_name="/study_create_yaml")
-    assert "Created **yaml-study** with 2 raters and 2 clips" in message
+    assert "Created **yaml-study** (a draft) with 2 raters and 2 clips" in message
     assert sorted(row[0] for row in table_rows(codes)) == ["ann", "ben"]
     pasted = text.replace("yaml-study", "yaml-pasted")
     assert "yaml-pasted" in lead.predict(None, pasted, api_name="/study_create_yaml")[0]
@@ -287,14 +296,204 @@ raters: [ann, ben]
         lead.predict(handle_file(str(binary)), "", api_name="/study_create_yaml")
     with pytest.raises(Exception, match="Upload a study YAML"):
         lead.predict(None, "", api_name="/study_create_yaml")
-    # Issue a code to a late rater, then a new one: the old code stops working at the rater station.
-    _, issued = lead.predict("yaml-study", "cy", api_name="/study_add_rater")
+    # Issue a code to a late rater, then a new one: the old code stops working at the rater station. Each
+    # click's codes come back beside the button, with a CSV of exactly those codes.
+    _, issued, issued_csv = lead.predict("yaml-study", "cy", api_name="/study_add_rater")
     [[name, first_code]] = table_rows(issued)
+    assert video_path(issued_csv).read_text().splitlines() == ["study,rater,access_code", f"yaml-study,cy,{first_code}"]
     rater = client_for(rater_station.url)
+    with pytest.raises(Exception, match="not open for rating yet"):
+        rater.predict(first_code, api_name="/rate_sign_in")
+    assert "is **open**" in lead.predict("yaml-study", api_name="/study_open")[1]
     assert "Clip 1 of 2" in rater_screen(rater.predict(first_code, api_name="/rate_sign_in"))["about"]
-    _, reissued = lead.predict("yaml-study", "cy", api_name="/study_reissue_code")
-    [[_, second_code]] = table_rows(reissued)
-    assert name == "cy" and second_code != first_code
+    _, reissued, reissued_csv = lead.predict("yaml-study", "cy, ann", api_name="/study_reissue_code")
+    [[_, second_code], [other, _]] = table_rows(reissued)
+    assert name == "cy" and other == "ann" and second_code != first_code
+    assert len(video_path(reissued_csv).read_text().splitlines()) == 3
     with pytest.raises(Exception, match="unknown access code"):
         rater.predict(first_code, api_name="/rate_sign_in")
     assert "Signed in as **cy**" in rater_screen(rater.predict(second_code, api_name="/rate_sign_in"))["status"]
+
+
+def form_args(slug: str, raters: str, *, width=144, height=96, fps=8, seconds=1.0, fit="crop", repeats=0,
+              washout_days=None) -> list:
+    return [slug, "Life cycle", "Rate.", "", True, True, raters, repeats, 1, width, height, fps, seconds, fit,
+            "phase_template", washout_days]
+
+
+def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_study, client_for):
+    """Draft -> open -> locked from the Studies tab, with the blinding settings of the form and the clip key."""
+    import pandas as pd
+
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    with pytest.raises(Exception, match="even"):
+        lead.predict(*form_args("odd-study", "x", width=145), api_name="/study_create")
+    with pytest.raises(Exception, match="max_seconds"):
+        lead.predict(*form_args("zero-study", "x", seconds=0), api_name="/study_create")
+    message, codes, *_, codes_csv = lead.predict(*form_args("cycle-study", "gil"), api_name="/study_create")
+    [[_, code]] = table_rows(codes)
+    assert video_path(codes_csv).read_text().splitlines()[1] == f"cycle-study,gil,{code}"
+    lead.predict("cycle-study", seeded_study.history_ids, "hydrodissection", [], api_name="/study_import_history")
+    from ophora.study.store import StudyStore
+
+    with StudyStore(studio.config.database_url) as db:
+        definition = db.definition("cycle-study")
+    assert (definition.blinding.width, definition.blinding.height, definition.blinding.fps) == (144, 96, 8)
+    assert definition.blinding.max_seconds == 1.0 and definition.blinding.fit == "crop"
+    assert "is **draft**" in lead.predict("cycle-study", api_name="/study_status")[0]
+    key = pd.read_csv(video_path(lead.predict("cycle-study", api_name="/study_clip_key")))
+    assert len(key) == 2 and set(key.source) == {"generated"} and key.clip_id.str.startswith("c").all()
+
+    # Mistakes are corrected before the first rating: relabel one clip, remove the other.
+    first, second = key.clip_id
+    with pytest.raises(Exception, match="Say why"):
+        lead.predict("cycle-study", first, "", "capsulorhexis", "", api_name="/study_relabel_clip")
+    assert "Relabelled" in lead.predict("cycle-study", first, "wrong phase", "capsulorhexis", "fixed-set",
+                                        api_name="/study_relabel_clip")
+    assert "Removed clip" in lead.predict("cycle-study", second, "duplicate", api_name="/study_remove_clip")
+    key = pd.read_csv(video_path(lead.predict("cycle-study", api_name="/study_clip_key")))
+    assert list(key.clip_id) == [first] and key.phase[0] == "capsulorhexis" and key.clip_set[0] == "fixed-set"
+    with StudyStore(studio.config.database_url) as db:
+        audit = db.audit_log("cycle-study")
+    assert {"relabel_clip", "remove_clip"} <= set(audit.action)
+
+    rater = client_for(rater_station.url)
+    with pytest.raises(Exception, match="not open for rating yet"):
+        rater.predict(code, api_name="/rate_sign_in")
+    assert "is **open**" in lead.predict("cycle-study", api_name="/study_open")[1]
+    screen = rater_screen(rater.predict(code, api_name="/rate_sign_in"))
+    screen = rater_screen(rater.predict(*answer_args(screen, 3), api_name="/rate_submit"))
+    with pytest.raises(Exception, match="already has 1 rating"):
+        lead.predict("cycle-study", first, "too late", api_name="/study_remove_clip")
+    with pytest.raises(Exception, match="only a draft"):
+        lead.predict("cycle-study", "cycle-study", api_name="/study_delete")
+    with pytest.raises(Exception, match="Type the study's short name"):
+        lead.predict("cycle-study", "cycle", "analysis starts", api_name="/study_lock")
+    assert "is **locked**" in lead.predict("cycle-study", "cycle-study", "analysis starts", api_name="/study_lock")[1]
+    with pytest.raises(Exception, match="locked"):  # going back to change the answer
+        rater.predict(api_name="/rate_back")
+    with StudyStore(studio.config.database_url) as db:
+        audit = db.audit_log("cycle-study")
+    lock = audit[audit.action == "lock_study"].iloc[0]
+    assert lock.reason == "analysis starts"
+
+
+def test_delete_a_draft_study_with_its_files(studio, seeded_study, client_for):
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    lead.predict(*form_args("doomed-study", "jo"), api_name="/study_create")
+    lead.predict("doomed-study", seeded_study.history_ids, "hydrodissection", [], api_name="/study_import_history")
+    blinded = studio.config.studies_dir / "doomed-study" / "blinded"
+    assert len(list(blinded.glob("*.mp4"))) == 2
+    with pytest.raises(Exception, match="Type the study's short name"):
+        lead.predict("doomed-study", "", api_name="/study_delete")
+    message, _, picker, _ = lead.predict("doomed-study", "doomed-study", api_name="/study_delete")
+    assert "Deleted the draft study **doomed-study** and its 2 blinded files" in message
+    assert "doomed-study" not in [c[0] for c in picker["choices"]] and not list(blinded.glob("*.mp4"))
+
+
+def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, client_for, tmp_path):
+    """Real clips smaller than the study size (enlarged: softer) are refused with the table per clip set and a
+    checkbox to accept the difference; accepting it imports them and records the waiver. A clip shorter than
+    the study length cannot be accepted."""
+    from tests.study.helpers import make_video
+
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    lead.predict(*form_args("parity-study", "hal"), api_name="/study_create")
+    assert "Imported 2 of 2" in lead.predict("parity-study", seeded_study.history_ids, "hydrodissection", [],
+                                             api_name="/study_import_history")[0]
+    small = tmp_path / "small"
+    for i in range(2):
+        make_video(small / f"case_{i}.mp4", 20 + i, size="64x48")
+    message, note, table, accept = lead.predict("parity-study", str(small), "hydrodissection", [], [],
+                                                api_name="/study_import_real")
+    assert "Import refused" in message and "size" in note["value"] and "Nothing was imported" in note["value"]
+    rows = {row[0]: row for row in table_rows(value_of(table))}
+    assert set(rows) == {"studio-history", "studio-real"}
+    assert [value for _, value in accept["choices"]] == ["size"] and accept["visible"] is True
+    from ophora.study.store import StudyStore
+
+    with StudyStore(studio.config.database_url) as db:
+        assert len(db.clips_frame("parity-study")) == 2  # nothing of the refused import
+    message, *_ = lead.predict("parity-study", str(small), "hydrodissection", [], ["size"],
+                               api_name="/study_import_real")
+    assert "Imported 2 real clips" in message and "Accepted differences: size" in message
+    with StudyStore(studio.config.database_url) as db:
+        assert [w["property"] for w in db.accepted_differences("parity-study")] == ["size"]
+        assert (db.audit_log("parity-study").action == "accept_difference").sum() == 1
+    short = tmp_path / "short"
+    make_video(short / "case_short.mp4", 30, size="144x96", seconds=0.5)
+    message, note, _, accept = lead.predict("parity-study", str(short), "hydrodissection", [], [],
+                                            api_name="/study_import_real")
+    assert "Import refused" in message and "case_short.mp4" in note["value"] and "length" in note["value"]
+    assert accept["visible"] is False  # a short clip cannot be accepted, only replaced
+
+
+def test_rater_sees_when_repeats_unlock(studio, rater_station, seeded_study, client_for):
+    """A repeat reading waits for its washout (here a day): after the first readings the rater is told when
+    the rest unlocks, and moving back and forth skips the waiting reading."""
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    _, codes, *_ = lead.predict(*form_args("washout-study", "ivy", repeats=1, washout_days=1),
+                                api_name="/study_create")
+    [[_, code]] = table_rows(codes)
+    lead.predict("washout-study", seeded_study.history_ids, "hydrodissection", [], api_name="/study_import_history")
+    lead.predict("washout-study", api_name="/study_open")
+    rater = client_for(rater_station.url)
+    screen = rater_screen(rater.predict(code, api_name="/rate_sign_in"))
+    assert "Clip 1 of 3" in screen["about"]
+    screen = rater_screen(rater.predict(*answer_args(screen, 3), api_name="/rate_submit"))
+    screen = rater_screen(rater.predict(*answer_args(screen, 3), api_name="/rate_submit"))
+    assert "2 of 3 rated" in screen["status"] and "unlock on" in screen["status"] and "come back" in screen["status"]
+    back = rater_screen(rater.predict(api_name="/rate_back"))
+    assert "Clip 2 of 3" in back["about"]
+    ahead = rater_screen(rater.predict(api_name="/rate_next"))  # past the answered clips: the waiting notice again
+    assert "unlock on" in ahead["status"] and not value_of(ahead["video"])
+
+
+@pytest.mark.slow
+def test_example_study_file_uploads_and_runs(studio, rater_station, client_for):
+    """studies/example_cataract.yaml, uploaded as a study lead would: its shipped stand-in clips are found
+    beside it, blinded and rated."""
+    from gradio_client import handle_file
+
+    repo = Path(__file__).resolve().parents[2]
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    message, codes, *_ = lead.predict(handle_file(str(repo / "studies" / "example_cataract.yaml")), "",
+                                      api_name="/study_create_yaml")
+    assert "Created **example-cataract** (a draft) with 3 raters and 6 clips" in message
+    assert "is **open**" in lead.predict("example-cataract", api_name="/study_open")[1]
+    code = table_rows(codes)[0][1]
+    rater = client_for(rater_station.url)
+    screen = rater_screen(rater.predict(code, api_name="/rate_sign_in"))
+    assert "Clip 1 of 7" in screen["about"] and screen["instruction"].startswith("**Instruction:**")
+    screen = rater_screen(rater.predict(*answer_args(screen, 4), api_name="/rate_submit"))
+    assert "Clip 2 of 7" in screen["about"]
+
+
+def test_refused_clips_of_a_study_file_keep_the_codes(studio, client_for, tmp_path):
+    """A study file whose clip sets differ is created as a draft without clips, and the codes (shown once)
+    still come back, with what to change."""
+    from tests.study.helpers import make_video
+
+    for i in range(2):
+        make_video(tmp_path / "small" / f"case_{i}_hydrodissection.mp4", 40 + i, size="64x48")
+        make_video(tmp_path / "large" / f"case_{i}_hydrodissection.mp4", 50 + i, size="144x96")
+    text = f"""
+slug: mismatched-study
+title: Mismatched sets
+criteria: [{{name: realism, scale: {{min: 1, max: 5}}}}]
+clip_sets:
+  - {{name: small, source: real, folder: "{tmp_path / 'small'}"}}
+  - {{name: large, source: generated, model: other, folder: "{tmp_path / 'large'}"}}
+raters: [kim]
+blinding: {{width: 144, height: 96, fps: 8}}
+"""
+    lead = client_for(studio.url)
+    sign_in_admin(lead, ADMIN_PASSWORD)
+    message, codes, *_, codes_csv = lead.predict(None, text, api_name="/study_create_yaml")
+    assert "with 1 raters and 0 clips" in message and "not imported" in message and "size" in message
+    assert table_rows(codes)[0][0] == "kim" and video_path(codes_csv).is_file()

@@ -17,7 +17,11 @@ from tests.app.helpers import answer_args, rater_screen
 
 ADMIN_ENDPOINTS = ["/study_create", "/study_create_yaml", "/study_import_history", "/study_import_real",
                    "/study_add_rater", "/study_reissue_code", "/study_results", "/study_export", "/study_refresh",
-                   "/study_plan", "/history_add_to_study"]
+                   "/study_plan",
+
+                   "/study_status", "/study_open", "/study_lock", "/study_clip_key", "/study_delete",
+                   "/study_relabel_clip", "/study_remove_clip",
+                   "/history_add_to_study"]
 
 
 def forbidden_markers(seeded_study) -> list[str]:
@@ -89,10 +93,13 @@ def test_studio_admin_actions_need_the_password(studio, seeded_study, client_for
     client = client_for(studio.url)
     config = requests.get(studio.url + "config", timeout=10).json()
     named = {"/" + d["api_name"]: d for d in config["dependencies"] if d.get("api_name")}
+    types = {c["id"]: c.get("type") for c in config["components"]}
     for endpoint in ADMIN_ENDPOINTS:
-        n_inputs = len([i for i in named[endpoint]["inputs"] if not _is_state(config, i)])
+        # Empty values of the right kind (a checkbox group refuses None before any handler runs).
+        args = [[] if types[i] == "checkboxgroup" else None for i in named[endpoint]["inputs"]
+                if not _is_state(config, i)]
         with pytest.raises(Exception, match="Study lead only"):
-            client.predict(*([None] * n_inputs), api_name=endpoint)
+            client.predict(*args, api_name=endpoint)
     with pytest.raises(Exception, match="Wrong admin password"):
         client.predict("not-the-password", api_name="/admin_sign_in")
     with pytest.raises(Exception, match="Study lead only"):  # a failed sign-in grants nothing
@@ -132,3 +139,25 @@ def test_analytics_off_and_loopback_only(studio, rater_station, kiosk):
                          check=False, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+
+
+def test_rater_station_serves_only_the_rating_routes(rater_station, studio):
+    """No uploads and none of Gradio's other routes (direct /call and /run APIs, component servers, streams,
+    the proxy, OpenAPI) on a rater station: only the page, its queue and the staged clips."""
+    config = requests.get(rater_station.url + "config", timeout=10).json()
+    assert config["max_file_size"] == 0  # Gradio's own upload limit, in case the route ever came back
+    upload = {"files": ("clip.mp4", b"\x00" * 64, "video/mp4")}
+    assert requests.post(rater_station.url + "gradio_api/upload", files=upload, timeout=10).status_code == 404
+    # The studio imports uploaded real clips, so the same request works there: the refusal is the station's own.
+    assert requests.post(studio.url + "gradio_api/upload", files=upload, timeout=10).status_code == 200
+    for route in ("gradio_api/call/rate_sign_in", "gradio_api/call/v2/rate_sign_in", "gradio_api/run/rate_sign_in",
+                  "gradio_api/api/rate_sign_in", "gradio_api/openapi.json", "gradio_api/component_server",
+                  "gradio_api/upload_progress?upload_id=x", "gradio_api/proxy=http://127.0.0.1/",
+                  "gradio_api/stream/x", "gradio_api/process_recording", "gradio_api/queue/status",
+                  "gradio_api/reset", "gradio_api/mcp/sse", "monitoring", "login",
+                  "gradio_api/vibe-edit", "manifest.json"):
+        for method in ("GET", "POST"):
+            reply = requests.request(method, rater_station.url + route, json={"data": [None]}, timeout=10)
+            assert reply.status_code == 404, (method, route, reply.status_code)
+    for route in ("", "config", "gradio_api/info", "theme.css"):
+        assert requests.get(rater_station.url + route, timeout=10).status_code == 200, route

@@ -23,5 +23,6 @@ def store_and_codes(tmp_path, study_file):
     store = StudyStore(tmp_path / "study.db")
     codes = store.create_study(definition, blind_dir=tmp_path / "blinded")
     store.import_clips(definition.slug, definition.clips())
+    store.open_study(definition.slug)
     yield store, definition.slug, codes
     store.close()

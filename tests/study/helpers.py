@@ -11,10 +11,11 @@ import yaml
 from ophora.study.blinding import ffmpeg_exe
 
 
-def make_video(path: Path, index: int, *, size: str = "64x48", seconds: float = 1.0, title: str | None = None) -> Path:
+def make_video(path: Path, index: int, *, size: str = "64x48", seconds: float = 1.0, title: str | None = None,
+               fps: float = 8) -> Path:
     """A real H.264 MP4 whose pixels differ per ``index`` (so content hashes differ)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=8:duration={seconds}",
+    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
            "-vf", f"hue=h={index * 37 % 360},drawbox=x={index % 40}:y=4:w=6:h=6:color=white:t=fill",
            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
     if title:

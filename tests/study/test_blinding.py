@@ -13,7 +13,8 @@ import pytest
 
 from ophora.study import StudyStore, load_definition
 from ophora.study.blinding import FIXED_MTIME, ffmpeg_exe
-from tests.study.helpers import full_answer
+from ophora.study.definition import phase_wording
+from tests.study.helpers import full_answer, write_study
 
 SECRET_SEED = "9876543210"
 PROMPT = "Inject balanced salt solution under the capsule rim until a fluid wave frees the nucleus"
@@ -71,6 +72,7 @@ repeats: 1
     store = StudyStore(tmp_path / "db" / "study.db")
     codes = store.create_study(definition, blind_dir=tmp_path / "served")
     store.import_clips(definition.slug, definition.clips())
+    store.open_study(definition.slug)
     yield store, definition, codes, tmp_path / "served"
     store.close()
 
@@ -92,28 +94,42 @@ def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
             store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=3)
     assert len(items) == 2 * 3
 
-    # 1. API answers: only opaque ids and the blinded folder; the instruction is shown (phase matching needs
-    #    it) for real and generated clips alike, so its presence says nothing.
+    # 1. API answers: only opaque ids and the blinded folder. The instruction (phase matching needs it) is
+    #    the phase's wording from assets/phases.yaml for real and generated clips alike: neither its presence
+    #    nor its style says where a clip came from, and the generator's own prompt never reaches the rater.
+    wordings = {phase_wording(p) for p in ("hydrodissection", "lens-implantation")}
     for item in items:
         assert re.fullmatch(r"c[0-9a-f]{16}", item.clip_id)
         assert Path(item.video_path).parent == served.resolve()
-        assert item.instruction
+        assert item.instruction in wordings
+    assert {item.instruction for item in items} == wordings
     for text_ in texts:
-        scrubbed = text_.replace(PROMPT, "")
-        # the instruction may name the phase, and the phase list names every phase: strip those, then search
-        scrubbed = scrubbed.replace("Insert the folded intraocular lens into the capsular bag with an injector", "")
+        assert PROMPT not in text_ and "Insert the folded intraocular lens" not in text_
+        scrubbed = text_
+        # the wording names the phase, and the phase list names every phase: strip those, then search
+        for wording in wordings:
+            scrubbed = scrubbed.replace(wording, "")
         for phase in definition.phases:
             scrubbed = scrubbed.replace(phase, "")
         for word in FORBIDDEN:
             assert word not in scrubbed.lower(), f"{word!r} reaches the rater: {scrubbed[:300]}"
 
-    # 2. The served folder: opaque names, identical times, no sidecars or stray files.
+    # 2. The served folder: opaque names, identical times, no sidecars or stray files, no hard links (a
+    #    link count of 2 would mark a repeat: each repeat is its own copy with its own name).
     files = sorted(served.iterdir())
-    assert len(files) == 2 + 2  # two clips + one repeat alias per rater
-    assert len({item.clip_id for item in items}) == 4  # 2 clips + 2 repeat aliases: a repeat has its own id
+    assert len(files) == 2 + 2  # two clips + one repeat copy per rater
+    assert len({item.clip_id for item in items}) == 4  # 2 clips + 2 repeat copies: a repeat has its own id
+    inodes = set()
     for f in files:
         assert re.fullmatch(r"c[0-9a-f]{16}\.mp4", f.name)
         assert int(f.stat().st_mtime) == FIXED_MTIME
+        assert f.stat().st_nlink == 1
+        inodes.add(f.stat().st_ino)
+    assert len(inodes) == len(files)
+    # Sizes per source: reported, not asserted (size follows content, as for any real video).
+    key = store.clips_frame(definition.slug)
+    for row in key.itertuples():
+        print(f"blinded size {row.source}: {Path(row.blinded_path).stat().st_size} bytes")
 
     # 3. The files themselves: no tag, track name or byte string naming source, model or original name.
     reports = []
@@ -145,6 +161,26 @@ def test_unblinding_key_is_kept_for_the_analysis(blinded_study):
     store, definition, codes, served = blinded_study
     key = store.clips_frame(definition.slug).set_index("source")
     assert key.loc["generated", "model"] == "ophora"
-    assert key.loc["generated", "instruction"] == PROMPT
+    assert key.loc["generated", "instruction"] == PROMPT  # kept for the analysis, never shown
     assert key.loc["real", "phase"] == "lens-implantation"
     assert Path(key.loc["real", "original_path"]).name == "real_patient_042_lens.mp4"
+
+
+def test_files_are_written_in_a_shuffled_order_without_links(tmp_path):
+    """Creation order (change time, then inode) must not follow clip sets, and repeat copies must not all
+    come last: a rater listing the folder by date would otherwise see the import order."""
+    definition = load_definition(write_study(tmp_path, n_real=6, n_generated=6, raters=("a", "b", "c"), repeats=2))
+    with StudyStore(tmp_path / "o.db") as store:
+        store.create_study(definition, blind_dir=tmp_path / "served")
+        store.import_clips(definition.slug, definition.clips())
+        key = store.clips_frame(definition.slug)
+    source = {Path(p).name: s for p, s in zip(key["blinded_path"], key["source"])}
+    files = sorted((tmp_path / "served").iterdir(), key=lambda f: (f.stat().st_ctime_ns, f.stat().st_ino))
+    assert len(files) == 12 + 3 * 2 and all(f.stat().st_nlink == 1 for f in files)
+    order = [source.get(f.name, "repeat") for f in files]
+    firsts = [o for o in order if o != "repeat"]
+    runs = 1 + sum(a != b for a, b in zip(firsts, firsts[1:]))
+    assert runs > 2, f"files were written grouped by source: {order}"
+    assert order[-6:] != ["repeat"] * 6, "repeat copies were written after every first clip"
+    sizes = key.assign(size=[Path(p).stat().st_size for p in key["blinded_path"]]).groupby("source")["size"]
+    print("blinded sizes per source (bytes):", sizes.describe()[["mean", "min", "max"]].to_dict("index"))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import openpyxl
+import pytest
 import pandas as pd
 
 from ophora.study import StudyStore
@@ -27,6 +28,7 @@ def test_cli_create_import_rate_status_export_report(tmp_path, capsys):
     assert set(codes) == {"r1", "r2", "r3"}
     assert main(["import", str(study), "--db", str(db)]) == 0
     assert "imported 4 new clip(s)" in capsys.readouterr().out
+    assert main(["open", "test-study", "--db", str(db)]) == 0
 
     with StudyStore(db) as store:
         for n, code in enumerate(codes.values()):
@@ -37,7 +39,7 @@ def test_cli_create_import_rate_status_export_report(tmp_path, capsys):
 
     assert main(["status", "test-study", "--db", str(db)]) == 0
     out = capsys.readouterr().out
-    assert "4 clip(s), 3 rater(s)" in out and out.count("finished") == 3
+    assert "(open): 4 clip(s), 3 rater(s)" in out and out.count("finished") == 3
 
     export = tmp_path / "export"
     assert main(["export", str(study), "--db", str(db), "--out", str(export)]) == 0
@@ -72,9 +74,22 @@ def test_cli_errors_are_clear_and_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("title: x\ncriteria: []\n")
     assert main(["create", str(bad), "--db", str(tmp_path / "x.db")]) == 2
-    assert "'criteria' must be a non-empty list" in capsys.readouterr().err
+    assert "criteria: List should have at least 1 item" in capsys.readouterr().err
+    assert main(["create", str(write_study(tmp_path, n_real=1, n_generated=0)), "--db", str(tmp_path / "x.db")]) == 0
+    capsys.readouterr()
     assert main(["status", "missing-study", "--db", str(tmp_path / "x.db")]) == 2
     assert "no study 'missing-study'" in capsys.readouterr().err
+
+
+def test_status_export_report_never_create_a_database_and_formats_are_checked(tmp_path, capsys):
+    missing = tmp_path / "nowhere" / "missing.db"
+    for command in (["status", "x"], ["export", "x"], ["report", "x"], ["open", "x"], ["lock", "x"]):
+        assert main([*command, "--db", str(missing)]) == 2
+        assert "no study database at" in capsys.readouterr().err
+        assert not missing.exists() and not missing.parent.exists()
+    with pytest.raises(SystemExit):
+        main(["export", "x", "--db", str(missing), "--formats", "csv,pdf"])
+    assert "unknown export format(s) ['pdf']" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point():

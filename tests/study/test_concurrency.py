@@ -28,6 +28,7 @@ def _populated(tmp_path, n_raters: int, n_real: int = 3, n_generated: int = 3):
     with StudyStore(db) as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "blinded")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
     return db, definition.slug, codes
 
 

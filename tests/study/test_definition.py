@@ -13,16 +13,19 @@ from tests.study.helpers import write_study
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_example_study_file_validates(shared_dir):
+def test_example_study_file_validates():
+    """The example needs nothing outside the repository (no ../shared): its clips are drawn by code."""
     definition = load_definition(REPO / "studies" / "example_cataract.yaml")
+    assert all(REPO / "studies" in c.path.parents for c in definition.clips())
     assert definition.slug == "example-cataract"
     assert [c.name for c in definition.criteria] == ["phase_matching", "construction_realism", "action_realism"]
     assert definition.criterion("phase_matching").shows_instruction
     assert not definition.criterion("action_realism").shows_instruction
     assert "hydrodissection" in definition.phases and definition.ask_phase and definition.turing_test
     clips = definition.clips()
-    assert {c.phase for c in clips} == {"hydrodissection", "lens-implantation"}  # phase from the file names
-    assert all(c.source == "generated" and c.model == "ophora" for c in clips)
+    assert {c.phase for c in clips} == {"hydrodissection", "phacoemulsification", "lens-implantation"}
+    assert {(c.source, c.model) for c in clips} == {("real", "real"), ("generated", "demo-renderer")}
+    assert definition.instruction_source == "phase_template" and definition.blinding.fit == "crop"
 
 
 def test_manifest_and_sidecar_provenance(tmp_path):
@@ -46,21 +49,42 @@ def _broken(tmp_path, mutate) -> Path:
 
 CASES = [
     ("no title", lambda d: d.pop("title"), "'title' is missing"),
-    ("no criteria", lambda d: d.update(criteria=[]), "'criteria' must be a non-empty list"),
+    ("no criteria", lambda d: d.update(criteria=[]), "criteria: List should have at least 1 item"),
     ("scale reversed", lambda d: d["criteria"][0].update(scale={"min": 5, "max": 1}), "must be smaller than max"),
-    ("scale not int", lambda d: d["criteria"][0].update(scale={"min": 1, "max": "five"}), "whole numbers"),
+    ("scale not int", lambda d: d["criteria"][0].update(scale={"min": 1, "max": "five"}), "criteria[0].scale.max: Input should be a valid integer (got 'five')"),
     ("anchor off scale", lambda d: d["criteria"][1].update(scale={"min": 1, "max": 5, "anchors": {7: "x"}}),
      "outside the scale"),
     ("duplicate criterion", lambda d: d["criteria"].append(dict(d["criteria"][0])), "listed twice"),
-    ("bad source", lambda d: d["clip_sets"][0].update(source="fake"), "'source' must be 'real' or 'generated'"),
+    ("bad source", lambda d: d["clip_sets"][0].update(source="fake"), "clip_sets[0].source: Input should be 'real' or 'generated' (got 'fake')"),
     ("generated without model", lambda d: d["clip_sets"][1].pop("model"), "need 'model'"),
     ("missing folder", lambda d: d["clip_sets"][1].update(folder="nowhere"), "does not exist"),
     ("folder and manifest", lambda d: d["clip_sets"][1].update(manifest="x.csv"), "exactly one of"),
-    ("unknown field", lambda d: d.update(colour="blue"), "unknown field(s) ['colour']"),
-    ("negative repeats", lambda d: d.update(repeats=-1), "'repeats'"),
-    ("duplicate rater", lambda d: d.update(raters=["a", "a"]), "lists a rater twice"),
+    ("unknown field", lambda d: d.update(colour="blue"), "colour: unknown key 'colour'"),
+    ("negative repeats", lambda d: d.update(repeats=-1), "repeats: Input should be greater than or equal to 0"),
+    ("duplicate rater", lambda d: d.update(raters=["a", "a"]), "raters: lists rater 'a' twice"),
+    ("rater twice after trimming", lambda d: d.update(raters=["a", " a "]), "lists rater 'a' twice"),
     ("odd blinding size", lambda d: d.update(blinding={"width": 65, "height": 48}), "even numbers"),
-    ("unknown blinding key", lambda d: d.update(blinding={"bitrate": 5}), "'blinding' accepts"),
+    ("unknown blinding key", lambda d: d.update(blinding={"bitrate": 5}), "blinding.bitrate: unknown key 'bitrate'"),
+    # Every level is checked, and an unknown key names its path and the nearest valid key.
+    ("typo in a scale", lambda d: d["criteria"][0].update(scael={"min": 1, "max": 5}),
+     "criteria[0].scael: unknown key 'scael'; did you mean 'scale'?"),
+    ("typo in turing", lambda d: d.update(turing_test={"enabled": True, "confidance": {"min": 1, "max": 5}}),
+     "turing_test.confidance: unknown key 'confidance'; did you mean 'confidence'?"),
+    ("typo in an anchor scale", lambda d: d["criteria"][1].update(scale={"min": 1, "max": 5, "ancors": {}}),
+     "criteria[1].scale.ancors: unknown key 'ancors'; did you mean 'anchors'?"),
+    ("typo in a clip set", lambda d: d["clip_sets"][0].update(phsae="incision"),
+     "clip_sets[0].phsae: unknown key 'phsae'; did you mean 'phase'?"),
+    ("typo in repeats", lambda d: d.update(repeats={"count": 1, "after_dais": 2}),
+     "repeats.after_dais: unknown key 'after_dais'; did you mean 'after_days'?"),
+    ("width as text", lambda d: d.update(blinding={"width": "720", "height": 480}),
+     "blinding.width: Input should be a valid integer (got '720')"),
+    ("crf out of range", lambda d: d.update(blinding={"crf": 60}), "blinding.crf: Input should be less than or equal to 51"),
+    ("negative crf", lambda d: d.update(blinding={"crf": -1}), "blinding.crf: Input should be greater than or equal to 0"),
+    ("zero length", lambda d: d.update(blinding={"max_seconds": 0}), "blinding.max_seconds: Input should be greater than 0"),
+    ("unknown fit", lambda d: d.update(blinding={"fit": "stretch"}), "blinding.fit: Input should be 'crop' or 'letterbox'"),
+    ("bad instruction source", lambda d: d.update(instruction_source="prompt"),
+     "instruction_source: Input should be 'phase_template' or 'per_clip'"),
+    ("two washouts", lambda d: d.update(repeats={"count": 1, "after_days": 1, "after_items": 3}), "not both"),
     ("set phase not in vocabulary", lambda d: d["clip_sets"][0].update(phase="appendectomy"), "not in the phase vocabulary"),
     ("bad slug", lambda d: d.update(slug="Bad Slug!"), "'slug'"),
 ]

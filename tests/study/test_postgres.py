@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from ophora.study import AlreadyRatedError, InvalidRatingError, StudyStore, UnknownClipError, load_definition
+from ophora.study import AlreadyRatedError, InvalidRatingError, StudyError, StudyStore, UnknownClipError, load_definition
 from ophora.study.db import current_revision, head_revision
 from tests.study.helpers import full_answer, write_study
 
@@ -93,6 +93,7 @@ def _study(tmp_path, url, raters=("r1", "r2")):
     store = StudyStore(url, pool_size=10, max_overflow=30)
     codes = store.create_study(definition, blind_dir=tmp_path / "blind")
     store.import_clips(definition.slug, definition.clips())
+    store.open_study(definition.slug)
     return store, definition.slug, codes
 
 
@@ -120,9 +121,20 @@ def test_postgres_full_session_with_versioned_changes(tmp_path, pg_url):
     assert len(frame) == 2 and frame.set_index("criterion").loc["realism", "score"] == 5
     log = reopened.audit_log(slug)
     assert list(log[log["actor"] == "r1"]["action"]) == ["submit", "change"]
-    with pytest.raises(Exception, match="append-only"):
-        with reopened.engine.begin() as conn:
-            conn.execute(text("DELETE FROM audit_log"))
+    for sql in ("DELETE FROM audit_log", "UPDATE audit_log SET actor = 'x'", "UPDATE ratings SET score = 1",
+                "DELETE FROM ratings", "UPDATE answers SET comment = 'x'", "DELETE FROM answers",
+                "UPDATE studies SET status = 'draft'", "DELETE FROM studies"):
+        with pytest.raises(Exception, match="append-only|only forward|only a draft"):
+            with reopened.engine.begin() as conn:
+                conn.execute(text(sql))
+    with reopened.engine.connect() as conn:  # the change is a second version row; the first one stays
+        versions = conn.execute(text("SELECT score, version FROM ratings WHERE criterion = 'realism' "
+                                     "ORDER BY version")).all()
+    assert [tuple(v) for v in versions] == [(3, 1), (5, 2)]
+    assert reopened.latest_answer(code, item.clip_id)["scores"] == {"phase_matching": 3, "realism": 5}
+    reopened.lock_study(slug, reason="analysis")
+    with pytest.raises(StudyError, match="locked"):
+        reopened.change_rating(code, item.clip_id, scores={"realism": 1}, reason="late")
     reopened.close()
 
 
@@ -163,6 +175,24 @@ def test_postgres_concurrent_raters_lose_nothing(tmp_path, pg_url):
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(attempt, range(8)))
     assert outcomes.count("ok") == 1
+
+    # Racing changes of that answer: each is a new version row or a clear "try again", never a lost write.
+    def change(i):
+        race.wait()
+        try:
+            return store.change_rating(late, item.clip_id, scores={"realism": 1 + i % 5}, reason=f"race {i}")
+        except StudyError as error:
+            assert "changed at the same moment" in str(error)
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        versions = [v for v in pool.map(change, range(8)) if v is not None]
+    assert versions and len(set(versions)) == len(versions)
+    with store.engine.connect() as conn:
+        stored = [v for (v,) in conn.execute(text(
+            "SELECT r.version FROM ratings r JOIN assignments a ON a.id = r.assignment_id JOIN raters t "
+            "ON t.id = a.rater_id WHERE t.name = 'late' AND r.criterion = 'realism' ORDER BY r.version"))]
+    assert stored == [1] + sorted(versions)
     store.close()
 
 

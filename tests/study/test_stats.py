@@ -78,6 +78,7 @@ def test_krippendorff_example_end_to_end_through_the_study_database(tmp_path):
     with StudyStore(tmp_path / "k.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "b")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         key = store.clips_frame(definition.slug)
         unit_of = {path.rsplit("real_case", 1)[1][:2]: cid for path, cid in zip(key["original_path"], key["clip_id"])}
         for rater, line in zip("abcd", KRIPP):

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from ophora.study import (AlreadyRatedError, InvalidRatingError, NotRatedError, StudyError, StudyStore,
                           UnknownClipError, UnknownRaterError, UnknownStudyError, load_definition)
 from ophora.study.db import current_revision, head_revision, integrity_check, upgrade, make_engine
-from tests.study.helpers import full_answer, write_study
+from tests.study.helpers import make_video, full_answer, write_study
 
 
 def test_sqlite_pragmas(store_and_codes):
@@ -40,6 +40,7 @@ def test_orders_are_seeded_per_rater_and_cover_every_clip(tmp_path, store_and_co
     again = StudyStore(tmp_path / "again.db")
     codes2 = again.create_study(definition, blind_dir=tmp_path / "again-blind")
     again.import_clips(slug, definition.clips())
+    again.open_study(slug)
     key1, key2 = store.clips_frame(slug), again.clips_frame(slug)
     name1 = dict(zip(key1["clip_id"], key1["sha256"]))
     name2 = dict(zip(key2["clip_id"], key2["sha256"]))
@@ -85,6 +86,7 @@ def test_instruction_shown_only_when_a_criterion_needs_it(tmp_path):
     with StudyStore(tmp_path / "a.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "b")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         assert store.next_item(codes["r1"]).instruction  # phase_matching shows the instruction
     text_ = path.read_text().replace("shows_instruction: true", "shows_instruction: false").replace("test-study", "other")
     path.write_text(text_)
@@ -92,6 +94,7 @@ def test_instruction_shown_only_when_a_criterion_needs_it(tmp_path):
     with StudyStore(tmp_path / "c.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "d")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         assert store.next_item(codes["r1"]).instruction is None
 
 
@@ -106,6 +109,18 @@ def test_instruction_shown_only_when_a_criterion_needs_it(tmp_path):
     ({"confidence": 9}, InvalidRatingError, "confidence is out of range"),
     ({"clip_id": "cdeadbeefdeadbeef"}, UnknownClipError, "unknown clip 'cdeadbeefdeadbeef'"),
     ({"code": "not-a-code"}, UnknownRaterError, "unknown access code"),
+    ({"scores": {"phase_matching": float("inf"), "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"scores": {"phase_matching": float("nan"), "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"scores": {"phase_matching": "3", "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"scores": {"phase_matching": True, "realism": 3}}, InvalidRatingError, "whole number from 1 to 5"),
+    ({"confidence": float("nan")}, InvalidRatingError, "confidence must be a whole number"),
+    ({"comment": 42}, InvalidRatingError, "a comment must be text, got int"),
+    ({"comment": ["a"]}, InvalidRatingError, "a comment must be text, got list"),
+    ({"comment": "x" * 5001}, InvalidRatingError, "the comment has 5001 characters; shorten it to at most 5000"),
+    ({"seconds": -1}, InvalidRatingError, "seconds spent must be a finite number >= 0"),
+    ({"seconds": float("inf")}, InvalidRatingError, "seconds spent must be a finite number >= 0"),
+    ({"seconds": "12"}, InvalidRatingError, "seconds spent must be a finite number >= 0"),
+    ({"phase": 3}, InvalidRatingError, "phase answer 3 is not one of"),
 ])
 def test_bad_ratings_get_clear_errors(store_and_codes, kwargs, error, message):
     store, slug, codes = store_and_codes
@@ -118,6 +133,19 @@ def test_bad_ratings_get_clear_errors(store_and_codes, kwargs, error, message):
     assert message in str(info.value)
     assert store.ratings_frame(slug).empty  # nothing half-written
     assert store.next_item(codes["r1"]).position == 1
+
+
+def test_numpy_numbers_are_accepted_as_integers(store_and_codes):
+    import numpy as np
+
+    store, slug, codes = store_and_codes
+    item = store.next_item(codes["r1"])
+    store.submit_rating(codes["r1"], item.clip_id, {"phase_matching": np.int64(4), "realism": np.int32(2)},
+                        phase=item.phases[0], turing="real", confidence=np.int16(5), comment="x" * 5000,
+                        seconds=np.float32(3.5))
+    answer = store.latest_answer(codes["r1"], item.clip_id)
+    assert answer["scores"] == {"phase_matching": 4, "realism": 2} and answer["confidence"] == 5
+    assert type(answer["scores"]["realism"]) is int and answer["seconds"] == 3.5
 
 
 def test_unknown_study_and_duplicate_study(store_and_codes, study_file):
@@ -147,7 +175,7 @@ def test_second_rating_is_refused_and_changes_are_versioned_in_the_audit_log(sto
 
     frame = store.ratings_frame(slug)
     rows = frame[frame["clip_id"] == item.clip_id].set_index("criterion")
-    assert len(frame) == 2  # still one row per criterion: changed, not duplicated
+    assert len(frame) == 2  # readers see one row per criterion: the newest version
     assert rows.loc["realism", "score"] == 4 and rows.loc["realism", "version"] == 3
     assert rows.loc["phase_matching", "score"] == 2 and rows.loc["realism", "turing_answer"] == "synthetic"
 
@@ -158,6 +186,81 @@ def test_second_rating_is_refused_and_changes_are_versioned_in_the_audit_log(sto
     assert history == [2, 5, 4]
     assert [json.loads(v)["scores"]["realism"] for v in mine["old_value"].dropna()] == [2, 5]
     assert list(mine["reason"].dropna()) == ["second look", "third look"]
+
+
+def test_ratings_are_append_only_versions_and_the_form_can_be_prefilled(store_and_codes, tmp_path):
+    store, slug, codes = store_and_codes
+    code = codes["r1"]
+    item = store.next_item(code)
+    assert store.latest_answer(code, item.clip_id) is None
+    store.submit_rating(code, item.clip_id, {"phase_matching": 2, "realism": 3}, phase="incision", turing="real",
+                        confidence=4, comment="blurry", seconds=12.5)
+    assert store.change_rating(code, item.clip_id, scores={"realism": 5}, comment="sharp after all",
+                               reason="second look") == 2
+    assert store.latest_answer(code, item.clip_id) == {
+        "scores": {"phase_matching": 2, "realism": 5}, "phase": "incision", "turing": "real", "confidence": 4,
+        "comment": "sharp after all", "seconds": 12.5, "version": 2}
+    assert store.latest_answer(code, item.clip_id, position=item.position)["version"] == 2
+    raw = sqlite3.connect(tmp_path / "study.db")
+    # Every version is kept: the first score and comment are still rows of their own.
+    assert raw.execute("SELECT score, version FROM ratings WHERE criterion = 'realism' ORDER BY version").fetchall() \
+        == [(3, 1), (5, 2)]
+    assert raw.execute("SELECT comment FROM answers ORDER BY version").fetchall() == [("blurry",), ("sharp after all",)]
+    for sql in ("UPDATE ratings SET score = 1", "DELETE FROM ratings", "UPDATE answers SET comment = 'x'",
+                "DELETE FROM answers"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute(sql)
+    raw.close()
+
+
+def test_codes_issued_by_a_call_are_returned(store_and_codes):
+    store, slug, codes = store_and_codes
+    new = store.add_raters(slug, [" r4 ", "r5"])
+    assert set(new) == {"r4", "r5"} and all(store.rater_name(c) == n for n, c in new.items())
+    again = store.reissue_codes(slug, ["r1", "r4"])
+    assert set(again) == {"r1", "r4"} and store.rater_name(again["r1"]) == "r1"
+    with pytest.raises(UnknownRaterError):
+        store.rater_name(codes["r1"])
+    with pytest.raises(StudyError, match="listed twice"):
+        store.add_raters(slug, ["r6", " r6"])
+    assert "r6" not in [p.rater for p in store.progress(slug)]
+
+
+def test_failed_import_leaves_no_blinded_file_and_no_row(store_and_codes, tmp_path):
+    from ophora.study.definition import ClipSpec
+
+    store, slug, _ = store_and_codes
+    before_files = sorted((tmp_path / "blinded").iterdir())
+    before_log = len(store.audit_log(slug))
+    good = make_video(tmp_path / "more" / "good.mp4", 55)
+    broken = tmp_path / "more" / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    specs = [ClipSpec(good, "real", "real", "incision", "Make an incision", "late"),
+             ClipSpec(broken, "real", "real", "incision", "Make an incision", "late")]
+    with pytest.raises(StudyError, match=r"broken\.mp4 is not a readable video \(.*Invalid data"):
+        store.import_clips(slug, specs)  # refused while checking, before anything is encoded
+
+    def nothing_left() -> None:
+        assert sorted((tmp_path / "blinded").iterdir()) == before_files
+        assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+        assert len(store.clips_frame(slug)) == 6 and len(store.audit_log(slug)) == before_log
+
+    nothing_left()
+    # A failure after encoding: the lead locks the study while clips are being blinded.
+    more = [ClipSpec(make_video(tmp_path / "more" / f"m{i}.mp4", 60 + i), "real", "real", "incision", "x", "real")
+            for i in range(3)]
+    seen = []
+
+    def lock_midway(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2:
+            store.lock_study(slug)
+
+    with pytest.raises(StudyError, match="locked for analysis; cannot import clips"):
+        store.import_clips(slug, more, progress=lock_midway)
+    assert seen == [1, 2, 3]
+    before_log += 1  # the lock itself is audited
+    nothing_left()
 
 
 def test_audit_log_is_append_only_in_the_database(store_and_codes, tmp_path):
@@ -188,16 +291,33 @@ def test_access_codes_are_stored_only_as_hashes(store_and_codes, tmp_path):
     reopened.close()
 
 
+def _rate_all(store, code, score: int = 3, limit: int | None = None) -> list:
+    """Rate the readings the rater is offered (all, or the first ``limit``), in order; return the items."""
+    items = []
+    while (limit is None or len(items) < limit) and (item := store.next_item(code)) is not None:
+        items.append(item)
+        a = full_answer(item, score)
+        store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+    return items
+
+
+def _one_rater_study(tmp_path, *, clock=None, **study):
+    """An open study with one rater 'a' and its clips imported: (store, definition, code)."""
+    definition = load_definition(write_study(tmp_path, raters=("a",), **study))
+    store = StudyStore(tmp_path / "one.db", clock=clock)
+    code = store.create_study(definition, blind_dir=tmp_path / "blinded")["a"]
+    store.import_clips(definition.slug, definition.clips())
+    store.open_study(definition.slug)
+    return store, definition, code
+
+
 def test_repeats_come_after_first_readings_and_feed_intra_rater_reliability(tmp_path):
     definition = load_definition(write_study(tmp_path, n_real=2, n_generated=2, raters=("a",), repeats=2))
     with StudyStore(tmp_path / "r.db") as store:
         code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
         store.import_clips(definition.slug, definition.clips())
-        items = []
-        while (item := store.next_item(code)) is not None:
-            items.append(item.clip_id)
-            a = full_answer(item, 3)
-            store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=1)
+        store.open_study(definition.slug)
+        items = [item.clip_id for item in _rate_all(store, code)]
         # Six readings under six different opaque ids: the rater is not told which two are repeats.
         assert len(items) == 6 and len(set(items)) == 6
         frame = store.ratings_frame(definition.slug)
@@ -219,7 +339,10 @@ def test_clips_imported_later_and_raters_added_later(tmp_path):
     definition = load_definition(path)
     with StudyStore(tmp_path / "l.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "b")
-        assert store.next_item(codes["r1"]) is None  # no clips yet
+        with pytest.raises(StudyError, match="not open for rating yet"):
+            store.next_item(codes["r1"])  # a draft: the lead is still setting it up
+        with pytest.raises(StudyError, match="no clips yet"):
+            store.open_study(definition.slug)
         assert store.import_clips(definition.slug, definition.clips()) == 3
         assert store.import_clips(definition.slug, definition.clips()) == 0  # idempotent by content hash
         late = store.add_rater(definition.slug, "late")
@@ -241,14 +364,32 @@ def test_migration_from_the_first_schema_keeps_data(tmp_path):
         conn.execute(text("INSERT INTO audit_log (study_id, at, actor, action, is_admin) "
                           "VALUES (1, '2025-01-01', 'admin', 'create_study', 1)"))
         conn.execute(text("UPDATE audit_log SET reason = 'editable in 0001'"))  # allowed before 0002
+        # A rating made by the old schema (one row per criterion, edited in place back then).
+        conn.execute(text("INSERT INTO clips (study_id, blind_id, clip_set, source, model, original_path, sha256, "
+                          "blinded_path, created_at) VALUES (1, 'c0', 'real', 'real', 'real', 'a.mp4', 'x', 'b.mp4', "
+                          "'2025-01-01')"))
+        conn.execute(text("INSERT INTO raters (study_id, name, code_hash, created_at) VALUES (1, 'r', 'h', '2025-01-01')"))
+        conn.execute(text("INSERT INTO assignments (rater_id, clip_id, position, reading, completed_at) "
+                          "VALUES (1, 1, 1, 0, '2025-01-01')"))
+        conn.execute(text("INSERT INTO ratings (assignment_id, criterion, score, version, rated_at) "
+                          "VALUES (1, 'realism', 4, 2, '2025-01-01')"))
+        conn.execute(text("INSERT INTO answers (assignment_id, version, answered_at) VALUES (1, 2, '2025-01-01')"))
     engine.dispose()
     with StudyStore(url) as store:
-        assert current_revision(store.engine) == head_revision() == "0002"
+        assert current_revision(store.engine) == head_revision() == "0003"
         assert store.studies() == ["old"]
         assert store.definition("old").title == "Test study"
-        with pytest.raises(Exception, match="append-only"):
-            with store.engine.begin() as conn:
-                conn.execute(text("UPDATE audit_log SET reason = 'rewritten'"))
+        assert store.status("old") == "open"  # it may hold ratings: never a draft that could be deleted
+        # What its raters saw stays as it was: each clip's own instruction, letterboxed pictures.
+        assert store.definition("old").instruction_source == "per_clip"
+        assert store.definition("old").blinding.fit == "letterbox"
+        assert store.ratings_frame("old")[["criterion", "score", "version"]].values.tolist() == [["realism", 4, 2]]
+        for sql in ("UPDATE audit_log SET reason = 'rewritten'", "DELETE FROM audit_log",
+                    "UPDATE ratings SET score = 1", "DELETE FROM ratings", "UPDATE answers SET comment = 'x'",
+                    "UPDATE studies SET status = 'draft'", "DELETE FROM studies"):
+            with pytest.raises(Exception, match="append-only|only forward|only a draft"):
+                with store.engine.begin() as conn:
+                    conn.execute(text(sql))
 
 
 def test_orm_models_match_the_migrated_schema(store_and_codes):
@@ -297,3 +438,65 @@ def test_clips_built_in_code_are_checked(store_and_codes, tmp_path):
         with pytest.raises(StudyError, match=message):
             store.import_clips(slug, [spec])
     assert len(store.clips_frame(slug)) == 6
+
+
+def test_repeats_wait_for_an_item_washout(tmp_path):
+    store, definition, code = _one_rater_study(tmp_path, n_real=3, n_generated=3,
+                                               repeats={"count": 2, "after_items": 3})
+    with store:
+        order = [item.position for item in _rate_all(store, code)]
+        assert order == list(range(1, 9)) and store.rater_progress(code).finished
+        frame = store.ratings_frame(definition.slug).drop_duplicates(["clip_id", "reading"])
+        firsts = frame[frame["reading"] == 0].set_index("clip_id")["position"]
+        for clip_id, position in frame[frame["reading"] == 1][["clip_id", "position"]].values:
+            assert position - firsts[clip_id] > 3  # at least 3 other readings in between
+
+    too_long = load_definition(write_study(tmp_path / "x", n_real=3, n_generated=3, raters=("a",),
+                                           repeats={"count": 2, "after_items": 5}))
+    with StudyStore(tmp_path / "x.db") as store:
+        store.create_study(too_long, blind_dir=tmp_path / "xb")
+        with pytest.raises(StudyError, match="repeats.after_items is 5, but with 6 clips only 1 can be repeated"):
+            store.import_clips(too_long.slug, too_long.clips())
+        assert store.clips_frame(too_long.slug).empty and not list((tmp_path / "xb").iterdir())
+
+
+def test_repeats_wait_for_a_day_washout_and_the_rater_sees_when(tmp_path, capsys):
+    from datetime import datetime, timedelta, timezone
+
+    now = [datetime.now(timezone.utc).replace(microsecond=0)]
+    store, definition, code = _one_rater_study(tmp_path, clock=lambda: now[0], n_real=2, n_generated=1,
+                                               repeats={"count": 1, "after_days": 2})
+    with store:
+        for _ in range(3):
+            _rate_all(store, code, limit=1)
+            now[0] += timedelta(minutes=10)
+        progress = store.rater_progress(code)
+        assert (progress.done, progress.total, progress.waiting, progress.finished) == (3, 4, 1, False)
+        first = store.ratings_frame(definition.slug).query("reading == 0")["rated_at"]
+        # two days after the repeated clip's first reading
+        assert (progress.unlocks_at - timedelta(days=2)).replace(tzinfo=None) in set(first.dt.to_pydatetime())
+        assert f"unlock on {progress.unlocks_at:%Y-%m-%d %H:%M} UTC" in progress.message
+        assert progress.unlocks_at > datetime.now(timezone.utc) + timedelta(days=1)
+        from ophora.study.cli import main
+
+        assert main(["status", definition.slug, "--db", str(tmp_path / "one.db")]) == 0  # the real clock
+        assert f"1 repeat(s) in washout until {progress.unlocks_at:%Y-%m-%d %H:%M} UTC" in capsys.readouterr().out
+        repeat = store.item_at(code, 4)
+        with pytest.raises(UnknownClipError, match="not open for rating yet"):
+            store.submit_rating(code, repeat.clip_id, {"phase_matching": 1, "realism": 1}, phase="incision",
+                                turing="real", confidence=1)
+        now[0] = progress.unlocks_at + timedelta(seconds=1)
+        item = store.next_item(code)
+        assert item is not None and item.position == 4 and store.rater_progress(code).waiting == 0
+
+
+def test_an_item_washout_never_leaves_a_rater_stuck_after_clips_are_removed(tmp_path):
+    store, definition, code = _one_rater_study(tmp_path, n_real=3, n_generated=3,
+                                               repeats={"count": 1, "after_items": 3})
+    with store:
+        _rate_all(store, code, limit=3)
+        for position in (4, 4, 4):  # the lead removes the three unrated clips; later positions move up
+            store.remove_clip(definition.slug, store.item_at(code, position).clip_id, reason="withdrawn")
+        # The repeat can no longer get 3 readings after its first one: it is offered rather than stuck.
+        item = store.next_item(code)
+        assert item is not None and item.position == 4 and store.rater_progress(code).total == 4
