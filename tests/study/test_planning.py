@@ -93,6 +93,7 @@ def test_cli_plan_from_a_study_in_its_database(tmp_path, capsys):
     with StudyStore(db) as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "blind")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         for code in codes.values():
             while (item := store.next_item(code)) is not None:
                 answer = full_answer(item, int(rng.integers(1, 6)))

@@ -71,6 +71,7 @@ def test_study_with_repeats_reports_intra_rater_and_per_set_reliability(tmp_path
     with StudyStore(tmp_path / "r.db") as store:
         codes = store.create_study(definition, blind_dir=tmp_path / "b")
         store.import_clips(definition.slug, definition.clips())
+        store.open_study(definition.slug)
         for n, code in enumerate(codes.values()):
             while (item := store.next_item(code)) is not None:
                 answer = full_answer(item, 1 + (item.position * (n + 2)) % 5)
