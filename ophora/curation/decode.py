@@ -11,6 +11,7 @@ worker sets FFmpeg to one thread (``OPENCV_FFMPEG_CAPTURE_OPTIONS``), so a worke
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,10 +28,11 @@ def _tapped_stream_class():
     class TappedStream(VideoStreamCv2):
         """PySceneDetect's OpenCV stream that counts every frame it decodes and keeps RGB copies of some."""
 
-        def __init__(self, path: str, keep: set[int]):
+        def __init__(self, path: str, keep: set[int] | None = None):
             super().__init__(path)
-            self.keep = keep
+            self.keep = keep or set()  # set by decode_clip once the screens' frame numbers are known
             self.kept: dict[int, np.ndarray] = {}
+            self.on_keep: Callable[[int, np.ndarray], None] | None = None  # told of each kept frame at once
             self.decoded = 0
 
         def read(self, decode: bool = True):
@@ -44,6 +46,8 @@ def _tapped_stream_class():
             self.decoded += 1
             if wanted and isinstance(frame, np.ndarray):
                 self.kept[upcoming] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                if self.on_keep is not None:
+                    self.on_keep(upcoming, self.kept[upcoming])
             return frame if decode else True
 
     return TappedStream
@@ -64,12 +68,24 @@ class DecodedClip:
         return [self.frames[i] for i in indices if i in self.frames]
 
 
-def decode_clip(task: ClipTask, facts: dict, keep: set[int], dynamics_cfg: dict | None) -> DecodedClip:
-    """Decode every frame of the clip window once; run the cut detector on the way when ``dynamics_cfg``."""
+def open_stream(path: str):
+    """The tapped PySceneDetect stream of ``path``, opened once per clip: the probe reads its header, the
+    decoding pass its frames. Raises what PySceneDetect raises for a file it cannot open."""
+    return _tapped_stream_class()(path)
+
+
+def decode_clip(task: ClipTask, facts: dict, keep: set[int], dynamics_cfg: dict | None, stream=None,
+                on_keep: Callable[[int, np.ndarray], None] | None = None) -> DecodedClip:
+    """Decode every frame of the clip window once; run the cut detector on the way when ``dynamics_cfg``.
+
+    ``stream``: the clip's stream from ``open_stream``, not yet read (the pipeline's probe opened it).
+    ``on_keep(frame_number, rgb)``: called on the decode thread as each kept frame arrives, so a screen can
+    start on it while the rest of the clip decodes."""
     from .dynamics import measure_cuts
 
     began = time.perf_counter()
-    stream = _tapped_stream_class()(task.video, keep)
+    stream = stream if stream is not None else open_stream(task.video)
+    stream.keep, stream.on_keep = set(keep), on_keep
     fps = float(stream.frame_rate)
     first = int(round((task.start_s or 0.0) * fps)) if task.start_s else 0
     expected = int(facts["clip_frames"])
@@ -100,4 +116,4 @@ def window_seconds(a: int, b: int, fps: float) -> tuple[float, float]:
     return max(0.0, (a - 0.25) / fps), (b - 0.25) / fps
 
 
-__all__ = ["DecodedClip", "FFMPEG_SINGLE_THREAD", "decode_clip", "scene_window", "window_seconds"]
+__all__ = ["DecodedClip", "FFMPEG_SINGLE_THREAD", "decode_clip", "open_stream", "scene_window", "window_seconds"]

@@ -43,9 +43,16 @@ def measure_cuts(video: str, cfg: dict, start_s: float | None = None, end_s: flo
     if start_s:
         stream.seek(float(start_s))
     frame_skip = int(cfg.get("frame_skip") or 0)
-    stats = scenedetect.StatsManager() if frame_skip == 0 else None
+    # Per-frame scores cost an edge map per frame (PySceneDetect computes edges whenever a StatsManager is
+    # attached, even at edge weight 0): record them only when asked for or needed by min_mean_score.
+    record = frame_skip == 0 and (bool(cfg.get("record_scores")) or cfg.get("min_mean_score") is not None)
+    stats = scenedetect.StatsManager() if record else None
     manager = scenedetect.SceneManager(stats_manager=stats)
     downscale = int(cfg.get("downscale") or 0)
+    if downscale <= 0 and cfg.get("analysis_size"):  # PySceneDetect's own rule, to our target size
+        from scenedetect.scene_manager import compute_downscale_factor
+
+        downscale = max(1, int(compute_downscale_factor(max(stream.frame_size), int(cfg["analysis_size"]))))
     if downscale > 0:
         manager.auto_downscale = False
         manager.downscale = downscale

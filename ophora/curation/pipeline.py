@@ -16,14 +16,15 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
-from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, scene_window, window_seconds
+from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, open_stream, scene_window, window_seconds
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
@@ -95,6 +96,27 @@ class Curator:
         from .deid import shared_deidentifier
 
         self.deid = shared_deidentifier(privacy["deid"])
+        self._side_thread: ThreadPoolExecutor | None = None  # the face counts' thread, started on first use
+
+    def close(self) -> None:
+        """Stop the face counts' side thread (a long-lived Ray worker builds a Curator per batch)."""
+        if self._side_thread is not None:
+            self._side_thread.shutdown(wait=True, cancel_futures=True)
+            self._side_thread = None
+
+    def __enter__(self) -> "Curator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _probe_stage(self, state: ClipState) -> StageResult:
+        """Open the clip once: the probe reads the header of the stream the decoding pass then reads."""
+        try:
+            state.stream = open_stream(state.task.video)
+        except Exception:  # missing, empty or unreadable: the probe says which, in its own words
+            state.stream = None
+        return probe_clip(state.task, self.config, state.stream.capture if state.stream is not None else None)
 
     def _caption_stage(self, state: ClipState) -> StageResult:
         caption = state.task.caption
@@ -131,9 +153,12 @@ class Curator:
         keep = {index for indices in state.samples.values() for index in indices}
         dynamics = self.config["dynamics"] if self.config["dynamics"]["enabled"] else None
         try:
-            state.decoded = decode_clip(state.task, state.facts, keep, dynamics)
+            state.decoded = decode_clip(state.task, state.facts, keep, dynamics, stream=state.stream,
+                                        on_keep=self._start_face_counts(state))
         except Exception as error:  # the decoder gave up on this file: a fact about the clip
             return StageResult({}, f"incomplete: the video could not be decoded ({type(error).__name__}: {error})")
+        finally:
+            state.stream = None  # read to the end of the window; the capture is released with its last reference
         decoded = state.decoded
         measured = {"frames_expected": decoded.frames_expected, "frames_decoded": decoded.frames_decoded,
                     "failures": decoded.decode_failures, "seconds": decoded.seconds}
@@ -142,6 +167,27 @@ class Curator:
             return StageResult(measured, f"incomplete: decoded {decoded.frames_decoded} of "
                                          f"{decoded.frames_expected} frames")
         return StageResult(measured)
+
+    def _start_face_counts(self, state: ClipState) -> Callable[[int, np.ndarray], None] | None:
+        """Count faces in each sampled frame on a side thread as soon as the decoding pass keeps it: the
+        cascade (OpenCV releases the GIL) runs while the rest of the clip decodes. Same frames, same counts,
+        same CPU work as screening after the pass; only the wait for it goes."""
+        wanted = set(state.samples.get("face", ()))
+        if self.face is None or not wanted:
+            return None
+        if self._side_thread is None:
+            self._side_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ophora-face")
+        pool, face = self._side_thread, self.face
+
+        def on_keep(index: int, frame: np.ndarray) -> None:
+            if index in wanted:
+                state.face_counts[index] = pool.submit(face.count, frame)
+        return on_keep
+
+    def _face_stage(self, state: ClipState) -> StageResult:
+        if state.face_counts:
+            return self.face.judge([state.face_counts[index].result() for index in sorted(state.face_counts)])
+        return self.face(state.task, frames=state.decoded.pick(state.samples["face"]))
 
     def _dynamics_stage(self, state: ClipState) -> StageResult:
         return dynamics_stage(state.task, self.config, measured=state.decoded.cuts)
@@ -197,12 +243,14 @@ class Curator:
 
     def stage_functions(self) -> list[tuple[str, Callable[[ClipState], StageResult]]]:
         stages: list[tuple[str, Callable[[ClipState], StageResult]]] = [
-            ("probe", lambda state: probe_clip(state.task, self.config)), ("caption", self._caption_stage),
+            ("probe", self._probe_stage), ("caption", self._caption_stage),
             ("narration", self._narration_stage), ("decode", self._decode_stage)]
         if self.config["dynamics"]["enabled"]:
             stages.append(("dynamics", self._dynamics_stage))
         stages.append(("window", self._window_stage))
-        for name, screen in (("face", self.face), ("text", self.text), ("vlm", self.vlm)):
+        if self.face is not None:
+            stages.append(("face", self._face_stage))
+        for name, screen in (("text", self.text), ("vlm", self.vlm)):
             if screen is not None:
                 stages.append((name, self._screen_stage(screen, name)))
         stages.append(("refine", self._refine_stage))
@@ -252,6 +300,8 @@ class Curator:
                 reasons.append(result.drop_reason)
                 if decision == "keep":
                     decision, drop_stage = "drop", name
+        for pending in state.face_counts.values():
+            pending.cancel()  # a clip dropped before its face stage: don't count faces nobody will read
         row.update(decision=decision, keep=decision == "keep", drop_stage=drop_stage,
                    reason="; ".join(reasons) if reasons else None, stages_run=",".join(stages_run),
                    config_hash=self.hash, seconds=time.perf_counter() - began)
@@ -268,8 +318,10 @@ class ClipState:
     """What the stages of one clip pass on to each other (probe facts, the decoding pass, the instruction)."""
     task: ClipTask
     facts: dict = field(default_factory=dict)
+    stream: object | None = None  # the clip's open PySceneDetect stream (decode.open_stream), probe to decode
     decoded: DecodedClip | None = None
     samples: dict[str, list[int]] = field(default_factory=dict)
+    face_counts: dict[int, Future] = field(default_factory=dict)  # frame number -> faces, counted on the side
     instruction: str | None = None
 
 
@@ -309,9 +361,9 @@ def _work(task: ClipTask) -> dict:
 def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, workers: int,
               breaker_path: str | None = None) -> Iterator[dict]:
     if workers <= 1:
-        curator = Curator(config, cache_path, breaker_path)
-        for task in tasks:
-            yield {**curator.process(task), "worker": os.getpid()}
+        with Curator(config, cache_path, breaker_path) as curator:
+            for task in tasks:
+                yield {**curator.process(task), "worker": os.getpid()}
         return
     if cache_path is not None and config["refine"].get("cache", True):
         RefineCache(cache_path)  # create the file and switch it to WAL once, before the workers race to it
@@ -334,8 +386,8 @@ def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, worke
 
 # --- Ray -------------------------------------------------------------------------------------------------------
 def _ray_batch(config: dict, cache_path: str | None, tasks: list[ClipTask]) -> list[dict]:
-    curator = Curator(config, cache_path)
-    return [{**curator.process(task), "worker": os.getpid()} for task in tasks]
+    with Curator(config, cache_path) as curator:
+        return [{**curator.process(task), "worker": os.getpid()} for task in tasks]
 
 
 def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address: str | None = None,

@@ -109,19 +109,25 @@ class FaceScreen:
                                               minNeighbors=int(self.cfg["min_neighbors"]), minSize=(min_size, min_size))
         return [tuple(int(v) for v in rect) for rect in found]
 
+    def count(self, frame_rgb: np.ndarray) -> int:
+        """Faces in one sampled frame (downscaled to ``max_side`` first)."""
+        return len(self.faces(fit_frame(frame_rgb, self.cfg["max_side"])))
+
+    def judge(self, counts: list[int]) -> StageResult:
+        """The verdict from the face counts of the sampled frames."""
+        if not counts:
+            return StageResult({}, "face_prescreen: no frame could be decoded")
+        face_frames = sum(1 for n in counts if n)
+        measured = {"frames_checked": len(counts), "face_frames": face_frames, "max_faces": max(counts)}
+        if face_frames > int(self.cfg["max_face_frames"]):
+            return StageResult(measured, f"privacy: face detected locally in {face_frames}/{len(counts)} frames")
+        return StageResult(measured)
+
     def __call__(self, task: ClipTask, frames: list[np.ndarray] | None = None) -> StageResult:
         """``frames``: RGB frames already decoded (the pipeline's single pass); None: sample them here."""
         if frames is None:
             frames = sample_frames(task.video, int(self.cfg["frames"]), task.start_s, task.end_s, self.cfg["max_side"])
-        frames = [fit_frame(frame, self.cfg["max_side"]) for frame in frames]
-        if not frames:
-            return StageResult({}, "face_prescreen: no frame could be decoded")
-        counts = [len(self.faces(frame)) for frame in frames]
-        face_frames = sum(1 for n in counts if n)
-        measured = {"frames_checked": len(frames), "face_frames": face_frames, "max_faces": max(counts)}
-        if face_frames > int(self.cfg["max_face_frames"]):
-            return StageResult(measured, f"privacy: face detected locally in {face_frames}/{len(frames)} frames")
-        return StageResult(measured)
+        return self.judge([self.count(frame) for frame in frames])
 
 
 class TextScreen:

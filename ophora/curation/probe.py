@@ -1,8 +1,9 @@
 """Probe facts (resolution, fps, frames, duration, codec) and the resolution filter.
 
 Why OpenCV: it is the decoder PySceneDetect uses here, so a clip the probe can read is a clip the dynamics
-stage can read; and it needs no ffprobe binary. A file that opens but yields no frame is "zero-length",
-which is different from "unreadable" (no decoder could open it) and from "missing".
+stage can read (the pipeline hands the probe the very capture its decoding pass reads); and it needs no ffprobe
+binary. A file whose header counts no frame is "zero-length", which is different from "unreadable" (no
+decoder could open it) and from "missing"; whether the frames really decode is the decoding pass's check.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ def _fourcc(code: float) -> str:
     return text.strip("\x00 ").lower() if text.isprintable() and value else ""
 
 
-def probe_video(path: str | Path) -> dict:
-    """Facts about the whole file. Raises ``FileNotFoundError`` or ``ValueError`` with a readable reason."""
+def probe_video(path: str | Path, capture=None) -> dict:
+    """Facts about the whole file. Raises ``FileNotFoundError`` or ``ValueError`` with a readable reason.
+
+    ``capture``: the ``cv2.VideoCapture`` the decoding pass will read (the pipeline opens each file once);
+    it is left open. Nothing is decoded here: the decoding pass checks every frame (decode.py)."""
     import cv2
 
     path = Path(path)
@@ -28,33 +32,35 @@ def probe_video(path: str | Path) -> dict:
         raise FileNotFoundError(f"video file missing: {path}")
     if path.stat().st_size == 0:
         raise ValueError("zero-length video (empty file)")
-    capture = cv2.VideoCapture(str(path))
+    own = capture is None
+    if own:
+        capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
             raise ValueError("unreadable video (no decoder could open it)")
+        # With OpenCV's automatic orientation (its default, and PySceneDetect's setting) the frame size is the
+        # displayed one: a 720x480 clip flagged "rotate 90" reads as 480x720, as it plays.
+        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1.0)
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         codec = _fourcc(capture.get(cv2.CAP_PROP_FOURCC))
         rotation = int(capture.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
-        ok, first = capture.read()
     finally:
-        capture.release()
-    if not ok or frames <= 0:
-        raise ValueError("zero-length video (no decodable frame)")
-    # OpenCV turns frames upright (CAP_PROP_ORIENTATION_AUTO), so the decoded frame has the displayed size
-    display_height, display_width = first.shape[:2]
+        if own:
+            capture.release()
+    if frames <= 0 or width <= 0 or height <= 0:
+        raise ValueError("zero-length video (no frame in the file)")
     return {"width": width, "height": height, "fps": fps, "frames": frames,
-            "duration_s": frames / fps if fps > 0 else 0.0, "codec": codec, "rotation": rotation,
-            "display_width": int(display_width), "display_height": int(display_height)}
+            "duration_s": frames / fps if fps > 0 else 0.0, "codec": codec, "rotation": rotation}
 
 
-def probe_clip(task: ClipTask, config: dict) -> StageResult:
+def probe_clip(task: ClipTask, config: dict, capture=None) -> StageResult:
     """Probe the clip (its ``start``/``end`` window if given) and apply the resolution / length filter."""
     cfg = config["probe"]
     try:
-        facts = probe_video(task.video)
+        facts = probe_video(task.video, capture)
     except FileNotFoundError as error:
         return StageResult({}, f"probe: {error}")
     except ValueError as error:
@@ -71,9 +77,8 @@ def probe_clip(task: ClipTask, config: dict) -> StageResult:
         return StageResult(facts, f"probe: zero-length clip ({clip_frames} frames < {cfg['min_frames']})")
     if facts["clip_duration_s"] < cfg["min_duration_s"]:
         return StageResult(facts, f"probe: clip too short ({facts['clip_duration_s']:.2f} s < {cfg['min_duration_s']} s)")
-    long_side = max(facts["display_width"], facts["display_height"])
-    short_side = min(facts["display_width"], facts["display_height"])
+    long_side, short_side = max(facts["width"], facts["height"]), min(facts["width"], facts["height"])
     if long_side < cfg["min_long_side"] or short_side < cfg["min_short_side"]:
-        return StageResult(facts, f"resolution: {facts['display_width']}x{facts['display_height']} below "
+        return StageResult(facts, f"resolution: {facts['width']}x{facts['height']} below "
                                   f"{cfg['min_long_side']}x{cfg['min_short_side']} (long x short side)")
     return StageResult(facts)

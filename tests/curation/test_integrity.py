@@ -72,7 +72,7 @@ def test_damaged_files_are_dropped_as_incomplete(curated, name):
 def test_rotation_flagged_and_portrait_clips_are_judged_as_displayed(curated):
     rotated = curated.loc["rotated"]
     assert rotated["decision"] == "keep", rotated["reason"]
-    assert (rotated["probe_display_width"], rotated["probe_display_height"]) == (480, 720)
+    assert (rotated["probe_width"], rotated["probe_height"]) == (480, 720)
     assert rotated["probe_rotation"] in (90, 270)
     portrait = curated.loc["portrait"]
     assert portrait["decision"] == "keep", portrait["reason"]

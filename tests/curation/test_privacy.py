@@ -46,6 +46,20 @@ def test_face_prescreen_drops_a_face_and_keeps_surgery(face_video, sample_clips)
         assert result.drop_reason is None and result.measurements["face_frames"] == 0
 
 
+def test_pipeline_counts_faces_during_decoding_as_the_screen_does(face_video, sample_clips):
+    """The pipeline counts faces on a side thread while the clip decodes: same frames, same verdict."""
+    from ophora.curation.pipeline import Curator
+
+    config = load_config(overrides=["dynamics.enabled=false", "probe.window_frames=null"])  # an 8-frame face clip
+    curator, screen = Curator(config), FaceScreen(config["privacy"]["face_prescreen"])
+    for video in (face_video, *sample_clips):
+        row, alone = curator.process(clip(video)), screen(clip(video))
+        assert (row["face_frames_checked"], row["face_face_frames"]) == \
+            (alone.measurements["frames_checked"], alone.measurements["face_frames"])
+        assert (row["drop_stage"] == "face") == (alone.drop_reason is not None)
+    assert row["decision"] == "keep" and curator.process(clip(face_video))["reason"].startswith("privacy: face")
+
+
 def test_sample_frames_spread_over_the_window(cut_video):
     frames = sample_frames(str(cut_video), 4, start_s=0.0, end_s=3.0, max_side=360)
     assert len(frames) == 4 and frames[0].shape == (240, 360, 3)
