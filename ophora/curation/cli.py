@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -34,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "release":
@@ -63,15 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     from .chat_client import EndpointDown
 
     began = time.perf_counter()
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the run as Ctrl-C does
     try:
         frame = run_pipeline(tasks, config, args.out, backend=args.backend, workers=args.workers,
                              ray_address=args.ray_address, fresh=args.fresh, progress=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the workers are stopped; every clip finished so far is saved in "
+              f"{output_paths(args.out)['journal']}. Rerun the same command to continue.", file=sys.stderr)
+        return 130
     except EndpointDown as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
     except (FileNotFoundError, ValueError, RuntimeError) as error:  # e.g. no face cascade, unknown backend
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     paths = output_paths(args.out)
     summary = write_report(frame, paths["report"], paths["summary"])
     elapsed = time.perf_counter() - began

@@ -13,6 +13,8 @@ import hashlib
 import itertools
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +30,7 @@ from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, open_stream,
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
+from .processes import die_with_parent, start_reaper, stop_workers
 from .refine import InvalidInstruction, RefineCache, Refiner, validate_instruction
 from .stages import RetryableError, StageResult
 
@@ -338,8 +341,9 @@ def _own_breaker(path: str | Path | None, endpoint: str) -> Path | None:
     return None if path is None else Path(f"{path}.{endpoint}.json")
 
 
-def _init_worker(config: dict, cache_path: str | None, breaker_path: str | None) -> None:
+def _init_worker(config: dict, cache_path: str | None, breaker_path: str | None, parent_pid: int) -> None:
     global _WORKER
+    die_with_parent(parent_pid)  # a killed run leaves no worker behind (processes.py)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_SINGLE_THREAD)  # one decode thread per worker
     try:
@@ -368,20 +372,27 @@ def run_local(tasks: list[ClipTask], config: dict, cache_path: str | None, worke
     if cache_path is not None and config["refine"].get("cache", True):
         RefineCache(cache_path)  # create the file and switch it to WAL once, before the workers race to it
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(config, cache_path, breaker_path)) as pool:
-        futures = {pool.submit(_work, task): task for task in tasks}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except EndpointDown:
-                pool.shutdown(wait=True, cancel_futures=True)  # stop handing out clips; the others stop fast
-                raise
-            except Exception as error:  # e.g. a decoder crash killed the worker: record it, retry next run
-                task = futures[future]
-                yield {"clip_id": task.clip_id, "video": task.video, "phase": task.phase,
-                       "start_s": task.start_s, "end_s": task.end_s, "decision": "error", "keep": False,
-                       "drop_stage": None, "reason": f"worker failed: {type(error).__name__}: {error}",
-                       "stages_run": "", "config_hash": config_hash(config), "instruction": None}
+                             initargs=(config, cache_path, breaker_path, os.getpid())) as pool:
+        try:
+            futures = {pool.submit(_work, task): task for task in tasks}
+            for future in as_completed(futures):
+                try:
+                    row = future.result()
+                except EndpointDown:
+                    pool.shutdown(wait=True, cancel_futures=True)  # stop handing out clips; the others stop fast
+                    raise
+                except Exception as error:  # e.g. a decoder crash killed the worker: record it, retry next run
+                    task = futures[future]
+                    row = {"clip_id": task.clip_id, "video": task.video, "phase": task.phase,
+                           "start_s": task.start_s, "end_s": task.end_s, "decision": "error", "keep": False,
+                           "drop_stage": None, "reason": f"worker failed: {type(error).__name__}: {error}",
+                           "stages_run": "", "config_hash": config_hash(config), "instruction": None}
+                yield row
+        except EndpointDown:
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM as an exception, the caller closing us early: stop workers now
+            stop_workers(pool)
+            raise
 
 
 # --- Ray -------------------------------------------------------------------------------------------------------
@@ -400,14 +411,28 @@ def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address
         import ray
     except ImportError:
         raise RuntimeError("--backend ray needs Ray: pip install 'ray==2.60.0'") from None
-    if not ray.is_initialized():
+    started_here = not ray.is_initialized()
+    if started_here:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        on_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
         ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+        if in_main_thread:  # ray.init replaces the SIGTERM handler with sys.exit; the caller's stays in charge
+            signal.signal(signal.SIGTERM, on_sigterm)
+        if address is None:
+            start_reaper()  # a killed run takes its local Ray (agents included) with it
     remote = ray.remote(num_cpus=1)(_ray_batch)
     config_ref = ray.put(config)
     pending = [remote.remote(config_ref, cache_path, tasks[i:i + batch_size]) for i in range(0, len(tasks), batch_size)]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield from ray.get(done[0])
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield from ray.get(done[0])
+    except BaseException:  # Ctrl-C, SIGTERM, an early close: stop the tasks (and the local Ray we started)
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        if started_here:
+            ray.shutdown()
+        raise
 
 
 def preflight(config: dict) -> None:
@@ -523,6 +548,8 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
                     progress(row, count, len(todo) + len(failed_downloads))
     except EndpointDown as error:  # the run stops; what is decided so far is saved below, the rest waits
         stopped = error
+    finally:
+        results.close()  # interrupted (Ctrl-C, SIGTERM): the workers stop now, not at interpreter exit
     frame = rows_to_frame(rows.values(), [task.clip_id for task in tasks])
     partial = paths["parquet"].with_name(paths["parquet"].name + ".partial")
     frame.to_parquet(partial, index=False)
