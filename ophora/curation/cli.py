@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
+import warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,12 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import output_paths, run_pipeline
     from .report import write_report
 
+    from .inputs import DuplicateRowsWarning
+
     try:
         config = load_config(args.config, args.overrides + (["run.keep_narration=true"] if args.keep_narration else []))
-        tasks = read_tasks(args.input)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DuplicateRowsWarning)
+            tasks = read_tasks(args.input)
     except (ConfigError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for warning in caught:  # said plainly, not as a Python warning with a source line
+        if issubclass(warning.category, DuplicateRowsWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    # FFmpeg's own messages about a damaged file ("partial file", "Invalid NAL unit size") would flood the
+    # terminal; the clip's row says it in words ("incomplete: decoded 12 of 49 frames"). Set the variable
+    # to 24 (warnings) or 48 (debug) to see them.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if args.limit is not None:
         tasks = tasks[: args.limit]
 

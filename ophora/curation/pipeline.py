@@ -329,7 +329,7 @@ class ClipState:
 
 
 def _kinds_text(kinds: dict[str, int]) -> str:
-    return ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none"
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"  # "age 1" reads as an age
 
 
 # --- local process pool -------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_rotation_flagged_and_portrait_clips_are_judged_as_displayed(curated):
     assert small["reason"] == "resolution: 360x640 below 720x480 (long x short side)"
 
 
-def test_duplicate_rows_collapse_with_a_warning_naming_rows_and_path(tmp_path, sample_clips):
+def test_duplicate_rows_collapse_with_a_warning_naming_rows_and_path(tmp_path, sample_clips, capsys):
     rows = [{"video": str(sample_clips[0]), "caption": "Insert the lens."},
             {"video": str(sample_clips[1]), "caption": "Inject fluid."},
             {"video": str(sample_clips[0]), "caption": "Insert the lens."},
@@ -94,6 +94,12 @@ def test_duplicate_rows_collapse_with_a_warning_naming_rows_and_path(tmp_path, s
     message = str(caught[0].message)
     assert str(manifest) in message and "rows 1, 3" in message and "clip 'x': rows 4, 5" in message
     assert "2 duplicate row(s)" in message
+    from ophora.curation.cli import main
+
+    out = tmp_path / "cli" / "curated.parquet"
+    assert main(["--input", str(manifest), "--out", str(out), "--workers", "1", "--quiet", "--limit", "1"]) == 0
+    said = capsys.readouterr().err
+    assert said.startswith(f"warning: {manifest}: 2 duplicate row(s) collapsed") and "Traceback" not in said
 
 
 class RangeServer:

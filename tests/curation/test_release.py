@@ -103,6 +103,9 @@ def test_card_explains_every_row(released, curated):
     assert sum(card["reasons_detail"].values()) == 3
     assert card["reasons_detail"]["probe: video file missing: <path>"] == 1
     assert card["reasons_detail"]["resolution: 640x360 below 720x480 (long x short side)"] == 1
+    privacy = [reason for reason in card["reasons_detail"] if reason.startswith("privacy:")]
+    assert privacy and privacy[0].startswith("privacy: PHI in every narration sentence (1 ")  # counts, in words
+    assert "withheld" not in privacy[0]
     assert card["phases"] == {"lens-implantation": 1, "hydrodissection": 1}
     assert card["filters"]["probe"]["min_long_side"] == 720 and card["filters"]["dynamics"]["detector"] == "content"
     assert "Presidio analyzer" in card["deidentification"]["method"] and "pysbd" in card["deidentification"]["method"]
