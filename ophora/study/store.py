@@ -551,6 +551,11 @@ class StudyStore:
             assignment_id = self._assignment(s, rater, clip_id, position, want_open=True).id
             available, waiting = self._queue(s, rater, definition)
             if assignment_id not in {a.id for a in available}:
+                if s.scalar(select(Assignment.completed_at).where(Assignment.id == assignment_id)) is not None:
+                    # answered between the two reads above (read-committed isolation): the same answer sent
+                    # twice at once (a double click, two tabs) is a duplicate, as it is one moment later
+                    raise AlreadyRatedError(f"clip {clip_id} was already rated by this rater; use change_rating() "
+                                            f"with a reason to change the answer")
                 raise UnknownClipError(f"clip {clip_id} is not open for rating yet (a repeat reading unlocks after "
                                        f"its washout); rate the clip that next_item() offers")
             clean = _validate(definition, scores, phase, turing, confidence, complete=True)
