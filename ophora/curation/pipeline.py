@@ -416,8 +416,8 @@ def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address
         in_main_thread = threading.current_thread() is threading.main_thread()
         on_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
         ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-        if in_main_thread:  # ray.init replaces the SIGTERM handler with sys.exit; the caller's stays in charge
-            signal.signal(signal.SIGTERM, on_sigterm)
+        if in_main_thread and on_sigterm is not None:  # ray.init replaces the SIGTERM handler with sys.exit;
+            signal.signal(signal.SIGTERM, on_sigterm)       # the caller's stays in charge (None: not set from Python)
         if address is None:
             start_reaper()  # a killed run takes its local Ray (agents included) with it
     remote = ray.remote(num_cpus=1)(_ray_batch)
