@@ -428,10 +428,14 @@ def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address
             done, pending = ray.wait(pending, num_returns=1)
             yield from ray.get(done[0])
     except BaseException:  # Ctrl-C, SIGTERM, an early close: stop the tasks (and the local Ray we started)
-        for ref in pending:
-            ray.cancel(ref, force=True)
         if started_here:
+            # Ending our job is enough: Ray kills a finished job's workers (and a local Ray goes with us).
+            # No ray.cancel(force=True) here: it races the replies of tasks finishing at that moment, and
+            # Ray then aborts the whole process ("Check failed ... CompletePendingTask", exit 1, seen in CI).
             ray.shutdown()
+        else:  # the caller's Ray session (a notebook) lives on: cancel only what this run queued
+            for ref in pending:
+                ray.cancel(ref)
         raise
 
 

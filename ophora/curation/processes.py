@@ -81,7 +81,8 @@ REAPER_INTERVAL_S = 0.25
 
 def start_reaper() -> subprocess.Popen:
     """Start a reaper for this process (see the module docstring); it ends by itself after this process."""
-    return subprocess.Popen([sys.executable, "-m", "ophora.curation.processes", "reap", str(os.getpid())],
+    # run as a file, not ``-m``: the reaper needs psutil only, not the whole curation package
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "reap", str(os.getpid())],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True)
 
 
@@ -120,7 +121,7 @@ def reap(parent_pid: int) -> int:
 __all__ = ["die_with_parent", "reap", "start_reaper", "stop_workers"]
 
 
-if __name__ == "__main__":  # python -m ophora.curation.processes reap PID
+if __name__ == "__main__":  # python .../ophora/curation/processes.py reap PID
     if len(sys.argv) != 3 or sys.argv[1] != "reap":
-        sys.exit("usage: python -m ophora.curation.processes reap PID")
+        sys.exit(f"usage: python {sys.argv[0]} reap PID")
     sys.exit(reap(int(sys.argv[2])))
