@@ -49,11 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return release_main(argv[1:])
     args = build_parser().parse_args(argv)
     from .config import ConfigError, load_config
-    from .inputs import InputError, read_tasks
+    from .inputs import DuplicateRowsWarning, InputError, read_tasks
     from .pipeline import output_paths, run_pipeline
     from .report import write_report
-
-    from .inputs import DuplicateRowsWarning
 
     try:
         config = load_config(args.config, args.overrides + (["run.keep_narration=true"] if args.keep_narration else []))
