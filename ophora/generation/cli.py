@@ -117,19 +117,21 @@ def _run_single(args, parser) -> int:
 
     from tqdm import tqdm
 
-    from ophora.generation.engine import generate
+    from ophora.generation.engine import generate, resolve_request, validate_request
     from ophora.generation.loading import load_pipeline
     from ophora.generation.video import write_clip
 
     loaded = load_pipeline(options)
     print(loaded.report, file=sys.stderr)
+    # Before the first step (a long instruction is cut at 226 T5 tokens): the user can stop and shorten it.
+    request = resolve_request(loaded, request)  # native sizes of a hub model that was not in the cache
+    for warning in validate_request(loaded, request):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     with tqdm(total=request.num_inference_steps, desc="denoising", unit="step") as bar:
         def on_step(p):
             bar.update(p.step - bar.n)
             bar.set_postfix_str(f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else "")
         result = generate(loaded, request, progress=on_step)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     path = write_clip(result.frames, args.out, fps=result.request.fps, provenance=result.provenance,
                       synthetic_mark=not args.no_mark)
     print(f"wrote {path} and {path.with_suffix('.json')} ({result.seconds:.1f} s)")

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 
 from ophora.generation.options import (DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, QUANTIZATIONS, SCHEDULERS,
                                        LoadOptions, ModelLoadError)
-from ophora.generation.preflight import ModelSource, check_weight_files, resolve_model_source
+from ophora.generation.preflight import ModelSource, check_model_files, check_weight_files, resolve_model_source
 from ophora.generation.tiny import TINY_NOTICE
 
 logger = logging.getLogger(__name__)
@@ -349,6 +349,8 @@ def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipe
     hardware = Hardware.detect(options.device)
     plan = plan_loading(options, hardware)
     source = resolve_model_source(options)  # a missing folder fails here, before diffusers is imported
+    if source.local:
+        check_model_files(source.path)  # a damaged config or tokenizer file is named now, not after 20 s of loading
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
     set_determinism(options.deterministic)
