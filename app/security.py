@@ -190,14 +190,14 @@ class RaterStationRoutes:
         await self.app(scope, receive, send)
 
 
-def _event_ids(scope) -> set[int]:
-    """The event numbers (``fn_index``) of the Blocks this server runs."""
+def _event_ids(scope) -> dict[int, int]:
+    """The event numbers (``fn_index``) of the Blocks this server runs, each with its number of inputs."""
     app = scope.get("app")
     blocks = app.get_blocks() if app is not None and hasattr(app, "get_blocks") else None
-    return set(getattr(blocks, "fns", {}) or {})
+    return {index: len(fn.inputs) for index, fn in (getattr(blocks, "fns", None) or {}).items()}
 
 
-def _call_problem(body: bytes, events: set[int], needs_data: bool) -> tuple[int, str] | None:
+def _call_problem(body: bytes, events: dict[int, int], needs_data: bool) -> tuple[int, str] | None:
     """(status, text) when a queue call (or its cancel) is malformed or names no event of this app; ``None``
     when it may go on to Gradio."""
     try:
@@ -211,6 +211,8 @@ def _call_problem(body: bytes, events: set[int], needs_data: bool) -> tuple[int,
     index = call.get("fn_index")
     if not isinstance(index, int) or isinstance(index, bool) or index not in events:
         return 404, "No such action on this page: reload the page."
+    if needs_data and len(call["data"]) != events[index]:  # Gradio would log a traceback for too few
+        return 400, "Not a valid request."
     for key in ("session_hash", "event_id"):
         if call.get(key) is not None and not isinstance(call[key], str):
             return 400, "Not a valid request."

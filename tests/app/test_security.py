@@ -195,6 +195,7 @@ def hostile_requests(base: str, connection) -> list[tuple[str, int]]:
     raw("bad JSON", "POST", join, f'{{"data": ["{MARKER}"'.encode())
     raw("not an object", "POST", join, json.dumps([MARKER]).encode())
     raw("no data", "POST", join, json.dumps({"fn_index": 0, "session_hash": MARKER}).encode())
+    raw("too few inputs", "POST", join, json.dumps({"data": [], "fn_index": 0, "session_hash": MARKER}).encode())
     for index in (999, -1, "0", True, None):
         raw(f"fn_index {index!r}", "POST", join, json.dumps({"data": [MARKER], "fn_index": index}).encode())
     raw("GET join", "GET", join)
@@ -224,7 +225,7 @@ def test_rater_station_answers_hostile_requests_with_4xx(rater_station, caplog):
             logger.removeHandler(caplog.handler)
     assert seen["30 MB announced"] == 413 and seen["70 KB sent"] == 413 and RATER_MAX_BODY_BYTES == 64 * 1024
     assert all(400 <= status < 500 for status in seen.values()), seen
-    assert seen["fn_index 999"] == 404 and seen["bad JSON"] == 400
+    assert seen["fn_index 999"] == 404 and seen["bad JSON"] == 400 and seen["too few inputs"] == 400
     logged = "\n".join(record.getMessage() + str(record.exc_info or "") for record in caplog.records)
     assert MARKER not in logged and "Traceback" not in logged
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], logged[-2000:]
