@@ -71,6 +71,34 @@ def resolve_model_source(options: LoadOptions, build_tiny: bool = True) -> Model
     return ModelSource(options.model, local=False, is_tiny=False)
 
 
+def hub_model_missing_message(model: str, details: str) -> str:
+    """What to do when a hub id is neither a folder here nor loadable from the hub or the local cache."""
+    here = Path(model).expanduser().resolve()
+    repo = model if model == DEFAULT_MODEL else f"{DEFAULT_MODEL} (the published model)"
+    return (
+        f"No such folder {here}, and {model!r} could not be loaded as a hub id either: it is not in the local "
+        f"Hugging Face cache and the hub could not be reached or does not have it.\n"
+        f"To get the weights:\n"
+        f"  1. on a machine with internet: `hf download {DEFAULT_MODEL} --local-dir models/Ophora` "
+        f"(about 20 GB; `huggingface-cli download` on older hubs) for {repo}, then copy the folder here;\n"
+        f"  2. run with `--model models/Ophora` (or set HF_HOME to a cache that already holds it).\n"
+        f"To try the app without weights, use `--model tiny` (random weights: the clips are noise).\n"
+        f"(Details: {details})"
+    )
+
+
+def check_hub_model_reachable(source: ModelSource, options: LoadOptions) -> None:
+    """Offline (``--local-files-only`` or ``HF_HUB_OFFLINE``) a hub model must already be in the local cache:
+    say so now, not after torch and diffusers have been imported and asked."""
+    from huggingface_hub import constants
+
+    if source.local or not (options.local_files_only or constants.HF_HUB_OFFLINE):
+        return
+    if _cached_hub_file(source.path, "model_index.json", options.revision) is None:
+        raise ModelLoadError(hub_model_missing_message(options.model, "offline, and model_index.json is not in the "
+                                                                      "local Hugging Face cache"))
+
+
 def _read_json(path: Path) -> dict:
     config, problem = _json_problem(path)
     if problem:
@@ -270,6 +298,7 @@ def preflight(options: LoadOptions, request: GenerationRequest | None = None) ->
         source = resolve_model_source(options)
     if source.local:
         check_model_files(source.path)
+    check_hub_model_reachable(source, options)
     spec = read_model_spec(source, options)
     if request is not None:
         request = resolve_request(spec, request) if spec is not None else request

@@ -124,6 +124,9 @@ def test_hub_id_not_cached_checks_what_it_can(monkeypatch, tmp_path):
     with pytest.raises(GenerationInputError, match="got 0"):
         preflight(options, GenerationRequest(prompt="x", num_frames=0))
     preflight(options, GenerationRequest(prompt="x", num_frames=49))  # the size check runs again after loading
+    offline = LoadOptions(model="General-Medical-AI/Ophora", local_files_only=True)
+    with pytest.raises(ModelLoadError, match="hf download General-Medical-AI/Ophora"):  # before torch is imported
+        preflight(offline, GenerationRequest(prompt="x"))
 
 
 def test_every_damaged_file_in_one_message(tiny_model_dir, tmp_path):
