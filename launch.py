@@ -4,8 +4,8 @@
 Examples:
   python launch.py --model tiny --port 7861 --no-browser      # try it without a GPU or weights
   python launch.py --model models/Ophora --quantization int8  # a 16 GB GPU
-  python launch.py --mode rater --db postgresql+psycopg://study@host/studies --host 0.0.0.0 \
-      --ssl-certfile station.crt --ssl-keyfile station.key         # raters at other sites, over HTTPS
+  python launch.py --mode rater --db postgresql+psycopg://study@host/studies --host 0.0.0.0 --port 8443
+      --ssl-certfile station.crt --ssl-keyfile station.key       # raters at other sites, over HTTPS
   python launch.py --mode kiosk --model models/Ophora --demo-dir conference_clips/
 
 Private by default: bound to 127.0.0.1, Gradio analytics off, files under --data-dir. `--share` (a public
