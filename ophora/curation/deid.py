@@ -448,6 +448,32 @@ class Deidentifier:
         return screened.text if not screened.findings else None
 
 
+def measure(deid: Deidentifier, phi_rows: list[dict], clean_rows: list[dict]) -> dict:
+    """Recall over annotated PHI items and the share of clean narrations kept unchanged.
+
+    ``phi_rows``: ``{"text", "phi": [{"text", "kind", "sentence"}]}``; an item is caught when the sentence
+    that holds it is not in the screened text. ``clean_rows``: ``{"text"}``; kept when nothing is removed.
+    Returns counts (caught, items, per kind, clean kept) and the items missed, for the card and the tests."""
+    caught, items, missed = 0, 0, []
+    per_kind: dict[str, list[int]] = {}
+    for row in phi_rows:
+        released = deid.screen(row["text"]).text
+        for item in row["phi"]:
+            hit = normalise(item["sentence"]) not in released
+            caught, items = caught + hit, items + 1
+            per_kind.setdefault(item["kind"], [0, 0])
+            per_kind[item["kind"]][0] += hit
+            per_kind[item["kind"]][1] += 1
+            if not hit:
+                missed.append(item["text"])
+    kept = sum(deid.screen(row["text"]).text == normalise(row["text"]) for row in clean_rows)
+    return {"phi_narrations": len(phi_rows), "phi_items": items, "phi_caught": caught,
+            "recall": round(caught / items, 4) if items else None,
+            "per_kind": {kind: {"caught": c, "items": n} for kind, (c, n) in sorted(per_kind.items())},
+            "clean_narrations": len(clean_rows), "clean_kept": kept,
+            "clean_kept_share": round(kept / len(clean_rows), 4) if clean_rows else None, "missed": missed}
+
+
 @lru_cache(maxsize=4)
 def _shared(score_threshold: float, spacy_model: str | None, llm: tuple) -> "Deidentifier":
     return Deidentifier({"score_threshold": score_threshold, "spacy_model": spacy_model, "llm": dict(llm)})
@@ -461,4 +487,4 @@ def shared_deidentifier(cfg: dict) -> "Deidentifier":
 
 
 __all__ = ["Deidentifier", "shared_deidentifier", "Finding", "KINDS", "KIND_OF_ENTITY", "Screened", "Lexicon",
-           "load_lexicon", "normalise", "word_rule_findings"]
+           "load_lexicon", "measure", "normalise", "word_rule_findings"]
