@@ -72,7 +72,7 @@ KINDS = ("name", "date", "age", "record_number", "phone", "email", "address", "h
 TOKEN = re.compile(r"[^\W_](?:[\w'’.\-/+&]*[^\W_])?\.?")
 MEASUREMENT = re.compile(
     r"\d+(?:[.,]\d+)?(?:-?(?:mm|cm|µm|um|nm|ml|µl|ul|mg|mcg|µg|g|kg|cc|d|ds|dpt|x|s|sec|secs|min|mins|h|hr|hrs|"
-    r"mmhg|ga|gauge|hz|khz|mhz|w|mw|v|k|p|fps|deg|degrees?|microns?|°)|(?:st|nd|rd|th))|x\d+(?:[.,]\d+)?|\d+-0|[0-9]+d|[0-9]+g")
+    r"mmhg|ga|gauge|hz|khz|mhz|w|mw|v|k|p|fps|deg|degrees?|microns?|°)|(?:st|nd|rd|th))|x\d+(?:[.,]\d+)?|\d+x\d+|\d+-0|[0-9]+d|[0-9]+g")
 STOPWORDS = frozenset("the a an and or of is was has had to in on at for with who said says will and but "
                       "this that then also".split())
 ARTICLES = frozenset("the a an this that each its our their".split())
@@ -452,6 +452,16 @@ class Deidentifier:
         return screened.text if not screened.findings else None
 
 
+def _exact_interval(successes: int, trials: int) -> list[float] | None:
+    """Clopper-Pearson 95% interval of a proportion (a small corpus leaves a wide one; the card says so)."""
+    from scipy.stats import binomtest
+
+    if not trials:
+        return None
+    interval = binomtest(successes, trials).proportion_ci(0.95, method="exact")
+    return [round(float(interval.low), 4), round(float(interval.high), 4)]
+
+
 def measure(deid: Deidentifier, phi_rows: list[dict], clean_rows: list[dict]) -> dict:
     """Recall over annotated PHI items and the share of clean narrations kept unchanged.
 
@@ -472,7 +482,7 @@ def measure(deid: Deidentifier, phi_rows: list[dict], clean_rows: list[dict]) ->
                 missed.append(item["text"])
     kept = sum(deid.screen(row["text"]).text == normalise(row["text"]) for row in clean_rows)
     return {"phi_narrations": len(phi_rows), "phi_items": items, "phi_caught": caught,
-            "recall": round(caught / items, 4) if items else None,
+            "recall": round(caught / items, 4) if items else None, "recall_ci95": _exact_interval(caught, items),
             "per_kind": {kind: {"caught": c, "items": n} for kind, (c, n) in sorted(per_kind.items())},
             "clean_narrations": len(clean_rows), "clean_kept": kept,
             "clean_kept_share": round(kept / len(clean_rows), 4) if clean_rows else None, "missed": missed}

@@ -329,7 +329,8 @@ class ClipState:
 
 
 def _kinds_text(kinds: dict[str, int]) -> str:
-    return ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"  # "age 1" reads as an age
+    # "1 age", not "age 1" (which reads as an age); "record number", not a column-like "record_number"
+    return ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in sorted(kinds.items())) or "none"
 
 
 # --- local process pool -------------------------------------------------------------------------------------
