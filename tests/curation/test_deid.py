@@ -157,3 +157,20 @@ def test_no_phi_reaches_the_release(tmp_path, sample_clips, capsys):
     measured = card["deidentification"]["measured"]["total"]
     assert f"{measured['phi_caught']} of {measured['phi_items']}" in readme and "held-out" in readme
     assert "### What the text screen cannot see" in readme and "saw only" not in readme
+
+
+def test_no_refiner_sees_a_narration_that_failed_the_screen(tmp_path, sample_clips, chat_server):
+    """Even when every stage is measured after a drop, the LLM refiner gets nothing of a PHI-only narration."""
+    manifest = tmp_path / "one.csv"
+    pd.DataFrame([{"clip_id": "phi-only", "video": str(sample_clips[0]),
+                   "caption": "mrs okafor, ninety-two year old, was seen on the third of march."},
+                  {"clip_id": "clean", "video": str(sample_clips[1]),
+                   "caption": "Then the Kuglen hook rotates the lens into the bag."}]).to_csv(manifest, index=False)
+    config = load_config(overrides=["run.stop_at_first_drop=false", "privacy.face_prescreen.enabled=false",
+                                    "dynamics.enabled=false", "refine.backend=openai", "refine.model=refine-ok",
+                                    f"refine.base_url={chat_server.base_url}", "refine.retries=0"])
+    rows = run_pipeline(read_tasks(manifest), config, tmp_path / "out.parquet", workers=1).set_index("clip_id")
+    assert rows.loc["phi-only", "reason"].startswith("privacy: PHI in every narration sentence")
+    assert "refine: no narration left to refine" in rows.loc["phi-only", "reason"]
+    sent = json.dumps([r["messages"] for r in chat_server.requests])
+    assert "okafor" not in sent.lower() and "Kuglen hook" in sent  # the clean one was asked about
