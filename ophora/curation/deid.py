@@ -448,7 +448,13 @@ class Deidentifier:
         nothing in it, else None (the caller withholds the field or the clip, never a part of it)."""
         if text is None:
             return None
-        screened = self.screen(str(text))
+        from .chat_client import EndpointDown, MalformedAnswer
+        from .stages import RetryableError
+
+        try:
+            screened = self.screen(str(text))
+        except (RetryableError, MalformedAnswer, EndpointDown):  # the optional LLM did not answer: withhold
+            return None
         return screened.text if not screened.findings else None
 
 
@@ -496,10 +502,20 @@ def measured_figures(deid: Deidentifier, corpus: Path) -> dict:
 
     figures = {"corpus": "synthetic narrations written by the Ophora team: a development part written before "
                          "the screen was tuned, a held-out part written after it was finished"}
-    rows = {part: (load(f"deid_phi_{part}.jsonl"), load(f"deid_clean_{part}.jsonl")) for part in ("dev", "heldout")}
-    rows["total"] = (rows["dev"][0] + rows["heldout"][0], rows["dev"][1] + rows["heldout"][1])
-    for part, (phi, clean) in rows.items():
-        figures[part] = {k: v for k, v in measure(deid, phi, clean).items() if k != "missed"}
+    for part in ("dev", "heldout"):
+        result = measure(deid, load(f"deid_phi_{part}.jsonl"), load(f"deid_clean_{part}.jsonl"))
+        figures[part] = {k: v for k, v in result.items() if k != "missed"}
+    dev, held = figures["dev"], figures["heldout"]
+    total = {key: dev[key] + held[key] for key in ("phi_narrations", "phi_items", "phi_caught", "clean_narrations",
+                                                   "clean_kept")}
+    kinds = sorted(set(dev["per_kind"]) | set(held["per_kind"]))
+    empty = {"caught": 0, "items": 0}
+    figures["total"] = {
+        **total, "recall": round(total["phi_caught"] / total["phi_items"], 4),
+        "recall_ci95": _exact_interval(total["phi_caught"], total["phi_items"]),
+        "per_kind": {kind: {k: dev["per_kind"].get(kind, empty)[k] + held["per_kind"].get(kind, empty)[k]
+                            for k in empty} for kind in kinds},
+        "clean_kept_share": round(total["clean_kept"] / total["clean_narrations"], 4)}
     return figures
 
 

@@ -450,6 +450,9 @@ def preflight(config: dict) -> None:
     vlm = config["privacy"]["vlm"]
     if vlm["enabled"] and vlm["backend"] == "openai":
         ChatEndpoint.from_config(vlm).preflight()
+    deid_llm = config["privacy"]["deid"].get("llm") or {}
+    if deid_llm.get("enabled"):
+        ChatEndpoint.from_config(deid_llm).preflight()
 
 
 # --- remote videos ---------------------------------------------------------------------------------------------

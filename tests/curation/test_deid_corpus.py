@@ -99,3 +99,9 @@ def test_a_local_llm_second_opinion_removes_what_it_flags(chat_server, model):
     asked = [r["messages"][-1]["content"] for r in chat_server.requests]
     assert asked == ["Insert the lens with the injector.", "Her grandmother held her hand."]  # rules passed both
     assert deid.screen("Dr Bowman operated.").text == "" and len(chat_server.requests) == 2  # rules found it first
+
+
+def test_release_withholds_what_the_llm_could_not_check(chat_server):
+    cfg = {**load_config()["privacy"]["deid"],
+           "llm": {"enabled": True, "base_url": chat_server.base_url, "model": "fail-500", "retries": 0}}
+    assert Deidentifier(cfg).release_text("Insert the lens with the injector.") is None
