@@ -73,7 +73,7 @@ TOKEN = re.compile(r"[^\W_](?:[\w'’.\-/+&]*[^\W_])?\.?")
 MEASUREMENT = re.compile(
     r"\d+(?:[.,]\d+)?(?:-?(?:mm|cm|µm|um|nm|ml|µl|ul|mg|mcg|µg|g|kg|cc|d|ds|dpt|x|s|sec|secs|min|mins|h|hr|hrs|"
     r"mmhg|ga|gauge|hz|khz|mhz|w|mw|v|k|p|fps|deg|degrees?|microns?|°)|(?:st|nd|rd|th))|x\d+(?:[.,]\d+)?|\d+x\d+|\d+-0|[0-9]+d|[0-9]+g")
-STOPWORDS = frozenset("the a an and or of is was has had to in on at for with who said says will and but "
+STOPWORDS = frozenset("the a an and or of is was has had to in on at for with who said says will but "
                       "this that then also".split())
 ARTICLES = frozenset("the a an this that each its our their".split())
 SENTENCE_OPENERS = ":;(\"“‘'[-–—•*"
@@ -121,7 +121,7 @@ def normalise(text: str) -> str:
 class Lexicon:
     """What the word rule knows: surgical vocabulary (``deid_vocabulary.yaml`` + assets/), English words and
     their frequency, and which words are also names."""
-    terms: frozenset[str]
+    terms: frozenset[str]       # surgical terms and the eponyms' head nouns, not the eponyms themselves
     eponyms: frozenset[str]
     heads: frozenset[str]
     titles: frozenset[str]
@@ -144,18 +144,15 @@ class Lexicon:
                              ("ers", ""), ("ly", ""), ("ally", ""), ("est", "")):
             if word.endswith(suffix) and len(word) - len(suffix) >= 3:
                 out.append(word[: len(word) - len(suffix)] + repl)
-        if len(out) > 1 and len(out[-1]) >= 4 and out[-1][-1] == out[-1][-2]:  # "stopped" -> "stopp" -> "stop"
-            out.append(out[-1][:-1])
         for stem in list(out):
-            if len(stem) >= 4 and stem[-1] == stem[-2]:
+            if len(stem) >= 4 and stem[-1] == stem[-2]:  # "stopped" -> "stopp" -> "stop"
                 out.append(stem[:-1])
         return out
 
     def is_term(self, word: str) -> bool:
         """A surgical term (an eponym's head nouns included), or a compound of them ("cc/min")."""
-        known = self.terms | self.heads
-        return word in known or (bool(re.search(r"[-/]", word))
-                                 and all(p in known or not p for p in re.split(r"[-/]", word)))
+        return word in self.terms or (bool(re.search(r"[-/]", word))
+                                      and all(p in self.terms or not p for p in re.split(r"[-/]", word)))
 
     def is_name(self, word: str) -> bool:
         return word in self.names or word in self.proper
@@ -199,7 +196,8 @@ def load_lexicon() -> Lexicon:
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         census.update(line.split(" ", 1)[0].lower() for line in lines[:CENSUS_SURNAMES])
     eponyms = frozenset(str(w).lower() for w in data["eponyms"])
-    return Lexicon(frozenset(terms) - eponyms, eponyms, frozenset(str(w).lower() for w in data["heads"]),
+    heads = frozenset(str(w).lower() for w in data["heads"])
+    return Lexicon(frozenset(terms | heads) - eponyms, eponyms, heads,
                    frozenset(str(w).lower() for w in data["titles"]),
                    frozenset(str(w).lower() for w in data["title_words"]), dictionary, proper,
                    frozenset(census), phrases)
