@@ -142,7 +142,7 @@ class Lexicon:
         for suffix, repl in (("'s", ""), ("s'", "s"), ("ies", "y"), ("ied", "y"), ("es", ""), ("s", ""),
                              ("ed", ""), ("ed", "e"), ("d", ""), ("ing", ""), ("ing", "e"), ("er", ""),
                              ("ers", ""), ("ly", ""), ("ally", ""), ("est", "")):
-            if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            if word.endswith(suffix) and len(word) - len(suffix) >= 2:
                 out.append(word[: len(word) - len(suffix)] + repl)
         for stem in list(out):
             if len(stem) >= 4 and stem[-1] == stem[-2]:  # "stopped" -> "stopp" -> "stop"
