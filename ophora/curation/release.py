@@ -70,8 +70,8 @@ def public_reason(reason: str | None, deid) -> str | None:
     kind = text.split(":", 1)[0]
     if "unexpected" in text or "worker failed" in text:  # an exception's message may quote anything
         return f"{kind}: unexpected error (details withheld)"
-    # our own reason texts name stages and counts; dates, ids, e-mails... in what is left withhold it
-    if deid.findings(text.lower().replace("<path>", "").replace("<quoted>", "")):
+    # our own reason texts name stages and counts; a name, date, id... in what is left withholds it
+    if deid.release_text(text.replace("<path>", "path").replace("<quoted>", "quoted")) is None:
         return f"{kind}: <reason withheld: it quotes text>"
     return text
 
@@ -178,7 +178,7 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
     deid = shared_deidentifier(config["privacy"]["deid"])
 
     withheld: Counter = Counter()
-    released, decisions = [], []
+    released, decisions, phases_withheld = [], [], 0
     kept = frame[frame["decision"] == "keep"]
     sources = {}
     for row in tqdm(kept.to_dict(orient="records"), desc="release", unit="clip", disable=not progress):
@@ -186,7 +186,7 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
         reason = None
         if not instruction:
             reason = "release: no instruction"
-        elif deid.findings(instruction):
+        elif deid.release_text(instruction) is None:
             reason = "release: PHI found in the instruction on re-screening"
         elif not Path(str(row["video"])).is_file():
             reason = "release: video file missing"
@@ -207,9 +207,12 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
             decisions.append((row, "withheld", "release", reason))
             continue
         source_id, target = sources[source]
+        phase = row.get("phase") if isinstance(row.get("phase"), str) and row.get("phase").strip() else None
+        if phase is not None and deid.release_text(phase) is None:
+            phase, phases_withheld = None, phases_withheld + 1  # the clip is released, unlabelled
         record = {"clip_id": salted_hash(salt, "clip|" + str(row["clip_id"])),
                   "video": target.relative_to(out).as_posix(), "instruction": instruction, "caption": instruction,
-                  "phase": row.get("phase"), "start_s": _window(row, "start_s"), "end_s": _window(row, "end_s"),
+                  "phase": phase, "start_s": _window(row, "start_s"), "end_s": _window(row, "end_s"),
                   "source_id": source_id}
         record.update({name: row.get(column) for name, column in PROBE_COLUMNS.items()})
         released.append(record)
@@ -249,16 +252,64 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
             "method": deid.method,
             "redactions_in_narrations": _redaction_totals(frame, ("narration_redactions",)),
             "redactions_in_instructions": _redaction_totals(frame, ("deid_redactions",)),
-            "narration": "raw narration is never released; refiners saw only its PHI-free sentences",
+            "narration": "raw narration is never released; the refiner was given only the narration sentences "
+                         "the text screen passed (the screen's measured recall is below, and it is not 100%)",
+            "text_fields": "instruction, caption, phase and drop reasons are screened again at release; a field "
+                           "with any finding is withheld whole (an instruction with its clip, a phase as unlabelled)",
+            "phases_withheld": phases_withheld,
+            "measured": _measured_screen(),
+            "limitations": TEXT_SCREEN_LIMITS,
             "ids": "clip_id and source_id are sha256(private salt + id or absolute path), 16 hex digits; the "
                    "salt stays with the curator",
-            "videos": "video stream copied with ffmpeg; audio, subtitles, data streams, metadata and chapters "
-                      "removed",
+            "videos": "video stream copied with ffmpeg; audio, subtitles, data streams, container metadata and "
+                      "chapters removed; data inside the video bitstream (such as H.264 SEI user data) is not "
+                      "removed by a stream copy",
             "columns": list(RELEASE_COLUMNS)},
     }
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
     (out / "README.md").write_text(card_markdown(card), encoding="utf-8")
     return card
+
+
+TEXT_SCREEN_LIMITS = [
+    "A name made only of common English words passes when it is written in lower case without a title "
+    "(\"rose baker\") or stands first in a sentence (\"Grace had her second eye done\").",
+    "A lower-case place or event that is also a frequent English word or phrase passes (\"london\", "
+    "\"boxing day\": the held-out corpus missed the latter).",
+    "Indirect identifiers (a relative, an occupation, a rare history) are not recognised unless the optional "
+    "local language-model check is on.",
+    "The dictionary is English: words of other languages and misspelt surgical words are removed as unknown, "
+    "which costs clean sentences, not privacy.",
+    "Recall was measured on synthetic narrations the team wrote; real narrations may carry forms the corpus "
+    "lacks, and the held-out part is small, hence its wide 95% interval.",
+    "Text and faces inside video frames are not part of this text screen (see the video screening).",
+]
+
+
+def _measured_screen() -> dict | None:
+    """The text screen's figures on the team's corpus (bench/bench_deid.py --write; the tests keep them true)."""
+    from .deid import MEASURED_PATH
+
+    return json.loads(MEASURED_PATH.read_text(encoding="utf-8")) if MEASURED_PATH.is_file() else None
+
+
+def _share(caught: int, items: int) -> str:
+    return f"{caught} of {items} ({100 * caught / items:.1f}%)"
+
+
+def measured_text(measured: dict | None) -> str:
+    """The measured recall in words for the card."""
+    if not measured:
+        return "The text screen's recall has not been measured for this version."
+    total, held = measured["total"], measured["heldout"]
+    low, high = (100 * x for x in held["recall_ci95"])
+    return (f"Measured on {total['phi_narrations']} synthetic narrations with personal information and "
+            f"{total['clean_narrations']} without, written by the Ophora team: the screen removed "
+            f"{_share(total['phi_caught'], total['phi_items'])} pieces of personal information; on the held-out "
+            f"part, written after the screen was finished, {_share(held['phi_caught'], held['phi_items'])} "
+            f"(95% interval {low:.1f}% to {high:.1f}%). Narrations without personal information passed unchanged: "
+            f"{_share(total['clean_kept'], total['clean_narrations'])} (held-out part "
+            f"{_share(held['clean_kept'], held['clean_narrations'])}).")
 
 
 def _table(mapping: dict, key: str, value: str) -> list[str]:
@@ -283,8 +334,12 @@ def card_markdown(card: dict) -> str:
     lines += ["", "## Reasons", ""] + _table(card["reasons_detail"], "reason", "clips")
     lines += ["## Phases", ""] + _table(card["phases"], "phase", "clips")
     deid = card["deidentification"]
-    lines += ["## De-identification", "", deid["method"] + ".", "", f"- narration: {deid['narration']}",
-              f"- ids: {deid['ids']}", f"- videos: {deid['videos']}", "",
+    lines += ["## De-identification", "", deid["method"] + ".", "", measured_text(deid.get("measured")), "",
+              f"- narration: {deid['narration']}", f"- text fields: {deid['text_fields']} ("
+              f"{deid['phases_withheld']} phase labels withheld)", f"- ids: {deid['ids']}",
+              f"- videos: {deid['videos']}", "", "### What the text screen cannot see", ""]
+    lines += [f"- {limit}" for limit in deid["limitations"]]
+    lines += ["",
               "PHI items found per kind in narrations (their sentences removed): " + json.dumps(deid["redactions_in_narrations"]),
               "", "PHI items found per kind in refined instructions (their sentences removed): " + json.dumps(deid["redactions_in_instructions"]),
               "", "## Models and endpoints", "", "```json", json.dumps(card["models"], indent=2), "```", "",
