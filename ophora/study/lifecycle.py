@@ -16,12 +16,14 @@ from typing import Callable, Iterable
 import yaml
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ophora.study import blinding
 from ophora.study.definition import ClipSpec, StudyDefinition
-from ophora.study.models import Assignment, AuditEntry, Clip, Rater, Study
+from ophora.study.models import Assignment, AuditEntry, Clip, Rater, RecordLink, Study
 from ophora.study.store_core import (ParityError, StoreCore, StudyError, UnknownClipError, UnknownRaterError,
-                                     _check_not_locked, _now, hash_code, new_access_code)
+                                     STUDY_KEY, _check_not_locked, _now, hash_code,
+                                     new_access_code)
 
 
 class StudyLifeCycle(StoreCore):
@@ -44,6 +46,7 @@ class StudyLifeCycle(StoreCore):
                               blind_dir=str(Path(blind_dir).resolve()) if blind_dir else None)
                 s.add(study)
                 s.flush()
+                s.info[STUDY_KEY] = study.id
                 self._audit(s, study.id, actor, "create_study", new={"slug": definition.slug}, admin=True)
                 codes = {name.strip(): self._add_rater(s, study, name, actor, created) for name in definition.raters}
         except BaseException:
@@ -260,6 +263,7 @@ class StudyLifeCycle(StoreCore):
             files += [Path(p) for p in s.scalars(select(Assignment.alias_path)
                                                  .where(Assignment.rater_id.in_(rater_ids),
                                                         Assignment.alias_path.is_not(None)))]
+            s.execute(delete(RecordLink).where(RecordLink.study_id == study.id))
             s.execute(delete(AuditEntry).where(AuditEntry.study_id == study.id))
             s.execute(delete(Assignment).where(Assignment.rater_id.in_(rater_ids)))
             s.execute(delete(Rater).where(Rater.study_id == study.id))
@@ -282,14 +286,18 @@ class StudyLifeCycle(StoreCore):
             readings = list(s.scalars(select(Assignment).where(Assignment.clip_id == clip.id)))
             files = [Path(clip.blinded_path)] + [Path(a.alias_path) for a in readings if a.alias_path]
             raters = {a.rater_id for a in readings}
-            s.execute(delete(Assignment).where(Assignment.clip_id == clip.id))
+            for a in readings:
+                s.delete(a)
+            s.flush()
             for rater_id in raters:  # close the gap: positions stay 1..n (ascending, so never a clash)
                 rows = s.scalars(select(Assignment).where(Assignment.rater_id == rater_id).order_by(Assignment.position))
                 for i, a in enumerate(list(rows), start=1):
                     if a.position != i:
                         s.execute(update(Assignment).where(Assignment.id == a.id).values(position=i))
+                        set_committed_value(a, "position", i)  # the row as stored now, for its link
+                        self._record(s, "update", a)
             self._audit(s, study.id, actor, "remove_clip", old=_clip_record(clip), reason=reason.strip(), admin=True)
-            s.execute(delete(Clip).where(Clip.id == clip.id))
+            s.delete(clip)
         _remove_files(files)
 
     def relabel_clip(self, slug: str, clip_id: str, *, reason: str, clip_set: str | None = None,

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ophora.study.definition import StudyDefinition, phase_wording
 from ophora.study.models import Answer, Assignment, Clip, Rater, Rating, Study
-from ophora.study.store_core import (AlreadyRatedError, InvalidRatingError, NotRatedError, StoreCore, StudyError,
-                                     UnknownClipError, _utc)
+from ophora.study.store_core import (STUDY_KEY, AlreadyRatedError, InvalidRatingError, NotRatedError, StoreCore,
+                                     StudyError, UnknownClipError, _utc)
 
 TURING_ANSWERS = ("real", "synthetic")
 
@@ -138,7 +138,7 @@ class RaterFlow(StoreCore):
             study_id, rater_name = study.id, rater.name
         already = AlreadyRatedError(f"clip {clip_id} was already rated by this rater; use change_rating() "
                                     f"with a reason to change the answer")
-        now = self._clock()
+        now = _utc(self._clock())
         try:
             with self._writing() as s:
                 _check_open(s.get(Study, study_id))  # the lead may have locked it a moment ago
@@ -148,12 +148,13 @@ class RaterFlow(StoreCore):
                                     .execution_options(synchronize_session=False)).rowcount
                 if claimed != 1:  # a concurrent submission of the same reading got there first
                     raise already
-                s.execute(insert(Rating), [{"assignment_id": assignment_id, "criterion": name, "score": score,
-                                            "version": 1, "rated_at": now} for name, score in clean["scores"].items()])
-                s.execute(insert(Answer), [{"assignment_id": assignment_id, "phase_answer": clean.get("phase"),
-                                            "turing_answer": clean.get("turing"),
-                                            "turing_confidence": clean.get("confidence"), "comment": comment,
-                                            "seconds_spent": seconds, "version": 1, "answered_at": now}])
+                s.info[STUDY_KEY] = study_id
+                self._record(s, "update", s.get(Assignment, assignment_id))
+                s.add_all([Rating(assignment_id=assignment_id, criterion=name, score=score, version=1, rated_at=now)
+                           for name, score in clean["scores"].items()])
+                s.add(Answer(assignment_id=assignment_id, phase_answer=clean.get("phase"),
+                             turing_answer=clean.get("turing"), turing_confidence=clean.get("confidence"),
+                             comment=comment, seconds_spent=seconds, version=1, answered_at=now))
                 self._audit(s, study_id, rater_name, "submit", assignment_id=assignment_id,
                             new={**clean, "comment": comment, "seconds": seconds})
         except IntegrityError:
@@ -189,14 +190,14 @@ class RaterFlow(StoreCore):
             answer = _latest_answer_row(s, assignment.id)
             old: dict = {"scores": {}}
             new: dict = {"scores": {}}
-            now = self._clock()
+            now = _utc(self._clock())
             version = max([r.version for r in ratings.values()] + [answer.version]) + 1
             changed_scores = []
             for name, score in clean["scores"].items():
                 old["scores"][name] = ratings[name].score
                 new["scores"][name] = score
-                changed_scores.append({"assignment_id": assignment.id, "criterion": name, "score": score,
-                                       "version": version, "rated_at": now})
+                changed_scores.append(Rating(assignment_id=assignment.id, criterion=name, score=score,
+                                             version=version, rated_at=now))
             row = {"assignment_id": assignment.id, "phase_answer": answer.phase_answer,
                    "turing_answer": answer.turing_answer, "turing_confidence": answer.turing_confidence,
                    "comment": answer.comment, "seconds_spent": answer.seconds_spent, "version": version,
@@ -211,9 +212,8 @@ class RaterFlow(StoreCore):
                 row["comment"] = comment
             if not new["scores"] and len(new) == 1:
                 raise InvalidRatingError("change_rating() was given nothing to change")
-            if changed_scores:
-                s.execute(insert(Rating), changed_scores)
-            s.execute(insert(Answer), [row])
+            s.add_all(changed_scores)
+            s.add(Answer(**row))
             self._audit(s, study.id, rater.name, "change", assignment_id=assignment.id, old=old, new=new,
                         reason=reason.strip())
             return version
@@ -310,7 +310,7 @@ class RaterFlow(StoreCore):
         rows = list(s.scalars(select(Assignment).where(Assignment.rater_id == rater.id).order_by(Assignment.position)))
         first_done = {a.clip_id: _utc(a.completed_at) for a in rows if a.reading == 0 and a.completed_at is not None}
         completed = sorted(_utc(a.completed_at) for a in rows if a.completed_at is not None)
-        now = self._clock()
+        now = _utc(self._clock())
         washout = definition.repeats
         available: list[Assignment] = []
         waiting: list[tuple[Assignment, datetime | None, int | None]] = []

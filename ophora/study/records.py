@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from ophora.study import chain
 from ophora.study.models import Answer, Assignment, AuditEntry, Clip, Rater, Rating
 from ophora.study.rater_flow import Progress, RaterFlow
 
@@ -85,3 +86,11 @@ class StudyRecords(RaterFlow):
             return pd.DataFrame([{"clip_id": c.blind_id, "clip_set": c.clip_set, "source": c.source, "model": c.model,
                                   "phase": c.phase, "instruction": c.instruction, "original_path": c.original_path,
                                   "blinded_path": c.blinded_path, "sha256": c.sha256} for c in clips])
+
+    def verify_record(self, slug: str) -> chain.Verification:
+        """Recompute the study's hash chain and compare it with every chained row as stored now (``study
+        verify``; run before every report and export). ``.ok``, ``.line`` (what to print), ``.problems``
+        (first difference first) and ``.head`` (the chain head to publish with results)."""
+        with self._read.begin() as s:
+            study = self._study(s, slug)
+            return chain.verify_study(s, study.id, study.slug, study.status)

@@ -1,6 +1,9 @@
 """The base of :class:`~ophora.study.store.StudyStore`: the engine, one-writer transactions, lookups shared by
 every flow (study by slug, rater by access code, the parsed study file) and the audit log writer.
 
+Every write transaction ends by chaining what it wrote (:mod:`ophora.study.chain`): rows the ORM inserted,
+updated or deleted are collected at flush; the few bulk statements name their rows with :meth:`_record`.
+
 Errors live here too, so every flow raises the same classes: each message says what went wrong and what to do.
 """
 
@@ -16,9 +19,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from ophora.study import chain
 from ophora.study.db import READ_ONLY, database_exists, make_engine, upgrade
 from ophora.study.definition import StudyDefinition, parse_definition
 from ophora.study.models import AuditEntry, Rater, Study
@@ -72,6 +76,19 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+CHAIN_KEY, STUDY_KEY = "ophora_chain", "ophora_study_id"  # Session.info keys of a write transaction
+CHAIN_LOCK = 0x0F0A  # PostgreSQL advisory lock class of a study's chain (the second key is the study id)
+
+
+def _collect_chained(s: Session, _context) -> None:
+    """after_flush: queue a link for every chained row the ORM inserted, updated or deleted."""
+    items = s.info.setdefault(CHAIN_KEY, [])
+    for op, objs in (("insert", s.new), ("update", s.dirty), ("delete", s.deleted)):
+        for obj in sorted((o for o in objs if type(o) in chain.TABLE_OF), key=lambda o: (chain.TABLE_OF[type(o)], o.id)):
+            if op != "update" or s.is_modified(obj, include_collections=False):
+                items.append((op, chain.TABLE_OF[type(obj)], chain.orm_values(obj)))
+
+
 class StoreCore:
     """A study database (SQLite path/URL or PostgreSQL URL), migrated to the current schema on open."""
 
@@ -87,6 +104,7 @@ class StoreCore:
         if migrate:
             upgrade(self.engine)
         self._write = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._write, "after_flush", _collect_chained)
         self._read = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         self._definitions: dict[int, StudyDefinition] = {}
         self._lock = threading.Lock()
@@ -97,14 +115,35 @@ class StoreCore:
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
-        """One write transaction (committed on exit, rolled back on error)."""
+        """One write transaction (committed on exit, rolled back on error); what it wrote is chained."""
         if self._write_lock is None:
             with self._write.begin() as s:
                 yield s
+                self._chain(s)
             return
         with self._write_lock:
             with self._write.begin() as s:
                 yield s
+                self._chain(s)
+
+    def _chain(self, s: Session) -> None:
+        """Append the links of every chained row this transaction wrote, under the study's write lock
+        (SQLite has one writer; PostgreSQL orders a study's writers on a transaction advisory lock)."""
+        s.flush()
+        items = s.info.pop(CHAIN_KEY, [])
+        if not items:
+            return
+        study_id = s.info.get(STUDY_KEY)
+        if study_id is None:
+            raise RuntimeError("a write touched chained rows without looking its study up first")
+        if self.engine.dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:key, :study)"), {"key": CHAIN_LOCK, "study": study_id})
+        chain.append(s, study_id, items)
+
+    @staticmethod
+    def _record(s: Session, op: str, obj) -> None:
+        """Chain a row written by a bulk statement (the ORM's own writes are collected at flush)."""
+        s.info.setdefault(CHAIN_KEY, []).append((op, chain.TABLE_OF[type(obj)], chain.orm_values(obj)))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -121,6 +160,7 @@ class StoreCore:
             known = list(s.scalars(select(Study.slug)))
             raise UnknownStudyError(f"no study {slug!r} in this database (studies here: {known or 'none'}); "
                                     f"create it with `python -m ophora study create STUDY.yaml`")
+        s.info[STUDY_KEY] = study.id
         return study
 
     def _definition(self, study: Study) -> StudyDefinition:
@@ -137,6 +177,7 @@ class StoreCore:
         rater = s.scalar(select(Rater).where(Rater.code_hash == hash_code(code or "")))
         if rater is None:
             raise UnknownRaterError("unknown access code: check it for typos or ask the study lead for a new one")
+        s.info[STUDY_KEY] = rater.study_id
         return rater
 
     @staticmethod
@@ -150,8 +191,8 @@ class StoreCore:
 
 
 def _utc(value: datetime) -> datetime:
-    """SQLite returns naive datetimes (stored as UTC); PostgreSQL aware ones."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    """SQLite returns naive datetimes (stored as UTC); PostgreSQL aware ones. Either way: aware, in UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _check_not_locked(study: Study, what: str) -> None:

@@ -376,7 +376,8 @@ def test_migration_from_the_first_schema_keeps_data(tmp_path):
         conn.execute(text("INSERT INTO answers (assignment_id, version, answered_at) VALUES (1, 2, '2025-01-01')"))
     engine.dispose()
     with StudyStore(url) as store:
-        assert current_revision(store.engine) == head_revision() == "0003"
+        assert current_revision(store.engine) == head_revision() == "0004"
+        assert store.verify_record("old").ok  # chained as found, with its status
         assert store.studies() == ["old"]
         assert store.definition("old").title == "Test study"
         assert store.status("old") == "open"  # it may hold ratings: never a draft that could be deleted
