@@ -175,9 +175,17 @@ def verify(slug: str, chain: list[tuple[int, str, int, str, str, str]], rows: di
     lifecycle = "draft"
     for action, new in actions:
         if action in LIFE_CYCLE:
-            lifecycle = json.loads(new)["status"]
+            lifecycle = _status(new) or lifecycle
     if not problems and lifecycle != status:
         problems.append(f"the study is marked {status!r} but its record says {lifecycle!r}: the status was changed "
                         f"outside the study engine")
     return Verification(slug=slug, rows={t: len(rows.get(t, {})) for t in CHAINED}, links=len(chain),
                         head=previous, problems=tuple(problems))
+
+
+def _status(new_value: str | None) -> str | None:
+    """The status a life-cycle audit row sets (``None`` for a malformed, i.e. forged, row)."""
+    try:
+        return json.loads(new_value or "")["status"]
+    except (ValueError, TypeError, KeyError):
+        return None
