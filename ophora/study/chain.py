@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 
 from ophora.study.models import Answer, Assignment, AuditEntry, Clip, Rater, Rating, RecordLink
 
@@ -61,13 +61,18 @@ def link_hash(previous: str, seq: int, table: str, row_id: int, op: str, digest:
     return hashlib.sha256(f"{previous}|{seq}|{table}|{row_id}|{op}|{digest}".encode("utf-8")).hexdigest()
 
 
+# Built once: the rating path appends links on every submission.
+HEAD = (select(RecordLink.seq, RecordLink.link_hash).where(RecordLink.study_id == bindparam("study_id"))
+        .order_by(RecordLink.seq.desc()).limit(1))
+APPEND = insert(RecordLink)
+
+
 def append(conn, study_id: int, items: list[tuple[str, str, dict[str, Any]]]) -> str:
     """Append one link per ``(op, table, row values)`` to the study's chain (``conn``: a Session or Connection
     inside the writing transaction, which must hold the study's write lock); return the new head."""
     if not items:
         return ""
-    last = conn.execute(select(RecordLink.seq, RecordLink.link_hash).where(RecordLink.study_id == study_id)
-                        .order_by(RecordLink.seq.desc()).limit(1)).first()
+    last = conn.execute(HEAD, {"study_id": study_id}).first()
     seq, previous = (last[0], last[1]) if last else (0, GENESIS)
     rows = []
     for op, table, values in items:
@@ -76,7 +81,7 @@ def append(conn, study_id: int, items: list[tuple[str, str, dict[str, Any]]]) ->
         previous = link_hash(previous, seq, table, values["id"], op, digest)
         rows.append({"study_id": study_id, "seq": seq, "table_name": table, "row_id": values["id"], "op": op,
                      "row_hash": digest, "link_hash": previous})
-    conn.execute(insert(RecordLink), rows)
+    conn.execute(APPEND, rows)
     return previous
 
 

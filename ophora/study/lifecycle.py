@@ -18,11 +18,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ophora.study import blinding
+from ophora.study import blinding, chain
 from ophora.study.definition import ClipSpec, StudyDefinition
 from ophora.study.models import Assignment, AuditEntry, Clip, Rater, RecordLink, Study
 from ophora.study.store_core import (ParityError, StoreCore, StudyError, UnknownClipError, UnknownRaterError,
-                                     STUDY_KEY, _check_not_locked, _now, hash_code,
+                                     STUDY_KEY, _check_not_locked, _now, _record, hash_code,
                                      new_access_code)
 
 
@@ -295,7 +295,7 @@ class StudyLifeCycle(StoreCore):
                     if a.position != i:
                         s.execute(update(Assignment).where(Assignment.id == a.id).values(position=i))
                         set_committed_value(a, "position", i)  # the row as stored now, for its link
-                        self._record(s, "update", a)
+                        _record(s, "update", "assignments", chain.orm_values(a))
             self._audit(s, study.id, actor, "remove_clip", old=_clip_record(clip), reason=reason.strip(), admin=True)
             s.delete(clip)
         _remove_files(files)

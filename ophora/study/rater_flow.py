@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ophora.study.definition import StudyDefinition, phase_wording
 from ophora.study.models import Answer, Assignment, Clip, Rater, Rating, Study
 from ophora.study.store_core import (STUDY_KEY, AlreadyRatedError, InvalidRatingError, NotRatedError, StoreCore,
-                                     StudyError, UnknownClipError, _utc)
+                                     StudyError, UnknownClipError, _insert, _record, _utc)
 
 TURING_ANSWERS = ("real", "synthetic")
 
@@ -73,6 +73,22 @@ class Progress:
 
 
 
+# Statements of the rating path, built once (building them per call cost more than running them).
+# Claim a reading: only while it is open and its study too (the lead may lock it at any moment).
+CLAIM = (update(Assignment)
+         .where(Assignment.id == bindparam("claim_id"), Assignment.completed_at.is_(None),
+                select(Study.status).where(Study.id == bindparam("claim_study")).scalar_subquery() == "open")
+         .values(completed_at=bindparam("claim_at")).returning(*Assignment.__table__.c)
+         .execution_options(synchronize_session=False))
+# A rater's readings of the clip shown as ``clip`` (a repeat has its own id), optionally at one position.
+READINGS = (select(Assignment).join(Clip, Clip.id == Assignment.clip_id)
+            .where(Assignment.rater_id == bindparam("rater"),
+                   or_(Assignment.alias_id == bindparam("clip"),
+                       (Clip.blind_id == bindparam("clip")) & Assignment.alias_id.is_(None))))
+READINGS_AT = READINGS.where(Assignment.position == bindparam("position")).order_by(Assignment.position)
+READINGS = READINGS.order_by(Assignment.position)
+
+
 class RaterFlow(StoreCore):
     """Rater-facing functions (by access code): they return only blinded data."""
 
@@ -118,43 +134,39 @@ class RaterFlow(StoreCore):
         which keeps the old answer in the audit log."""
         comment = _check_comment(comment)
         seconds = _check_seconds(seconds)
+        already = AlreadyRatedError(f"clip {clip_id} was already rated by this rater; use change_rating() "
+                                    f"with a reason to change the answer")
         # Resolve and validate in a read transaction, so the write lock is held only for the writes.
         with self._read.begin() as s:
-            rater = self._rater(s, code)
-            study = s.get(Study, rater.study_id)
+            rater, study = self._rater_and_study(s, code)
             _check_open(study)
             definition = self._definition(study)
-            assignment_id = self._assignment(s, rater, clip_id, position, want_open=True).id
-            available, waiting = self._queue(s, rater, definition)
-            if assignment_id not in {a.id for a in available}:
-                if s.scalar(select(Assignment.completed_at).where(Assignment.id == assignment_id)) is not None:
+            reading = self._assignment(s, rater, clip_id, position, want_open=True)
+            # A first reading is always open; only a repeat waits (for its first reading and the washout).
+            if reading.reading > 0 and reading.id not in {a.id for a in self._queue(s, rater, definition)[0]}:
+                if s.scalar(select(Assignment.completed_at).where(Assignment.id == reading.id)) is not None:
                     # answered between the two reads above (read-committed isolation): the same answer sent
                     # twice at once (a double click, two tabs) is a duplicate, as it is one moment later
-                    raise AlreadyRatedError(f"clip {clip_id} was already rated by this rater; use change_rating() "
-                                            f"with a reason to change the answer")
+                    raise already
                 raise UnknownClipError(f"clip {clip_id} is not open for rating yet (a repeat reading unlocks after "
                                        f"its washout); rate the clip that next_item() offers")
             clean = _validate(definition, scores, phase, turing, confidence, complete=True)
-            study_id, rater_name = study.id, rater.name
-        already = AlreadyRatedError(f"clip {clip_id} was already rated by this rater; use change_rating() "
-                                    f"with a reason to change the answer")
+            study_id, rater_name, assignment_id = study.id, rater.name, reading.id
         now = _utc(self._clock())
         try:
             with self._writing() as s:
-                _check_open(s.get(Study, study_id))  # the lead may have locked it a moment ago
-                claimed = s.execute(update(Assignment)
-                                    .where(Assignment.id == assignment_id, Assignment.completed_at.is_(None))
-                                    .values(completed_at=now)
-                                    .execution_options(synchronize_session=False)).rowcount
-                if claimed != 1:  # a concurrent submission of the same reading got there first
-                    raise already
                 s.info[STUDY_KEY] = study_id
-                self._record(s, "update", s.get(Assignment, assignment_id))
-                s.add_all([Rating(assignment_id=assignment_id, criterion=name, score=score, version=1, rated_at=now)
-                           for name, score in clean["scores"].items()])
-                s.add(Answer(assignment_id=assignment_id, phase_answer=clean.get("phase"),
-                             turing_answer=clean.get("turing"), turing_confidence=clean.get("confidence"),
-                             comment=comment, seconds_spent=seconds, version=1, answered_at=now))
+                claimed = s.execute(CLAIM, {"claim_id": assignment_id, "claim_study": study_id, "claim_at": now}).first()
+                if claimed is None:
+                    _check_open(s.get(Study, study_id))
+                    raise already  # a concurrent submission of the same reading got there first
+                _record(s, "update", "assignments", claimed._mapping)
+                _insert(s, Rating, [{"assignment_id": assignment_id, "criterion": name, "score": score,
+                                          "version": 1, "rated_at": now} for name, score in clean["scores"].items()])
+                _insert(s, Answer, [{"assignment_id": assignment_id, "phase_answer": clean.get("phase"),
+                                          "turing_answer": clean.get("turing"),
+                                          "turing_confidence": clean.get("confidence"), "comment": comment,
+                                          "seconds_spent": seconds, "version": 1, "answered_at": now}])
                 self._audit(s, study_id, rater_name, "submit", assignment_id=assignment_id,
                             new={**clean, "comment": comment, "seconds": seconds})
         except IntegrityError:
@@ -196,8 +208,8 @@ class RaterFlow(StoreCore):
             for name, score in clean["scores"].items():
                 old["scores"][name] = ratings[name].score
                 new["scores"][name] = score
-                changed_scores.append(Rating(assignment_id=assignment.id, criterion=name, score=score,
-                                             version=version, rated_at=now))
+                changed_scores.append({"assignment_id": assignment.id, "criterion": name, "score": score,
+                                       "version": version, "rated_at": now})
             row = {"assignment_id": assignment.id, "phase_answer": answer.phase_answer,
                    "turing_answer": answer.turing_answer, "turing_confidence": answer.turing_confidence,
                    "comment": answer.comment, "seconds_spent": answer.seconds_spent, "version": version,
@@ -212,8 +224,8 @@ class RaterFlow(StoreCore):
                 row["comment"] = comment
             if not new["scores"] and len(new) == 1:
                 raise InvalidRatingError("change_rating() was given nothing to change")
-            s.add_all(changed_scores)
-            s.add(Answer(**row))
+            _insert(s, Rating, changed_scores)
+            _insert(s, Answer, [row])
             self._audit(s, study.id, rater.name, "change", assignment_id=assignment.id, old=old, new=new,
                         reason=reason.strip())
             return version
@@ -243,21 +255,15 @@ class RaterFlow(StoreCore):
                     "version": max([r.version for r in ratings.values()] + ([answer.version] if answer else []))}
 
     def _assignment(self, s: Session, rater: Rater, clip_id: str, position: int | None, *, want_open: bool) -> Assignment:
-        aliased = s.scalar(select(Assignment).where(Assignment.alias_id == clip_id))
-        if aliased is not None:  # a repeat reading, known to the rater under its own opaque id
-            if aliased.rater_id != rater.id:
-                raise UnknownClipError(f"clip {clip_id!r} is not assigned to this rater")
-            query = select(Assignment).where(Assignment.id == aliased.id)
-        else:
-            clip = s.scalar(select(Clip).where(Clip.blind_id == clip_id, Clip.study_id == rater.study_id))
-            if clip is None:
-                raise UnknownClipError(f"unknown clip {clip_id!r}: it is not part of this study")
-            query = select(Assignment).where(Assignment.rater_id == rater.id, Assignment.clip_id == clip.id,
-                                             Assignment.alias_id.is_(None))
-        if position is not None:
-            query = query.where(Assignment.position == position)
-        readings = list(s.scalars(query.order_by(Assignment.position)))
+        """The rater's reading(s) of the clip they were shown as ``clip_id`` (a repeat has its own id): the
+        first open one (``want_open``) or the latest rated one; one query when the id is right."""
+        query = READINGS if position is None else READINGS_AT
+        readings = list(s.scalars(query, {"rater": rater.id, "clip": clip_id, "position": position}))
         if not readings:
+            known = s.scalar(select(func.count()).select_from(Clip).where(Clip.blind_id == clip_id,
+                                                                          Clip.study_id == rater.study_id))
+            if not known and s.scalar(select(Assignment.id).where(Assignment.alias_id == clip_id)) is None:
+                raise UnknownClipError(f"unknown clip {clip_id!r}: it is not part of this study")
             raise UnknownClipError(f"clip {clip_id!r} is not assigned to this rater"
                                    + (f" at position {position}" if position is not None else ""))
         if want_open:

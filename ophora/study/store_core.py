@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import yaml
-from sqlalchemy import event, select, text
+from sqlalchemy import bindparam, event, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ophora.study import chain
 from ophora.study.db import READ_ONLY, database_exists, make_engine, upgrade
 from ophora.study.definition import StudyDefinition, parse_definition
-from ophora.study.models import AuditEntry, Rater, Study
+from ophora.study.models import Answer, AuditEntry, Rater, Rating, Study
 
 
 class StudyError(ValueError):
@@ -78,6 +78,26 @@ def _now() -> datetime:
 
 CHAIN_KEY, STUDY_KEY = "ophora_chain", "ophora_study_id"  # Session.info keys of a write transaction
 CHAIN_LOCK = 0x0F0A  # PostgreSQL advisory lock class of a study's chain (the second key is the study id)
+
+
+# Statements of the rating path, built once (building them per call cost more than running them).
+INSERT_RETURNING = {model.__table__.name: insert(model.__table__).returning(*model.__table__.c)
+                    for model in (Rating, Answer, AuditEntry)}
+RATER_AND_STUDY = (select(Rater, Study).join(Study, Study.id == Rater.study_id)
+                   .where(Rater.code_hash == bindparam("code_hash")))
+
+
+def _record(s: Session, op: str, table: str, values) -> None:
+    """Chain a row written by a plain SQL statement (the ORM's own writes are collected at flush)."""
+    s.info.setdefault(CHAIN_KEY, []).append((op, table, dict(values)))
+
+
+def _insert(s: Session, model, rows: list[dict]) -> None:
+    """Insert rows in one statement and chain them as stored (RETURNING gives ids and defaults): cheaper
+    than the ORM on the rating path."""
+    table = model.__table__
+    for row in s.execute(INSERT_RETURNING[table.name], rows):
+        _record(s, "insert", table.name, row._mapping)
 
 
 def _collect_chained(s: Session, _context) -> None:
@@ -140,11 +160,6 @@ class StoreCore:
             s.execute(text("SELECT pg_advisory_xact_lock(:key, :study)"), {"key": CHAIN_LOCK, "study": study_id})
         chain.append(s, study_id, items)
 
-    @staticmethod
-    def _record(s: Session, op: str, obj) -> None:
-        """Chain a row written by a bulk statement (the ORM's own writes are collected at flush)."""
-        s.info.setdefault(CHAIN_KEY, []).append((op, chain.TABLE_OF[type(obj)], chain.orm_values(obj)))
-
     def close(self) -> None:
         self.engine.dispose()
 
@@ -173,20 +188,24 @@ class StoreCore:
                 self._definitions[study.id] = cached
         return cached
 
-    def _rater(self, s: Session, code: str) -> Rater:
-        rater = s.scalar(select(Rater).where(Rater.code_hash == hash_code(code or "")))
-        if rater is None:
+    def _rater_and_study(self, s: Session, code: str) -> tuple[Rater, Study]:
+        """The rater with this access code and their study, in one query (the rating path)."""
+        found = s.execute(RATER_AND_STUDY, {"code_hash": hash_code(code or "")}).first()
+        if found is None:
             raise UnknownRaterError("unknown access code: check it for typos or ask the study lead for a new one")
-        s.info[STUDY_KEY] = rater.study_id
-        return rater
+        s.info[STUDY_KEY] = found[0].study_id
+        return found[0], found[1]
+
+    def _rater(self, s: Session, code: str) -> Rater:
+        return self._rater_and_study(s, code)[0]
 
     @staticmethod
     def _audit(s: Session, study_id: int, actor: str, action: str, *, assignment_id: int | None = None,
                old: dict | None = None, new: dict | None = None, reason: str | None = None, admin: bool = False) -> None:
-        s.add(AuditEntry(study_id=study_id, at=_now(), actor=actor, action=action, assignment_id=assignment_id,
-                         old_value=json.dumps(old, sort_keys=True) if old is not None else None,
-                         new_value=json.dumps(new, sort_keys=True) if new is not None else None,
-                         reason=reason, is_admin=admin))
+        _insert(s, AuditEntry, [dict(
+            study_id=study_id, at=_now(), actor=actor, action=action, assignment_id=assignment_id,
+            old_value=json.dumps(old, sort_keys=True) if old is not None else None,
+            new_value=json.dumps(new, sort_keys=True) if new is not None else None, reason=reason, is_admin=admin)])
 
 
 
