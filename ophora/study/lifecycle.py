@@ -5,16 +5,18 @@ import (blinding), open, lock, delete a draft, relabel or remove an unrated clip
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
 import secrets
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import yaml
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -24,6 +26,9 @@ from ophora.study.models import Assignment, AuditEntry, Clip, Rater, RecordLink,
 from ophora.study.store_core import (ParityError, StoreCore, StudyError, UnknownClipError, UnknownRaterError,
                                      STUDY_KEY, _check_not_locked, _now, _record, hash_code,
                                      new_access_code)
+
+
+IMPORT_LOCK = 0x0F0B  # PostgreSQL advisory lock class of a study's import (the second key is the study id)
 
 
 class StudyLifeCycle(StoreCore):
@@ -144,20 +149,55 @@ class StudyLifeCycle(StoreCore):
         Before anything is encoded the clip sets are compared (:meth:`check_parity`): a difference raters
         could perceive after blinding raises :class:`ParityError` (its ``report.table`` says per clip set what
         differs and what to change) unless it is named in ``accept_differences`` (``fps``, ``size``,
-        ``aspect``); an accepted one is recorded with the study and in the audit log."""
+        ``aspect``); an accepted one is recorded with the study and in the audit log.
+
+        One import per study runs at a time (:meth:`_import_lock`); it first removes the staging folder a
+        killed import left behind, and the transaction that writes checks parity again if the study's clips
+        or waivers changed since the first check (so no clip set enters unchecked, whoever else writes)."""
+        with self._read.begin() as s:
+            study_id = self._study(s, slug).id
+        with self._import_lock(study_id):
+            return self._import(slug, list(clips), blind_dir, actor, tuple(accept_differences), progress)
+
+    @contextmanager
+    def _import_lock(self, study_id: int) -> Iterator[None]:
+        """Wait for any other import of this study: a PostgreSQL session advisory lock (every site), or an
+        exclusive lock on a file beside the SQLite database. Both end with the process that holds them."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:key, :study)"), {"key": IMPORT_LOCK, "study": study_id})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key, :study)"), {"key": IMPORT_LOCK, "study": study_id})
+                    conn.commit()
+            return
+        lock_path = Path(f"{self.engine.url.database}-import-{study_id}.lock")
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _import(self, slug: str, clips: list[ClipSpec], blind_dir, actor: str, accept_differences: tuple[str, ...],
+                progress: Callable[[int, int], None] | None) -> int:
         definition = self.definition(slug)
-        clips = list(clips)
-        report = self.check_parity(slug, clips, accept=accept_differences)
-        if not report.ok:
-            raise ParityError(report)
         with self._read.begin() as s:
             study = self._study(s, slug)
             _check_not_locked(study, "import clips")
             study_id = study.id
             known = set(s.scalars(select(Clip.sha256).where(Clip.study_id == study_id)))
+            checked = (frozenset(known), study.accepted_differences)  # what the parity check below compares against
             target = Path(blind_dir or study.blind_dir or "")
         if not str(target) or str(target) == ".":
             raise StudyError(f"study {slug!r} has no folder for blinded clips; pass blind_dir=")
+        report = self.check_parity(slug, clips, accept=accept_differences)
+        if not report.ok:
+            raise ParityError(report)
+        for stale in target.resolve().parent.glob(f".{target.name}-staging-*"):  # a killed import's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
         todo: list[tuple[ClipSpec, str]] = []
         for spec in clips:
             digest = blinding.sha256_of(spec.path)
@@ -186,6 +226,12 @@ class StudyLifeCycle(StoreCore):
             with self._writing() as s:
                 study = self._study(s, slug)
                 _check_not_locked(study, "import clips")
+                stored = (frozenset(s.scalars(select(Clip.sha256).where(Clip.study_id == study_id))),
+                          study.accepted_differences)
+                if stored != checked:  # written by something that did not wait for the import lock: check again
+                    report = self.check_parity(slug, clips, accept=accept_differences)
+                    if not report.ok:
+                        raise ParityError(report)
                 if blind_dir and not study.blind_dir:
                     study.blind_dir = str(target)
                 s.add_all(rows)

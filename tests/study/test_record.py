@@ -94,3 +94,50 @@ def test_the_engine_own_changes_keep_the_record_verified(tmp_path, when):
         store.delete_study(slug)
         assert store.studies() == []
     store.close()
+
+
+def test_two_simultaneous_imports_are_serialised_and_both_parity_checked(tmp_path):
+    """Issue 20: two imports started together each passed the parity check against a study without the
+    other's clips, so a 5x up-scaled set entered unwaived. Now the second waits and is checked against
+    the first's clips; a killed import's staging folder is removed by the next import."""
+    import threading
+
+    from ophora.study import ParityError, StudyStore, load_definition
+    from ophora.study.definition import ClipSpec
+    from tests.study.helpers import make_video, write_study
+
+    definition = load_definition(write_study(tmp_path, n_real=0, n_generated=2, raters=["r1"],
+                                             blinding={"width": 320, "height": 240, "fps": 8, "crf": 30}))
+    small = definition.clips()  # 64x48: enlarged 5x to the study size
+    sharp = [ClipSpec(make_video(tmp_path / "hd" / f"real{i}.mp4", 50 + i, size="320x240"), "real", "real",
+                      "phacoemulsification", f"Remove the lens {i}", "real") for i in range(2)]
+    db = tmp_path / "s.db"
+    with StudyStore(db) as store:
+        store.create_study(definition, blind_dir=tmp_path / "blinded")
+    stale = tmp_path / ".blinded-staging-deadbeef"  # left by an import killed mid-way
+    stale.mkdir()
+    (stale / "half.mp4").write_bytes(b"partial")
+    start = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, specs) -> None:
+        with StudyStore(db) as store:
+            start.wait()
+            try:
+                outcomes[name] = store.import_clips(definition.slug, specs)
+            except ParityError as error:
+                outcomes[name] = error
+
+    threads = [threading.Thread(target=run, args=a) for a in (("real", sharp), ("generated", small))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = [o for o in outcomes.values() if isinstance(o, ParityError)]
+    assert len(errors) == 1 and "enlarged" in str(errors[0]), outcomes
+    assert sorted(o for o in outcomes.values() if not isinstance(o, ParityError)) == [2]
+    with StudyStore(db) as store:
+        assert len(store.clips_frame(definition.slug)) == 2
+        assert store.accepted_differences(definition.slug) == []
+        assert store.verify_record(definition.slug).ok
+    assert not stale.exists()
