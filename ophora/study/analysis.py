@@ -383,6 +383,9 @@ class StudyResults:
     title: str = "Reader study"
     # Blinding differences the study lead accepted at import: a reader of the results must see them.
     accepted_differences: tuple[str, ...] = ()
+    # The record these results came from (study verify): verified, rows, chain_head, line. Every export and
+    # report carries it, so a published figure can be checked against the database later.
+    record: dict = field(default_factory=dict)
 
     @property
     def turing_auc(self) -> pd.DataFrame:
@@ -438,12 +441,16 @@ def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]]
     )
 
 
-def results_for_study(store, slug: str) -> StudyResults:
-    """Results straight from a :class:`~ophora.study.store.StudyStore`."""
+def results_for_study(store, slug: str, verification=None) -> StudyResults:
+    """Results straight from a :class:`~ophora.study.store.StudyStore`, with the record check they came from
+    (``verification``: a :class:`~ophora.study.chain.Verification` already made; else it is made here)."""
+    verification = verification or store.verify_record(slug)
     definition = store.definition(slug)
     scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
     results = compute_results(store.ratings_frame(slug), scales=scales, title=definition.title)
     results.accepted_differences = tuple(w["detail"] for w in store.accepted_differences(slug))
+    results.record = {"study": slug, "verified": verification.ok, "rows": verification.total_rows,
+                      "chain_head": verification.head, "check": verification.line}
     return results
 
 
@@ -458,7 +465,8 @@ def _tables(results: StudyResults) -> dict[str, pd.DataFrame]:
             "turing_reader_auc": results.turing_reader_auc,
             "turing_by_rater_model": results.turing_by_rater_model, "turing_by_model": results.turing_by_model,
             "turing_roc": results.turing_roc, "answer_agreement": results.answer_agreement,
-            "phase_accuracy": results.phase_accuracy, "turing_mrmc": results.turing_mrmc_data}
+            "phase_accuracy": results.phase_accuracy, "turing_mrmc": results.turing_mrmc_data,
+            **({"record": pd.DataFrame([results.record])} if results.record else {})}
 
 
 def export_csv(results: StudyResults, folder: str | Path) -> list[Path]:
@@ -487,6 +495,14 @@ def export_excel(results: StudyResults, path: str | Path) -> Path:
     return path
 
 
+def _record_html(record: dict) -> str:
+    """The record check, first thing in a report: what the figures came from (red when it failed)."""
+    if not record:
+        return ""
+    style = "" if record["verified"] else " style='color:#b00020;font-weight:bold'"
+    return f"<p class='record' id='record'{style}>{html.escape(record['check'])}</p>"
+
+
 def export_html(results: StudyResults, path: str | Path) -> Path:
     """A single self-contained HTML file (plotly.js inlined: it opens offline, e.g. attached to an email)."""
     path = Path(path)
@@ -499,6 +515,7 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
              "font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}.summary p{font-size:16px;"
              "line-height:1.5;max-width:60em}</style></head><body>",
              f"<h1>{html.escape(results.title)}</h1>",
+             _record_html(results.record),
              f"<div class='summary' id='summary'>{summary_html(results)}</div>"]
     if results.accepted_differences:
         parts.append("<h2>Accepted blinding differences</h2><p>The study lead accepted these differences between "
