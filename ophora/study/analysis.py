@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ophora.study.definition import TURING_MARGIN
 from ophora.study.mixed import difference_interval, fit_crossed, mean_interval
 from ophora.study.mrmc import MRMCResult, complete_readers, mrmc_analysis, turing_mrmc_frame, write_imrmc
 
@@ -455,6 +456,10 @@ class StudyResults:
     turing_mrmc: MRMCResult | None = None
     turing_note: str = ""
     title: str = "Reader study"
+    # Pre-stated in the study file: "could not reliably tell" needs the AUC interval below 0.5 + margin.
+    turing_margin: float = TURING_MARGIN
+    # Mean over criteria per model x phase, with intervals: the narrative's phase ranking.
+    by_model_phase_pooled: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Blinding differences the study lead accepted at import: a reader of the results must see them.
     accepted_differences: tuple[str, ...] = ()
 
@@ -490,7 +495,7 @@ def turing_mrmc(ratings: pd.DataFrame) -> tuple[pd.DataFrame, MRMCResult | None,
 
 
 def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]] | None = None,
-                    title: str = "Reader study") -> StudyResults:
+                    title: str = "Reader study", turing_margin: float = TURING_MARGIN) -> StudyResults:
     """All tables of a report (a study under way too: reliability uses what is pairable so far)."""
     ratings = with_scales(ratings, scales)
     mrmc_data, mrmc_result, turing_note = turing_mrmc(ratings)
@@ -510,6 +515,8 @@ def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]]
         turing_mrmc=mrmc_result,
         turing_note=turing_note,
         title=title,
+        turing_margin=turing_margin,
+        by_model_phase_pooled=phase_summary(ratings) if not ratings.empty else pd.DataFrame(),
     )
 
 
@@ -517,7 +524,8 @@ def results_for_study(store, slug: str) -> StudyResults:
     """Results straight from a :class:`~ophora.study.store.StudyStore`."""
     definition = store.definition(slug)
     scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
-    results = compute_results(store.ratings_frame(slug), scales=scales, title=definition.title)
+    results = compute_results(store.ratings_frame(slug), scales=scales, title=definition.title,
+                              turing_margin=definition.turing_margin)
     results.accepted_differences = tuple(w["detail"] for w in store.accepted_differences(slug))
     return results
 
