@@ -24,6 +24,7 @@ from scipy import stats
 MRMC_COLUMNS = ("reader", "modality", "case", "truth", "rating")
 ANALYSES = ("rrrc", "frrc", "rrfc")
 MIN_READERS = 3  # random readers: the reader variance needs at least 2 degrees of freedom
+MIN_CASES = 3  # of each kind (real and generated) per model, for a jackknife variance worth an interval
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,18 @@ def _t_interval(estimate: float, se: float, df: float, alpha: float) -> tuple[fl
     return estimate - q * se, estimate + q * se
 
 
+def interval_note(analysis: str, readers: int, positives: int, negatives: int, se: float) -> str:
+    """Why a design gets no AUC interval, in words ('' when it gets one)."""
+    if analysis != "frrc" and readers < MIN_READERS:
+        return f"too few raters to estimate: at least {MIN_READERS} needed ({readers} so far)"
+    if min(positives, negatives) < MIN_CASES:
+        return (f"too few clips to estimate: at least {MIN_CASES} real and {MIN_CASES} generated needed "
+                f"({negatives} and {positives} so far)")
+    if se == 0:
+        return "no spread to estimate from: every rater's answers give the same AUC whichever clip is left out"
+    return ""
+
+
 def logit_interval(auc: float, se: float, df: float, alpha: float) -> tuple[float, float]:
     """The t interval on the logit scale (delta method: SE(logit AUC) = SE / (AUC (1 - AUC))), mapped
     back: always inside [0, 1], asymmetric near the ends where the AUC-scale interval spills over. At AUC 0
@@ -309,8 +322,7 @@ def _or_analysis(aucs, jack, readers, modalities, K, positives, negatives, alpha
             else:
                 den, df = ms_r_i, float(J - 1) if J > 1 else float("nan")
             se = float(np.sqrt(den / J)) if np.isfinite(den) and den >= 0 else float("nan")
-            note = (f"too few raters to estimate: at least {MIN_READERS} needed ({J} so far)"
-                    if name != "frrc" and J < MIN_READERS else "")
+            note = interval_note(name, J, positives[modality], negatives[modality], se)
             auc = float(mod_means[i])
             wald = _t_interval(auc, se, df, alpha) if not note else (float("nan"), float("nan"))
             low, high = logit_interval(auc, se, df, alpha) if not note else (float("nan"), float("nan"))
@@ -339,7 +351,7 @@ def _or_analysis(aucs, jack, readers, modalities, K, positives, negatives, alpha
                     est = float(mod_means[a] - mod_means[b])
                     low, high = _t_interval(est, se, ddf, alpha)
                     low, high = max(low, -1.0), min(high, 1.0)  # a difference of AUCs lies in [-1, 1]
-                    if name != "frrc" and J < MIN_READERS:  # too few raters (the modalities say so)
+                    if any(m.note for m in per_modality):  # too small (the modalities say why)
                         low = high = float("nan")
                     pd_ = float(2 * stats.t.sf(abs(est) / se, ddf)) if se > 0 and not np.isnan(ddf) else float("nan")
                     differences.append(Difference(modalities[a], modalities[b], est, se, float(ddf), low, high, pd_))

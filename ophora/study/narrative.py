@@ -75,9 +75,14 @@ def _auc_sentence(results: StudyResults, model: str) -> str:
     size = f"{len(r.readers)} raters, {clips} clips"
     if not (math.isfinite(m.ci_low) and math.isfinite(m.ci_high)):
         plan = planned_size(results, results.turing_margin)
-        return (f"Inconclusive: too few raters to say whether raters can tell {name} clips from real ones: AUC "
-                f"{m.auc:.2f} from {len(r.readers)} raters and {clips} clips, and an interval needs at least "
-                f"{MIN_READERS} raters." + (f" {plan}" if plan else ""))
+        if len(r.readers) < MIN_READERS:
+            why = f"too few raters to say whether raters can tell {name} clips from real ones"
+            needs = f"an interval needs at least {MIN_READERS} raters"
+        else:
+            why = f"no interval for whether raters can tell {name} clips from real ones"
+            needs = m.note or "the data do not support an interval"
+        return (f"Inconclusive: {why}: AUC {m.auc:.2f} from {len(r.readers)} raters and {clips} clips, and {needs}."
+                + (f" {plan}" if plan else ""))
     stats = f"AUC {m.auc:.2f} ({_ci(m.ci_low, m.ci_high, 2)}; {size})"
     if m.ci_low > 0.5:
         return f"Raters told {name} clips from real ones better than chance (0.5): {stats}."
