@@ -592,16 +592,24 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
         for fig in (figure_by_criterion(ratings), figure_by_phase(ratings)):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=True if include else False))
             include = False
-    parts.append("<h2>Methods</h2><p>First readings only. Mean scores: 95% t intervals with raters and clips as "
-                 "crossed random effects (moment estimates of the rater, clip and error variances, Satterthwaite "
-                 "df); differences between models with the same method, p-values Holm-adjusted over all "
-                 "comparisons. Real or synthetic?: each answer scored +confidence (synthetic) or -confidence (real); "
-                 "reader-averaged trapezoidal AUC per model against the real clips, Obuchowski-Rockette analysis "
-                 "with Hillis denominator df and jackknife covariances (rrrc: readers and clips random; frrc: "
-                 "these readers; rrfc: these clips). Agreement per clip set: ICC(2,1)=ICC(A,1) two-way random "
-                 "absolute agreement, ICC(3,1), ICC(2,k) (pingouin), Krippendorff's alpha, ordinal; intra-rater: "
-                 "quadratic-weighted kappa, ICC(A,1) and alpha between first and repeat readings. The tables below "
-                 "are at full precision; the same tables are in the CSV and Excel exports.</p>")
+    parts.append("<h2>Methods</h2><p>First readings only. Mean scores: 95% generalized confidence intervals with "
+                 "raters and clips as crossed random effects (moment estimates of the rater, clip and error "
+                 "variances; each mean square replaced by its chi-square pivot), cut at the ends of the rating "
+                 "scale; SE and Satterthwaite df in the tables for reference; no interval with fewer than 3 raters "
+                 "or 3 clips (the note says so). Differences between models: t intervals with Satterthwaite df, "
+                 "p-values Holm-adjusted over all comparisons (intervals not adjusted). Real or synthetic?: each "
+                 "answer scored +confidence (synthetic) or -confidence (real); reader-averaged trapezoidal AUC per "
+                 "model against the real clips, Obuchowski-Rockette analysis with Hillis denominator df and "
+                 "jackknife covariances (rrrc: readers and clips random; frrc: these readers; rrfc: these clips); "
+                 "the AUC interval (ci_low, ci_high) is computed on the logit scale, so it stays inside 0-1; "
+                 "wald_low and wald_high are the AUC-scale interval that OR-DBM MRMC and RJafroc print; no "
+                 f"interval with fewer than 3 raters or 3 real and 3 generated clips. 'Could not reliably tell' "
+                 f"needs the whole AUC interval below {0.5 + results.turing_margin:.2f} (the margin stated in the "
+                 "study file); otherwise the result is inconclusive. Agreement per clip set: ICC(2,1)=ICC(A,1) "
+                 "two-way random absolute agreement, ICC(3,1), ICC(2,k) (pingouin; shown inside 0-1, a negative "
+                 "estimate as 0; at least 5 clips rated by every rater), Krippendorff's alpha, ordinal; "
+                 "intra-rater: quadratic-weighted kappa, ICC(A,1) and alpha between first and repeat readings. The "
+                 "tables below are at full precision; the same tables are in the CSV and Excel exports.</p>")
     for heading, table in (("Scores by model and criterion", results.by_model_criterion),
                            ("Score differences between models (Holm-adjusted p)", results.score_differences),
                            ("Scores by model, phase and criterion", results.by_model_phase),

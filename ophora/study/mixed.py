@@ -177,6 +177,14 @@ def _nan_interval(estimate: float) -> Interval:
     return Interval(estimate, float("nan"), float("nan"), float("nan"), float("nan"))
 
 
+def generalized_halfwidth(pieces: list[tuple[float, float]], confidence: float = 0.95) -> float:
+    """Half-width of the generalized interval for a variance made of ``pieces`` (coefficient x mean
+    square, df): what :func:`mean_interval` adds and subtracts, and what the planner expects."""
+    variance = sum(v for v, _ in pieces)
+    interval = _generalized(0.0, variance, pieces, confidence, None)
+    return interval.ci_high
+
+
 def _generalized(estimate: float, variance: float, pieces: list[tuple[float, float]], confidence: float,
                  bounds: tuple[float, float] | None) -> Interval:
     """Generalized confidence interval: Var* = sum(piece * df / chi2_df), truncated at 0, and the pivot

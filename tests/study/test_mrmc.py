@@ -146,17 +146,19 @@ def test_turing_test_becomes_mrmc_data_and_imrmc_input(tmp_path):
     assert mrmc_analysis(back).aucs == pytest.approx(result.aucs)
 
 
-def _null_turing_study(rng, readers: int = 5, n_real: int = 20, n_generated: int = 20) -> pd.DataFrame:
-    """Raters who cannot tell: real and generated clips from one distribution (true AUC 0.5 for both models,
-    true difference 0). Clip effects, reader shifts and reader x clip noise; answers +-1..5 as in the app."""
+def turing_study(rng, readers: int = 5, n_real: int = 20, n_generated: int = 20, shift: float = 0.0) -> pd.DataFrame:
+    """Two models' Turing answers. ``shift`` 0: raters who cannot tell (real and generated clips from one
+    distribution, true AUC 0.5 for both, true difference 0); ``shift`` > 0 moves model 'a''s clips towards
+    "synthetic" (bench/bench_study_intervals.py). Clip effects, reader shifts and reader x clip noise;
+    answers +-1..5 as in the app."""
     rows = []
     real = rng.normal(0, 1, n_real)
-    generated = {m: rng.normal(0, 1, n_generated) for m in ("a", "b")}
-    shift = rng.normal(0, 0.5, readers)
+    generated = {m: rng.normal(shift if m == "a" else 0.0, 1, n_generated) for m in ("a", "b")}
+    reader_shift = rng.normal(0, 0.5, readers)
     levels = np.array([-5, -4, -3, -2, -1, 1, 2, 3, 4, 5])
     for r in range(readers):
         def answer(latent):
-            z = latent + shift[r] + rng.normal(0, 1, latent.size)
+            z = latent + reader_shift[r] + rng.normal(0, 1, latent.size)
             return levels[np.digitize(z, [-2, -1.2, -0.6, -0.2, 0, 0.2, 0.6, 1.2, 2])]
         real_answers = answer(real)
         for model, clips in generated.items():
@@ -173,7 +175,7 @@ def test_turing_auc_intervals_are_calibrated_when_raters_cannot_tell():
     rng = np.random.default_rng(7)
     auc_hits = diff_hits = wald_hits = 0
     for _ in range(300):
-        rrrc = mrmc_analysis(_null_turing_study(rng)).analyses["rrrc"]
+        rrrc = mrmc_analysis(turing_study(rng)).analyses["rrrc"]
         m = rrrc.modalities[0]
         auc_hits += m.ci_low <= 0.5 <= m.ci_high
         wald_hits += m.wald_low <= 0.5 <= m.wald_high
@@ -187,13 +189,13 @@ def test_small_pilots_get_bounded_intervals_or_words():
     """The issue's pilots: 3 raters x 5 clips per model printed "AUC 0.72 (95% CI 0.12 to 1.32)"; 2 x 8
     printed "0.50 (-2.68 to 3.68)". Now: inside [0, 1], and no interval at all with 2 raters."""
     rng = np.random.default_rng(3)
-    three = mrmc_analysis(_null_turing_study(rng, readers=3, n_real=5, n_generated=5))
+    three = mrmc_analysis(turing_study(rng, readers=3, n_real=5, n_generated=5))
     for analysis in three.analyses.values():
         for m in analysis.modalities:
             assert 0 <= m.ci_low <= m.auc <= m.ci_high <= 1
         for d in analysis.differences:
             assert -1 <= d.ci_low <= d.estimate <= d.ci_high <= 1
-    two = mrmc_analysis(_null_turing_study(rng, readers=2, n_real=8, n_generated=8))
+    two = mrmc_analysis(turing_study(rng, readers=2, n_real=8, n_generated=8))
     m = two.analyses["rrrc"].modalities[0]
     assert m.note == "too few raters to estimate: at least 3 needed (2 so far)" and np.isnan(m.ci_low)
     assert np.isnan(two.analyses["rrrc"].differences[0].ci_low) and 0 <= m.auc <= 1
