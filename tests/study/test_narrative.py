@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ophora.study.analysis import compute_results
+from ophora.study.analysis import compute_results, figure_by_criterion, figure_by_phase
 from ophora.study.narrative import model_paragraphs, readable, summary_markdown
 
 SCALES = {"phase_matching": (1, 5), "construction_realism": (1, 5)}
@@ -83,8 +83,12 @@ def test_could_not_tell_only_when_the_interval_excludes_the_margin_and_the_wrong
 def test_the_issue_pilots_say_inconclusive_and_print_no_impossible_interval():
     """3 raters x 5 clips printed "AUC 0.72 (95% CI 0.12 to 1.32)" and "2.4 (95% CI -1.1 to 6.0)" on a 1-5
     scale; 2 raters x 8 clips "AUC 0.50 (95% CI -2.68 to 3.68)"."""
-    three = summary_markdown(compute_results(_study(seed=2, raters=3, clips=5, synthetic={"real": 0.4, "ophora": 0.7}),
-                                             scales=SCALES))
+    pilot = compute_results(_study(seed=2, raters=3, clips=5, synthetic={"real": 0.4, "ophora": 0.7}), scales=SCALES)
+    three = summary_markdown(pilot)
+    for figure in (figure_by_criterion(pilot.ratings), figure_by_phase(pilot.ratings)):  # axes: the 1-5 scale
+        assert tuple(figure.layout.yaxis.range) == (1, 5)
+        for bar in figure.data:
+            assert all(1 <= m - e and m + e2 <= 5 for m, e, e2 in zip(bar.y, bar.error_y.arrayminus, bar.error_y.array))
     ophora = three.split("\n\n")[1]
     assert ophora.startswith("Ophora: Inconclusive: the study is too small to say")
     auc = [(low, high) for low, high in _intervals(ophora.split("Mean scores")[0])]
