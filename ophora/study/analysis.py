@@ -152,14 +152,16 @@ def icc_table(ratings: pd.DataFrame, *, targets: str = "clip_id", raters: str = 
 def krippendorff_alpha(ratings: pd.DataFrame, *, level: str = "ordinal", scale: tuple[int, int] | None = None,
                        units: str = "clip_id", raters: str = "rater", score: str = "score") -> float:
     """Krippendorff's alpha over a raters x units matrix with missing cells (``krippendorff`` package).
-    ``scale`` gives the full value domain so unused scale points still count for ordinal distances."""
+    ``scale`` gives the full value domain so unused scale points still count for ordinal distances. Shown
+    inside -1 to 1 (tiny samples can fall below -1: systematic disagreement either way)."""
     import krippendorff
 
     matrix = ratings.pivot_table(index=raters, columns=units, values=score, aggfunc="first")
     kwargs = {}
     if scale is not None and level in ("ordinal", "nominal"):
         kwargs["value_domain"] = list(range(scale[0], scale[1] + 1))
-    return float(krippendorff.alpha(reliability_data=matrix.to_numpy(dtype=float), level_of_measurement=level, **kwargs))
+    alpha = float(krippendorff.alpha(reliability_data=matrix.to_numpy(dtype=float), level_of_measurement=level, **kwargs))
+    return float(np.clip(alpha, -1.0, 1.0)) if np.isfinite(alpha) else alpha
 
 
 def _clip_set_column(ratings: pd.DataFrame) -> str:
@@ -172,10 +174,13 @@ MIN_ICC_CLIPS = 5  # fewer clips leave the ICC's F distributions with 1-3 df: an
 def bounded_icc(estimate: float, low: float, high: float) -> tuple[float, str]:
     """An ICC and its 95% interval inside [0, 1], the range of a share of variance: a negative estimate
     (sampling noise when clips barely differ) is shown as 0, and cutting the interval at 0 and 1 keeps its
-    coverage (the true value lies inside)."""
+    coverage (the true value lies inside). An interval wholly outside [0, 1] (negative mean-square
+    differences in a tiny sample) says so instead."""
     def cut(v: float) -> float:
         return float(min(max(v, 0.0), 1.0))
 
+    if not (np.isfinite(low) and np.isfinite(high)) or high < 0 or low > 1:
+        return cut(estimate), "not estimable from these ratings"
     return cut(estimate), f"[{cut(low):.2f}, {cut(high):.2f}]"
 
 
@@ -210,6 +215,8 @@ def reliability(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
                 notes = []
                 for form, label in (("ICC2", "icc2_A1"), ("ICC3", "icc3_C1"), ("ICC2k", "icc2k_Ak")):
                     estimate, (low, high) = float(table.loc[form, "ICC"]), table.loc[form, "CI95"]
+                    if form == "ICC2k" and float(table.loc["ICC2", "ICC"]) <= 0:
+                        estimate, low, high = 0.0, float("nan"), float("nan")  # no agreement to average over raters
                     row[label], row[label + "_ci95"] = bounded_icc(estimate, low, high)
                     if estimate < 0:
                         notes.append(f"{form} estimate {estimate:.2f} shown as 0 (no agreement beyond chance)")
@@ -219,8 +226,7 @@ def reliability(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
                 row["note"] = f"ICC not computable yet ({row['icc_clips']} clips rated by every rater): {exc}"
         if row["raters"] >= 2:
             try:
-                alpha = krippendorff_alpha(group, level="ordinal", scale=scale)
-                row["kripp_alpha_ordinal"] = float(np.clip(alpha, -1.0, 1.0)) if np.isfinite(alpha) else alpha
+                row["kripp_alpha_ordinal"] = krippendorff_alpha(group, level="ordinal", scale=scale)
             except ValueError as exc:
                 row["note"] = (row.get("note", "") + f" Krippendorff's alpha not computable: {exc}").strip()
         rows.append(row)
