@@ -1,6 +1,11 @@
 """Plain-language summary of a study for a clinician: one paragraph per model, rounded numbers, readable
 criterion and phase names. The full-precision tables stay in the report below it and in the CSV/Excel
-exports; every number here comes from those tables (no separate computation)."""
+exports; every number here comes from those tables (no separate computation), except the size an
+inconclusive study would need, which is the study planner's (:mod:`ophora.study.planning`).
+
+Why the opening sentence depends on the interval and a margin stated before rating: an interval that
+includes 0.5 is absence of evidence; only an interval that also stays below 0.5 + margin shows that raters
+could not tell. Anything wider is reported as inconclusive, with what a study would need to decide it."""
 
 from __future__ import annotations
 
