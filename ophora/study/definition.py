@@ -389,7 +389,8 @@ def parse_definition(data: Any, *, where: str = "study", base_dir: Path = Path("
         clip_sets=tuple(clip_sets), raters=tuple(raw.raters), repeats=repeats, seed=raw.seed,
         blinding=raw.blinding, instruction_source=raw.instruction_source, source_text=source_text,
         base_dir=base_dir,
-        turing_margin=raw.turing_test.margin if isinstance(raw.turing_test, TuringTest) else TURING_MARGIN,
+        turing_margin=(raw.turing_test.margin if isinstance(raw.turing_test, TuringTest)
+                       else TURING_MARGIN),
     )
     for clip_set in clip_sets:
         if clip_set.phase and definition.match_phase(clip_set.phase) is None:
