@@ -245,7 +245,7 @@ def intra_rater(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
     from sklearn.metrics import cohen_kappa_score
 
     columns = ["criterion", "raters", "pairs", "weighted_kappa_quadratic", "icc_A1", "icc_A1_ci95",
-               "kripp_alpha_ordinal", "exact_agreement"]
+               "kripp_alpha_ordinal", "exact_agreement", "note"]
     if "reading" not in ratings or not (ratings["reading"] > FIRST_READING).any():
         return pd.DataFrame(columns=columns)
     rows = []
@@ -266,7 +266,9 @@ def intra_rater(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
             row["weighted_kappa_quadratic"] = float(kappa)
             long = pd.DataFrame({"unit": np.tile(np.arange(len(pairs)), 2), "reading": np.repeat([0, 1], len(pairs)),
                                  "score": np.concatenate([a, b])})
-            if len(pairs) >= 3 and long["score"].nunique() > 1:
+            if len(pairs) < MIN_ICC_CLIPS:
+                row["note"] = f"too few repeat readings for an ICC: at least {MIN_ICC_CLIPS} needed ({len(pairs)} so far)"
+            elif long["score"].nunique() > 1:
                 try:
                     table = icc_table(long, targets="unit", raters="reading")
                     row["icc_A1"], row["icc_A1_ci95"] = bounded_icc(float(table.loc["ICC2", "ICC"]),
