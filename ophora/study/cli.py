@@ -309,7 +309,8 @@ def cmd_scores(args) -> int:
     summary = analysis.score_summary(frame, by_phase=args.by_phase)
     differences = analysis.score_differences(frame)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
-    print("Mean scores, 95% CI with raters and clips as crossed random effects (Satterthwaite df):")
+    print("Mean scores, 95% generalized CI with raters and clips as crossed random effects (cut at the scale "
+          "when the CSV has scale_min / scale_max columns; se and Satterthwaite df for reference):")
     print(summary.drop(columns=["note"]).to_string(index=False, float_format=fmt))
     for note in summary["note"][summary["note"] != ""].unique():
         print(f"note: {note}")
@@ -331,8 +332,10 @@ def cmd_mrmc(args) -> int:
     print(f"Obuchowski-Rockette MRMC ({label}; Hillis ddf, jackknife covariances): "
           f"{len(result.readers)} readers, {result.cases} cases")
     for m in data["modalities"]:
-        print(f"  {m['modality']}: AUC {m['auc']:.4f} (SE {_num(m['se'])}, df {_num(m['df'], 2)}, "
-              f"{args.confidence:.0%} CI {_num(m['ci_low'])} to {_num(m['ci_high'])})")
+        interval = (f"{args.confidence:.0%} CI {_num(m['ci_low'])} to {_num(m['ci_high'])} on the logit scale; "
+                    f"AUC scale (as OR-DBM MRMC / RJafroc) {_num(m['wald_low'])} to {_num(m['wald_high'])}"
+                    if not m["note"] else f"no interval: {m['note']}")
+        print(f"  {m['modality']}: AUC {m['auc']:.4f} (SE {_num(m['se'])}, df {_num(m['df'], 2)}, {interval})")
     test = data["test"]
     if test["ndf"] is not None:
         print(f"  F = {test['f']:.4f}, ndf {test['ndf']:.0f}, ddf {_num(test['ddf'], 2)}, p = {_num(test['p'])}")

@@ -540,7 +540,8 @@ def _definition_to_dict(d: StudyDefinition) -> dict:
         "slug": d.slug, "title": d.title, "instructions": d.instructions,
         "criteria": [c.model_dump() for c in d.criteria],
         "phases": list(d.phases), "ask_phase": d.ask_phase,
-        "turing_test": ({"enabled": True, "confidence": d.turing_confidence.model_dump()}
+        "turing_test": ({"enabled": True, "confidence": d.turing_confidence.model_dump(),
+                         "margin": d.turing_margin}
                         if d.turing_test and d.turing_confidence else False),
         "instruction_source": d.instruction_source,
         "clip_sets": [{"name": c.name, "source": c.source, "model": c.model,
