@@ -82,7 +82,7 @@ def _load_encoders(options: EncodeOptions, device: torch.device):
     try:
         pipe = CogVideoXPipeline.from_pretrained(options.model, transformer=None, torch_dtype=torch.float32,
                                                  local_files_only=options.local_files_only)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # a missing folder, an id the hub or its cache does not have
         raise EncodeError(f"Could not load the VAE and T5 of {options.model!r}: {error}") from error
     pipe.text_encoder.requires_grad_(False).eval().to(device)
     pipe.vae.requires_grad_(False).eval().to(device)
