@@ -165,3 +165,17 @@ def test_clear_refusals(loaded):
         with attached_cache(loaded, TaylorSeerCacheConfig()):
             pass
     assert _hooks(loaded.pipe.transformer) == 0
+
+
+def test_a_batch_reuses_clips_of_the_same_speed_only(tmp_path):
+    """Sidecars from before the presets existed count as exact; a clip made with another speed is never reused."""
+    from ophora.generation.batch import BatchInputError, _clip_settings, clip_is_done
+
+    video = tmp_path / "c1.mp4"
+    video.write_bytes(b"mp4")
+    exact = _clip_settings(_request())
+    old = {k: v for k, v in exact.items() if k not in ("speed", "speed_threshold")}
+    video.with_suffix(".json").write_text(json.dumps(old))
+    assert clip_is_done(video, exact)
+    with pytest.raises(BatchInputError, match="speed"):
+        clip_is_done(video, _clip_settings(_request(speed="pab")))
