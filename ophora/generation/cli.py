@@ -116,6 +116,7 @@ def _resolve_prompt(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 def _run_single(args, parser) -> int:
     from ophora.generation.preflight import check_output_file, preflight
+    from ophora.generation.speed import check_speed_before_load
 
     if args.out is None:
         parser.error("--out FILE.mp4 is required for a single clip")
@@ -123,6 +124,7 @@ def _run_single(args, parser) -> int:
     options = load_options_from_args(args)
     check_output_file(args.out)  # before anything loads: an unwritable --out must not cost a generation
     _, _, request = preflight(options, request)
+    check_speed_before_load(options, request)
 
     from tqdm import tqdm
 
@@ -148,12 +150,14 @@ def _run_single(args, parser) -> int:
 def _run_batch(args, parser) -> int:
     from ophora.generation.batch import read_prompt_csv
     from ophora.generation.preflight import check_output_folder, preflight
+    from ophora.generation.speed import check_speed_before_load
 
     if args.out_dir is None:
         parser.error("--out-dir is required with --csv")
     items = read_prompt_csv(args.csv, prompt_column=args.prompt_column, id_column=args.id_column)
     check_output_folder(args.out_dir, "--out-dir")
     preflight(load_options_from_args(args), _request_from_args(args, items[0].prompt))
+    check_speed_before_load(load_options_from_args(args), _request_from_args(args, items[0].prompt))
 
     import torch
     from accelerate import PartialState

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ophora.generation.loading import LoadedPipeline
 
 __all__ = ["SPEEDS", "SPEED_LABELS", "MAGCACHE_FILE", "SpeedPresetError", "cache_config", "speed_preset",
-           "attached_cache", "magcache_ratios_path", "read_magcache_ratios", "calibrate_magcache",
+           "attached_cache", "check_speed_before_load", "magcache_ratios_path", "read_magcache_ratios", "calibrate_magcache",
            "describe_config"]
 
 MAGCACHE_FILE = "magcache_ratios.json"
@@ -153,6 +153,21 @@ def magcache_ratios_path(loaded: "LoadedPipeline") -> Path:
     root = Path(os.environ.get("OPHORA_CACHE", Path.home() / ".cache" / "ophora"))
     key = hashlib.sha256(loaded.model_fingerprint.encode()).hexdigest()[:16]
     return root / "magcache" / f"{key}.json"
+
+
+def check_speed_before_load(options, request: GenerationRequest) -> None:
+    """Refuse ``magcache`` for a local model folder without saved ratios before minutes of loading (the
+    fingerprint check needs the loaded model and runs in ``generate``)."""
+    if request.speed != "magcache":
+        return
+    for folder in (options.transformer, options.model):
+        if folder and Path(folder).expanduser().is_dir():
+            if not (Path(folder).expanduser() / MAGCACHE_FILE).is_file():
+                transformer = f" --transformer {options.transformer}" if options.transformer else ""
+                raise SpeedPresetError(f"MagCache has not been calibrated for this model yet: run `python -m ophora "
+                                       f"calibrate-magcache --model {options.model}{transformer}` once (one clip), "
+                                       f"or use another speed.")
+            return
 
 
 def read_magcache_ratios(loaded: "LoadedPipeline") -> list[float]:

@@ -179,3 +179,12 @@ def test_a_batch_reuses_clips_of_the_same_speed_only(tmp_path):
     assert clip_is_done(video, exact)
     with pytest.raises(BatchInputError, match="speed"):
         clip_is_done(video, _clip_settings(_request(speed="pab")))
+
+
+def test_cli_refuses_uncalibrated_magcache_before_loading(tiny_model_dir, tmp_path, capsys):
+    from ophora.generation.cli import main
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+    assert main(["Inject fluid", "--model", str(folder), "--speed", "magcache", "--out", str(tmp_path / "c.mp4")]) == 2
+    assert "calibrate-magcache --model" in capsys.readouterr().err
+    assert not (tmp_path / "c.mp4").exists()
