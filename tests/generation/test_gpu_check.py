@@ -99,7 +99,7 @@ def test_unknown_row_is_refused_before_anything_runs(tmp_path):
 
 
 def test_the_gpu_package_list_is_the_pins_and_what_they_need():
-    """GPU_PACKAGES must be exactly what the GPU rows' packages need, at the versions tested here, so the wheel
+    """GPU_PACKAGES must name exactly what the GPU rows' packages need (the roots at their pins), so the wheel
     commands the check prints are complete."""
     pins = {}
     for line in (REPO / "requirements.txt").read_text().splitlines():
@@ -117,7 +117,7 @@ def test_the_gpu_package_list_is_the_pins_and_what_they_need():
         for requirement in map(Requirement, md.requires(name) or []):
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 stack.append(requirement.name)
-    assert gpu_check.GPU_PACKAGES == closure
+    assert set(gpu_check.GPU_PACKAGES) == set(closure)
     for name in gpu_check.GPU_ROOTS:
         assert gpu_check.GPU_PACKAGES[name] == pins[name], name
 
