@@ -221,7 +221,8 @@ def build_full_size_reduced(work: Path) -> dict:
     _build_full_size_folder(folder, depth=1)
     built_s = time.perf_counter() - start
     preflight(LoadOptions(model=str(folder), local_files_only=True))
-    configs = {part: json.loads((folder / part / "config.json").read_text()) for part in ("transformer", "text_encoder")}
+    configs = {part: json.loads((folder / part / "config.json").read_text())
+               for part in ("transformer", "text_encoder")}
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     shutil.rmtree(folder, ignore_errors=True)
     return {"seconds": built_s, "folder_gib": size / 1024**3,
@@ -281,7 +282,8 @@ def run_inference(name: str, work: Path, steps: int, dry_run: bool) -> dict:
     np.save(work / f"frames-{name}.npy", result.frames)
     row.update(settings=settings, plan={"device": loaded.plan.device, "precision": loaded.plan.precision,
                                         "quantization": loaded.plan.quantization, "memory": loaded.plan.memory},
-               load_s=load_s, clip_s_scaled_to_50_steps=row["clip_s"] + (PUBLISHED_STEPS - steps) * row["median_step_s"],
+               load_s=load_s,
+               clip_s_scaled_to_50_steps=row["clip_s"] + (PUBLISHED_STEPS - steps) * row["median_step_s"],
                peak_rss_gib=_peak_rss_gib())
     return row
 
@@ -450,8 +452,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="the JSON to write (and update)")
     parser.add_argument("--dry-run", action="store_true", help="CPU and the tiny model: checks the code path")
-    parser.add_argument("--only", help="comma-separated rows to (re)run into the same JSON, e.g. speed_pab,training_lora"
-                                       f"; rows: {', '.join(ROWS)}")
+    parser.add_argument("--only", help="comma-separated rows to (re)run into the same JSON, e.g. "
+                                       f"speed_pab,training_lora; rows: {', '.join(ROWS)}")
     parser.add_argument("--steps", type=int, default=None,
                         help="denoising steps of the memory rows (default 4 on the GPU, 2 in --dry-run), scaled to 50")
     parser.add_argument("--preset-steps", type=int, default=None,

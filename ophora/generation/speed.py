@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from ophora.generation.loading import LoadedPipeline
 
 __all__ = ["SPEEDS", "SPEED_LABELS", "MAGCACHE_FILE", "SpeedPresetError", "cache_config", "speed_preset",
-           "attached_cache", "check_speed_before_load", "magcache_ratios_path", "read_magcache_ratios", "calibrate_magcache",
+           "attached_cache", "check_speed_before_load", "magcache_ratios_path", "read_magcache_ratios",
+           "calibrate_magcache",
            "describe_config"]
 
 MAGCACHE_FILE = "magcache_ratios.json"

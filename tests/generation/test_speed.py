@@ -30,7 +30,8 @@ class BlockCalls:
         self._handles = [transformer.patch_embed.register_forward_pre_hook(
             lambda m, args: self.rows.append(int(args[1].shape[0])))]
         for i, block in enumerate(transformer.transformer_blocks):
-            self._handles.append(block.attn1.to_q.register_forward_pre_hook(lambda m, a, i=i: self._bump(self.attention, i)))
+            self._handles.append(block.attn1.to_q.register_forward_pre_hook(
+                lambda m, a, i=i: self._bump(self.attention, i)))
             self._handles.append(block.ff.register_forward_pre_hook(lambda m, a, i=i: self._bump(self.feedforward, i)))
 
     @staticmethod
