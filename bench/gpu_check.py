@@ -196,6 +196,8 @@ def build_model(work: Path, dry_run: bool) -> dict:
     """The pipeline folder every other row loads: full-size random weights, or the tiny model."""
     folder = work / "model"
     shutil.rmtree(folder, ignore_errors=True)
+    for stale in [*work.glob("frames-*.npy"), *work.glob("fp16_no_offload-*.json")]:
+        stale.unlink()  # clips of the previous random weights are no reference for the new ones
     start = time.perf_counter()
     if dry_run:
         from ophora.generation.tiny import save_tiny_pipeline
@@ -379,13 +381,12 @@ def run_training(mode: str, work: Path, dry_run: bool) -> dict:
 def run_torchao(work: Path, steps: int) -> dict:
     """int8 weight-only (torchao) on the transformer and ``torch.compile``; the first clip compiles, the second is
     timed."""
-    import torch
     import torchao.quantization as tq
 
     loaded, settings, load_s = _load(work, FP16, dry_run=False)
     config = tq.Int8WeightOnlyConfig() if hasattr(tq, "Int8WeightOnlyConfig") else tq.int8_weight_only()
     tq.quantize_(loaded.pipe.transformer, config)
-    loaded.pipe.transformer = torch.compile(loaded.pipe.transformer, mode="max-autotune-no-cudagraphs")
+    loaded.pipe.transformer.compile(mode="max-autotune-no-cudagraphs")  # in place: the pipeline keeps its module
     start = time.perf_counter()
     _clip(loaded, 1)
     compile_s = time.perf_counter() - start
