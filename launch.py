@@ -26,6 +26,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ophora.generation.cli import add_model_arguments, load_options_from_args  # noqa: E402
+from ophora.generation.options import SPEEDS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo-dir", type=Path, help="kiosk gallery clips (default <data-dir>/demo)")
     parser.add_argument("--kiosk-steps", type=int, default=50,
                         help="denoising steps for kiosk visitors (1 to 500, the Steps limit of the Generate form)")
+    parser.add_argument("--kiosk-speed", choices=SPEEDS, default="exact",
+                        help="sampling speed preset for kiosk visitors' clips (exact: the published sampler; see "
+                             "docs/gpu.md for each preset's measured speed and deviation)")
     add_model_arguments(parser)
     parser.set_defaults(model=os.environ.get("OPHORA_MODEL") or parser.get_default("model"))
     return parser
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AppConfig(mode=args.mode, model=args.model, load_options=load_options_from_args(args),
                            db_url=args.db, admin_password=admin_password, demo_dir=args.demo_dir,
-                           kiosk_max_steps=args.kiosk_steps, **data_dir)
+                           kiosk_max_steps=args.kiosk_steps, kiosk_speed=args.kiosk_speed,
+                           **data_dir)
     except ValueError as error:
         refuse(str(error))
     busy = port_problem(args.host, args.port)  # the last check: a port is best tried just before it is taken

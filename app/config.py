@@ -46,11 +46,16 @@ class AppConfig:
     admin_password: str | None = None  # None: a random one is generated and printed at start
     demo_dir: Path | None = None  # kiosk gallery clips; default <data_dir>/demo
     kiosk_max_steps: int = 50
+    kiosk_speed: str = "exact"  # a preset of ophora.generation.speed for kiosk visitors' clips
     title: str = "Ophora Studio"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"Unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
+        from ophora.generation.options import SPEEDS
+
+        if self.kiosk_speed not in SPEEDS:
+            raise ValueError(f"Unknown kiosk speed {self.kiosk_speed!r}; choose one of: {', '.join(SPEEDS)}.")
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         if self.demo_dir is not None:
             self.demo_dir = Path(self.demo_dir).expanduser().resolve()

@@ -22,6 +22,7 @@ from ophora.generation.options import (DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, 
                                        LoadOptions, ModelLoadError)
 from ophora.generation.preflight import (ModelSource, check_model_files, check_weight_files, hub_model_missing_message,
                                          resolve_model_source)
+from ophora.generation.speed import MAGCACHE_FILE
 from ophora.generation.tiny import TINY_NOTICE
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,9 @@ def fingerprint_folder(path: str | Path, full_hash_limit: int = 64 * 1024**2) ->
     digest = hashlib.sha256()
     # Skip caches *inside* the folder (huggingface_hub's .cache/ download metadata), judged relative to the
     # folder: a model kept under ~/.cache must still be hashed.
-    files = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.relative_to(root).parts)
+    # The MagCache ratios saved beside the weights describe them; they must not change the weights' fingerprint.
+    files = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.relative_to(root).parts
+                   and p.name != MAGCACHE_FILE)
     if not files:
         raise ModelLoadError(f"{root} holds no files to fingerprint; point --model at a pipeline folder.")
     for file in files:
