@@ -36,9 +36,9 @@ class Comparison:
                 "weights": [w.to_dict() for w in self.weights], "sets": self.sets}
 
 
-def _number(value: float) -> str:
-    """Two significant decimals at most: "-23", "-4.1", "0.52", "+0.031" reads faster than raw floats."""
-    size = abs(value)
+def _number(value: float, scale: float) -> str:
+    """Decimals set by ``scale`` (the difference): "-23", "-4.1", "0.52", "0.031" read faster than raw floats."""
+    size = abs(scale)
     digits = 0 if size >= 10 else 1 if size >= 1 else 2 if size >= 0.1 else 3
     return f"{value:.{digits}f}"
 
@@ -48,8 +48,9 @@ def describe(metric: str, a: str, b: str, difference: float, low: float, high: f
     column = COLUMNS[metric]
     if math.isnan(difference):
         return f"{column} could not be computed for both {a} and {b} here (too few clips)."
-    interval = "" if math.isnan(low) else f" ({level:.0%} CI {_number(low)} to {_number(high)})"
-    amount = f"difference {_number(difference)}{interval}"
+    interval = "" if math.isnan(low) else \
+        f" ({level:.0%} CI {_number(low, difference)} to {_number(high, difference)})"
+    amount = f"difference {_number(difference, difference)}{interval}"
     if metric in HIGHER_IS_BETTER:
         better, what = (a, b) if difference > 0 else (b, a), "matches its instructions better than"
     else:

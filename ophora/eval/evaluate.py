@@ -186,7 +186,7 @@ def evaluate(generated: dict[str, str | Path], real: str | Path | None, out_dir:
 
 
 def features_of(source: str | Path, label: str, extractors: Extractors, protocol: Protocol, device: str = "cpu",
-                need_prompts: bool = True, progress: Callable[[int, int, str], None] | None = None):
+                need_prompts: bool = True, progress: Callable[[str, int, int, str], None] | None = None):
     """A set's features: extracted from a folder or CSV, or read back from an earlier report's ``features-*.npz``
     (refused unless its weights and protocol match this run)."""
     if Path(source).suffix == ".npz":
@@ -195,7 +195,7 @@ def features_of(source: str | Path, label: str, extractors: Extractors, protocol
     if _video_metrics(extractors) and len(records) < 2:
         _check_enough_clips({}, records, extractors, protocol, label)
     return extract_features(records, extractors, protocol, label, need_prompts=need_prompts, device=device,
-                            progress=progress)
+                            progress=None if progress is None else lambda i, n, clip: progress(label, i, n, clip))
 
 
 def _check_enough_clips(sets: dict[str, list], real: list, extractors: Extractors, protocol: Protocol,
