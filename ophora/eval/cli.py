@@ -1,13 +1,16 @@
-"""`python -m ophora eval`: FID, FVD and CLIPScore of generated against real clips; downstream dataset export.
+"""`python -m ophora eval`: FID, FVD, CD-FVD, JEDi and CLIPScore of generated against real clips with bootstrap
+intervals; model-vs-model comparison; the paper's Table 1 protocol; downstream dataset export.
 
 Examples:
   python -m ophora eval metrics --generated outputs/ophora --real data/real_clips --out reports/ophora
+  python -m ophora eval compare ophora=outputs/ophora base=outputs/cogvideox --real data/real_clips --out rep/cmp
+  python -m ophora eval paper-protocol --real data/real_clips --out runs/table1 --clips-per-prompt 10
   python -m ophora eval metrics --generated ophora=outputs/a --generated tpt=outputs/b --real real.csv --out rep/
   python -m ophora eval metrics --generated outputs/ophora --metrics clipscore --out rep/   (no real set needed)
   python -m ophora eval export --generated outputs/ophora --out datasets/ophora-phases --val-fraction 0.1
   python -m ophora eval train-classifier --dataset datasets/ophora-phases --epochs 5
 Weights: --inception-weights pt_inception-2015-12-05-6726825d.pth, --i3d-weights i3d_torchscript.pt,
---clip-model <folder or hub id>; without them they are downloaded to ~/.cache/ophora/eval when the network allows.
+--videomae-weights vit_g_hybrid_pt_1200e_ssv2_ft.pth, --vjepa-model and --clip-model <folder or hub id>; without them they are downloaded to ~/.cache/ophora/eval when the network allows.
 """
 
 from __future__ import annotations

@@ -112,6 +112,8 @@ def to_markdown(comparison: Comparison) -> str:
     lines = [f"# {a} vs {b}", "", f"Differences are {a} - {b}, with {comparison.protocol['confidence']:.0%} paired "
              f"bootstrap intervals ({comparison.protocol['bootstrap_resamples']} resamples; clips "
              f"{'paired by clip id' if comparison.paired else 'NOT paired: the sets do not share clip ids'}).", ""]
+    if any(w.random_init for w in comparison.weights):
+        lines += ["**RANDOM-WEIGHT EXTRACTORS: these differences test the pipeline and mean nothing.**", ""]
     for group in dict.fromkeys(r["group"] for r in comparison.rows):
         lines += [f"## {'Overall' if group == 'all' else group}", ""]
         lines += [f"- {r['sentence']}" for r in comparison.rows if r["group"] == group]
