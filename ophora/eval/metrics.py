@@ -280,7 +280,8 @@ def _group_row(model: str, group: str, gen: list[ClipFeatures], real: list[ClipF
                 continue
         sizes = [len(gen), len(real or [None])]
         row[column] = float(statistic(np.arange(sizes[0]), np.arange(sizes[1])))
-        if protocol.bootstrap_resamples and min(sizes) >= 2:
+        resampled = sizes[:1] if metric == "clipscore" else sizes  # CLIPScore needs no real clips
+        if protocol.bootstrap_resamples and min(resampled) >= 2:
             interval = bootstrap(statistic, sizes, protocol.bootstrap_resamples, protocol.confidence,
                                  protocol.bootstrap_seed)
             row[f"{column}_low"], row[f"{column}_high"] = interval.low, interval.high
@@ -327,7 +328,7 @@ def score_table(generated: dict[str, list[ClipFeatures]], real: list[ClipFeature
         groups = phase_groups(gen, real)
         for group, (in_gen, in_real) in groups if per_phase else groups[:1]:
             rows.append(_group_row(model, group, in_gen, in_real, protocol, metrics))
-    return pd.DataFrame(rows, columns=table_columns(metrics))
+    return pd.DataFrame(rows, columns=table_columns(METRICS))  # every column always: stable CSV for readers
 
 
 PROTOCOL_KEYS_FOR_REUSE = ("fid_frames_per_clip", "fvd_num_frames", "fvd_start", "fvd_stride", "fvd_size",

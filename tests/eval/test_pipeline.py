@@ -103,6 +103,8 @@ def test_clipscore_only_needs_no_real_set(clip_sets, tiny_clip_dir, tmp_path):
                  "--clip-model", str(tiny_clip_dir), "--clip-frames-per-clip", "2", "--device", "cpu"]) == 0
     table = pd.read_csv(out / "metrics.csv")
     assert table["FID"].isna().all() and table["CLIPScore"].notna().all()
+    overall = table.iloc[0]
+    assert overall["CLIPScore_low"] <= overall["CLIPScore_high"]  # an interval without any real clips
     # Scores depend on the text: the same frames with another instruction score differently.
     from ophora.eval.clip_score import load_clip_scorer
     from ophora.eval.clips import load_frames, collect_clips
