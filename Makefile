@@ -8,10 +8,11 @@ ARGS ?=
 
 .PHONY: app test deps system-deps
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-refs.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-refs.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

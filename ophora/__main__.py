@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("ophora.study.cli", "create, import, run and report blinded reader studies"),
     "curate": ("ophora.curation.cli", "run the curation pipeline over a manifest of narrated videos"),
     "train": ("ophora.training.cli", "pre-encode latents and run TPT / P2FT training stages"),
-    "eval": ("ophora.eval.cli", "FID, FVD and CLIPScore of generated against real clips"),
+    "eval": ("ophora.eval.cli", "FID, FVD, CD-FVD, JEDi and CLIPScore of generated against real clips, with intervals"),
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ophora.eval.weights import MissingWeightsError, WeightsInfo, sha256_files
+from ophora.eval.weights import MissingWeightsError, WeightsInfo, hub_model_problem, resolve_hub_folder, sha256_files
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # torchmetrics' default CLIPScore model
 
@@ -52,36 +52,8 @@ class ClipScorer:
 
 def clip_weights_problem(model: str, offline: bool) -> str | None:
     """Why a CLIP model cannot be had without a download where downloads are off, or ``None``."""
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        return None
-    if model.startswith((".", "/", "~")) or model.count("/") != 1:
-        return f"CLIP model folder {folder} does not exist; pass a folder saved with CLIPModel.save_pretrained " \
-               f"with --clip-model."
-    if offline:
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
-            return (f"CLIP model {model!r} is not in the local Hugging Face cache and downloads are off. Run "
-                    f"`hf download {model}` where the hub is reachable, then pass the folder with --clip-model "
-                    f"(or copy the cache here).")
-    return None
-
-
-def _resolve_folder(model: str, offline: bool) -> Path:
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        return folder
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model, local_files_only=offline,
-                                      allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
-    except Exception as error:  # noqa: BLE001 - offline, unknown repo, no network all get the same advice
-        raise MissingWeightsError(
-            f"CLIP model {model!r} is not a local folder and could not be fetched from the Hugging Face hub "
-            f"({type(error).__name__}: {error}). Download it where the hub is reachable (`hf download {model}`) "
-            f"and pass the folder with --clip-model.") from error
+    return hub_model_problem(model, offline, what="CLIP model", saved_with="CLIPModel.save_pretrained",
+                             flag="--clip-model")
 
 
 def load_clip_scorer(model: str = DEFAULT_CLIP_MODEL, offline: bool = False, prefix: str = "",
@@ -89,7 +61,7 @@ def load_clip_scorer(model: str = DEFAULT_CLIP_MODEL, offline: bool = False, pre
     """Load a CLIP folder or hub id; the report's hash covers its weight files."""
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-    folder = _resolve_folder(model, offline)
+    folder = resolve_hub_folder(model, offline, what="CLIP model", flag="--clip-model")
     weight_files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not weight_files:
         raise MissingWeightsError(f"{folder} has no CLIP weights (*.safetensors or *.bin); pass a folder saved with "

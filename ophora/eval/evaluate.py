@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ophora.eval.clips import EvalInputError, collect_clips
-from ophora.eval.metrics import (METRICS, Extractors, Protocol, extract_features, features_from_npz, features_to_npz,
+from ophora.eval.metrics import (COLUMNS, METRICS, VIDEO_METRICS, Extractors, Protocol, extract_features, features_from_npz, features_to_npz,
                                  score_table)
 from ophora.eval.report import EvalReport, write_report
 
@@ -25,6 +25,8 @@ class ExtractorOptions:
     inception_weights: str | None = None
     i3d_weights: str | None = None
     clip_model: str | None = None  # folder or hub id; None = clip_score.DEFAULT_CLIP_MODEL
+    videomae_weights: str | None = None  # cd-fvd's .pth, or a VideoMAEForVideoClassification folder / hub id
+    vjepa_model: str | None = None  # folder or hub id; None = vjepa.DEFAULT_VJEPA_MODEL
     offline: bool = False
     random_init: bool = False
     device: str = "cpu"
@@ -49,6 +51,14 @@ def check_weights_available(options: ExtractorOptions) -> None:
 
         problems.append(weights_problem(options.i3d_weights, what="FVD I3D", filename=I3D_FILENAME,
                                         url=I3D_TORCHSCRIPT_URL, flag="--i3d-weights", offline=options.offline))
+    if "cdfvd" in options.metrics:
+        from ophora.eval.videomae import videomae_weights_problem
+
+        problems.append(videomae_weights_problem(options.videomae_weights, options.offline))
+    if "jedi" in options.metrics:
+        from ophora.eval.vjepa import vjepa_weights_problem
+
+        problems.append(vjepa_weights_problem(options.vjepa_model, options.offline))
     if "clipscore" in options.metrics:
         from ophora.eval.clip_score import DEFAULT_CLIP_MODEL, clip_weights_problem
 
@@ -62,6 +72,8 @@ def check_weights_available(options: ExtractorOptions) -> None:
 
 
 def build_extractors(options: ExtractorOptions, protocol: Protocol) -> Extractors:
+    """Load every extractor the metrics need, once per run; ``random_init`` keeps a given model folder (a tiny
+    random one in tests) and builds the full-size architecture with random weights otherwise."""
     unknown = set(options.metrics) - set(METRICS)
     if unknown or not options.metrics:
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}; got {options.metrics}")
@@ -79,6 +91,20 @@ def build_extractors(options: ExtractorOptions, protocol: Protocol) -> Extractor
 
         model, info = random_i3d() if options.random_init else load_i3d(options.i3d_weights, offline=options.offline)
         extractors.fvd = model.to(options.device)
+        extractors.weights.append(info)
+    if "cdfvd" in options.metrics:
+        from ophora.eval.videomae import load_videomae, random_videomae
+
+        model, info = random_videomae() if options.random_init and options.videomae_weights is None else \
+            load_videomae(options.videomae_weights, offline=options.offline)
+        extractors.cdfvd = model.to(options.device)
+        extractors.weights.append(info)
+    if "jedi" in options.metrics:
+        from ophora.eval.vjepa import load_vjepa, random_vjepa
+
+        model, info = random_vjepa() if options.random_init and options.vjepa_model is None else \
+            load_vjepa(options.vjepa_model, offline=options.offline)
+        extractors.jedi = model.to(options.device)
         extractors.weights.append(info)
     if "clipscore" in options.metrics:
         from ophora.eval.clip_score import DEFAULT_CLIP_MODEL, load_clip_scorer
@@ -118,13 +144,12 @@ def evaluate(generated: dict[str, str | Path], real: str | Path | None, out_dir:
     real_features = None
     if real_from_npz:
         real_features = features_from_npz(real, extractors, protocol)
-        if extractors.fvd is not None and len(real_features) < 2:
-            raise EvalInputError(f"{real} holds {len(real_features)} clip(s); FVD needs at least 2.")
+        if _video_metrics(extractors) and len(real_features) < 2:
+            raise EvalInputError(f"{real} holds {len(real_features)} clip(s); the video metrics need at least 2.")
     elif real_records is not None:
-        real_only = Extractors(fid=extractors.fid, fvd=extractors.fvd, clip=None, weights=extractors.weights)
-        real_features = extract_features(real_records, real_only, protocol, "real set", need_prompts=False,
+        real_features = extract_features(real_records, extractors.without_clip(), protocol, "real set", need_prompts=False,
                                          device=device, progress=_progress("real"))
-    table = score_table(features, real_features, per_phase=per_phase)
+    table = score_table(features, real_features, per_phase=per_phase, protocol=protocol, metrics=extractors.metrics)
     warnings = []
     sizes = {name: {f.size for f in feats} for name, feats in features.items()}
     if real_features:
@@ -142,7 +167,10 @@ def evaluate(generated: dict[str, str | Path], real: str | Path | None, out_dir:
     if any(w.random_init for w in extractors.weights):
         warnings.append("Random-weight extractors: the numbers test the pipeline only.")
     if real is None and extractors.metrics != ("clipscore",):
-        warnings.append("No real set given: FID and FVD need one; only CLIPScore is reported.")
+        warnings.append("No real set given: FID, FVD, CD-FVD and JEDi need one; only CLIPScore is reported.")
+    if extractors.jedi is not None:
+        warnings.append("JEDi here uses V-JEPA 2 features (transformers), not the paper's V-JEPA 1 ViT-H: compare JEDi "
+                        "values only with runs of the same model.")
     report = EvalReport(table=table, protocol=protocol.to_dict(), weights=list(extractors.weights),
                         sets={**{f"generated:{k}": str(v) for k, v in generated.items()},
                               **({"real": str(real)} if real is not None else {})},
@@ -157,17 +185,35 @@ def evaluate(generated: dict[str, str | Path], real: str | Path | None, out_dir:
     return report
 
 
-def _check_enough_clips(sets: dict[str, list], real: list, extractors: Extractors, protocol: Protocol) -> None:
+def features_of(source: str | Path, label: str, extractors: Extractors, protocol: Protocol, device: str = "cpu",
+                need_prompts: bool = True, progress: Callable[[str, int, int, str], None] | None = None):
+    """A set's features: extracted from a folder or CSV, or read back from an earlier report's ``features-*.npz``
+    (refused unless its weights and protocol match this run)."""
+    if Path(source).suffix == ".npz":
+        return features_from_npz(source, extractors, protocol)
+    records = collect_clips(source, label)
+    if _video_metrics(extractors) and len(records) < 2:
+        _check_enough_clips({}, records, extractors, protocol, label)
+    return extract_features(records, extractors, protocol, label, need_prompts=need_prompts, device=device,
+                            progress=None if progress is None else lambda i, n, clip: progress(label, i, n, clip))
+
+
+def _check_enough_clips(sets: dict[str, list], real: list, extractors: Extractors, protocol: Protocol,
+                        real_label: str = "real set") -> None:
     """Fail before hours of feature extraction when a covariance cannot be estimated at all."""
-    named = [(f"generated set {n!r}", r) for n, r in sets.items()] + ([("real set", real)] if real else [])
+    named = [(f"generated set {n!r}", r) for n, r in sets.items()] + ([(real_label, real)] if real else [])
     for label, records in named:
-        if extractors.fvd is not None and len(records) < 2:
-            raise EvalInputError(f"The {label} has {len(records)} clip(s); FVD takes one sample per clip and needs at "
-                                 f"least 2 for a covariance estimate (more than 400 for a non-singular one). Add "
-                                 f"clips or leave FVD out with --metrics fid,clipscore.")
+        if _video_metrics(extractors) and len(records) < 2:
+            raise EvalInputError(f"The {label} has {len(records)} clip(s); {', '.join(_video_metrics(extractors))} "
+                                 f"take one sample per clip and need at least 2 (FVD more than 400 for a non-singular "
+                                 f"covariance). Add clips or leave them out with --metrics fid,clipscore.")
         if extractors.fid is not None and len(records) * protocol.fid_frames_per_clip < 2:
             raise EvalInputError(f"The {label} gives {len(records) * protocol.fid_frames_per_clip} frame(s); FID needs "
                                  f"at least 2 for a covariance estimate. Raise --fid-frames-per-clip or add clips.")
+
+
+def _video_metrics(extractors: Extractors) -> list[str]:
+    return [COLUMNS[m] for m in VIDEO_METRICS if extractors.get(m) is not None]
 
 
 def _safe(name: str) -> str:

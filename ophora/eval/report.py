@@ -1,4 +1,5 @@
-"""Write an evaluation as the paper's Table 1: CSV, markdown, a plotly chart and a JSON record of the protocol.
+"""Write an evaluation as the paper's Table 1 (plus CD-FVD and JEDi, with intervals): CSV, markdown, a plotly chart
+and a JSON record of the protocol.
 
 The JSON keeps everything needed to judge whether two reports compare: extractor weights (name, location,
 sha256), protocol, clip counts, software versions and warnings.
@@ -57,16 +58,42 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def present_metrics(table) -> list[str]:
+    """The metric columns of a table that hold at least one value, in the order of ``metrics.COLUMNS``."""
+    from ophora.eval.metrics import COLUMNS
+
+    return [c for c in COLUMNS.values() if c in table.columns and table[c].notna().any()]
+
+
+def format_cell(row: dict, column: str) -> str:
+    """'33.72 [30.10, 37.20]' and, for Frechet metrics, '; N=inf 31.05': value, interval, corrected value."""
+    text = _fmt(row.get(column))
+    low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
+    if text != "-" and _fmt(low) != "-":
+        text += f" [{_fmt(low)}, {_fmt(high)}]"
+    if _fmt(row.get(f"{column}_inf")) != "-":
+        text += f"; N=∞ {_fmt(row[f'{column}_inf'])}"
+    return text
+
+
 def to_markdown(report: EvalReport, with_paper: bool = True) -> str:
-    """Table 1 style: one line per model and group, FID and FVD lower-better, CLIPScore higher-better."""
-    lines = ["# Video quality: FID, FVD, CLIPScore", ""]
+    """Table 1 style: one line per model and group; the distances lower-better, CLIPScore higher-better; each value
+    with its bootstrap interval and, for the Frechet metrics, its value extrapolated to infinitely many clips."""
+    from ophora.eval.metrics import COLUMNS
+
+    metrics = present_metrics(report.table) or ["FID"]
+    arrows = {c: "↑" if c == COLUMNS["clipscore"] else "↓" for c in metrics}
+    lines = ["# Video quality: " + ", ".join(metrics), ""]
     if report.uses_random_weights:
         lines += ["**RANDOM-WEIGHT EXTRACTORS: these numbers test the pipeline and mean nothing.**", ""]
-    lines += ["| Model | Group | FID ↓ | FVD ↓ | CLIPScore ↑ | Clips (gen / real) | Notes |",
-              "|---|---|---:|---:|---:|---:|---|"]
+    level = report.protocol.get("confidence", 0.95)
+    lines += [f"Each value: estimate [{level:.0%} bootstrap interval over clips]; Frechet distances also extrapolated "
+              f"to infinitely many clips (N=∞), the figure that compares across set sizes.", ""]
+    lines += ["| Model | Group | " + " | ".join(f"{c} {arrows[c]}" for c in metrics) + " | Clips (gen / real) | Notes |",
+              "|---|---|" + "---:|" * len(metrics) + "---:|---|"]
     for row in report.table.to_dict(orient="records"):
-        lines.append(f"| {row['model']} | {row['group']} | {_fmt(row['FID'])} | {_fmt(row['FVD'])} | "
-                     f"{_fmt(row['CLIPScore'])} | {row['generated_clips']} / {row['real_clips']} | "
+        cells = " | ".join(format_cell(row, c) for c in metrics)
+        lines.append(f"| {row['model']} | {row['group']} | {cells} | {row['generated_clips']} / {row['real_clips']} | "
                      f"{row['notes'] or ''} |")
     if with_paper:
         lines += ["", "Published (Ophora paper, Table 1; other sets, protocol and sample counts, for orientation only):",
@@ -82,24 +109,28 @@ def to_markdown(report: EvalReport, with_paper: bool = True) -> str:
 
 
 def to_figure(report: EvalReport):
-    """Grouped bars per phase, one panel per metric, one colour per model."""
+    """Grouped bars per phase with interval whiskers, one panel per metric, one colour per model."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    metrics = [m for m in ("FID", "FVD", "CLIPScore") if report.table[m].notna().any()] or ["FID"]
-    titles = {"FID": "FID (lower is better)", "FVD": "FVD (lower is better)", "CLIPScore": "CLIPScore (higher is better)"}
-    figure = make_subplots(rows=len(metrics), cols=1, subplot_titles=[titles[m] for m in metrics],
-                           shared_xaxes=True, vertical_spacing=0.08)
+    metrics = present_metrics(report.table) or ["FID"]
+    figure = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                           subplot_titles=[f"{m} ({'higher' if m == 'CLIPScore' else 'lower'} is better)"
+                                           for m in metrics])
     for model, rows in report.table.groupby("model", sort=False):
         for index, metric in enumerate(metrics, start=1):
-            figure.add_trace(go.Bar(name=str(model), x=rows["group"], y=rows[metric], legendgroup=str(model),
-                                    showlegend=index == 1,
+            error = None
+            if f"{metric}_low" in rows:
+                error = dict(type="data", array=rows[f"{metric}_high"] - rows[metric],
+                             arrayminus=rows[metric] - rows[f"{metric}_low"])
+            figure.add_trace(go.Bar(name=str(model), x=rows["group"], y=rows[metric], error_y=error,
+                                    legendgroup=str(model), showlegend=index == 1,
                                     hovertemplate="%{x}: %{y:.2f}<extra>" + str(model) + "</extra>"),
                              row=index, col=1)
-    title = "Generated vs real clips, overall and per surgical phase"
+    title = "Generated vs real clips, overall and per surgical phase (whiskers: bootstrap interval)"
     if report.uses_random_weights:
         title += " (RANDOM-WEIGHT EXTRACTORS: not meaningful)"
-    figure.update_layout(title=title, barmode="group", height=300 * len(metrics) + 120)
+    figure.update_layout(title=title, barmode="group", height=260 * len(metrics) + 120)
     return figure
 
 

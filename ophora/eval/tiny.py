@@ -1,4 +1,5 @@
-"""Random-weight CLIP folders built offline, for tests, benchmarks and trying the CLI without the model hub.
+"""Random-weight CLIP, VideoMAE and V-JEPA 2 folders built offline, for tests, benchmarks and trying the CLI
+without the model hub.
 
 ``arch="tiny"`` is a few-kilobyte model for tests; ``"base"`` (ViT-B/32) and ``"large"`` (ViT-L/14, the default
 CLIPScore model's architecture) have the real sizes, for speed benchmarks. The tokenizer is CLIP's byte-level
@@ -58,4 +59,27 @@ def save_random_clip(folder: str | Path, arch: str = "tiny", seed: int = 0) -> P
     CLIPModel(config).save_pretrained(folder)
     size = spec["vision"]["image_size"]
     CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
+    return folder
+
+
+TINY_VIDEOMAE = dict(image_size=32, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64, hidden_act="gelu", layer_norm_eps=1e-6,
+                     qkv_bias=True, use_mean_pooling=True, num_labels=4)
+
+
+def save_random_videomae(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random ``VideoMAEForVideoClassification`` folder in the layout CD-FVD loads (``--videomae-weights``)."""
+    from ophora.eval.videomae import random_videomae
+
+    folder = Path(folder)
+    random_videomae(TINY_VIDEOMAE, seed)[0].model.save_pretrained(folder)
+    return folder
+
+
+def save_random_vjepa(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random ``VJEPA2ForVideoClassification`` folder in the layout JEDi loads (``--vjepa-model``)."""
+    from ophora.eval.vjepa import random_vjepa, tiny_vjepa_config
+
+    folder = Path(folder)
+    random_vjepa(tiny_vjepa_config(), seed)[0].model.save_pretrained(folder)
     return folder

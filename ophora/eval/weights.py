@@ -95,6 +95,41 @@ def resolve_weights_file(path: str | Path | None, *, what: str, filename: str, u
     return cached
 
 
+def hub_model_problem(model: str, offline: bool, *, what: str, saved_with: str, flag: str) -> str | None:
+    """Why a transformers model (local folder or hub id) cannot be had without a download where downloads are
+    off, or ``None``; the same advice for every extractor that comes from the Hugging Face hub."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return None
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        return f"{what} folder {folder} does not exist; pass a folder saved with {saved_with} with {flag}."
+    if offline:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return (f"{what} {model!r} is not in the local Hugging Face cache and downloads are off. Run "
+                    f"`hf download {model}` where the hub is reachable, then pass the folder with {flag} "
+                    f"(or copy the cache here).")
+    return None
+
+
+def resolve_hub_folder(model: str, offline: bool, *, what: str, flag: str) -> Path:
+    """A local folder as is, else the hub snapshot (from the cache only when ``offline``)."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=offline,
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as error:  # noqa: BLE001 - offline, unknown repo, no network all get the same advice
+        raise MissingWeightsError(
+            f"{what} {model!r} is not a local folder and could not be fetched from the Hugging Face hub "
+            f"({type(error).__name__}: {error}). Download it where the hub is reachable (`hf download {model}`) "
+            f"and pass the folder with {flag}.") from error
+
+
 def init_random_weights(model, seed: int = 0):
     """He-normal convolutions, so activations neither vanish nor explode through a deep random network.
 

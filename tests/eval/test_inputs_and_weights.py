@@ -179,9 +179,12 @@ def test_generator_manifest_is_read_and_failed_rows_skipped(tmp_path):
 
 
 def test_every_missing_weight_file_in_one_message(tmp_path, monkeypatch, capsys):
-    """Offline with nothing cached: FID, FVD and CLIP weights are all named in one run, each with where it goes."""
+    """Offline with nothing cached: FID, FVD, CD-FVD, JEDi and CLIP weights are all named in one run, each with
+    where it goes."""
     from ophora.eval.i3d import I3D_TORCHSCRIPT_URL
     from ophora.eval.inception import FID_WEIGHTS_URL
+    from ophora.eval.videomae import VIDEOMAE_URL
+    from ophora.eval.vjepa import DEFAULT_VJEPA_MODEL
 
     monkeypatch.setenv("OPHORA_EVAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -189,6 +192,8 @@ def test_every_missing_weight_file_in_one_message(tmp_path, monkeypatch, capsys)
     code = main(["metrics", "--generated", str(tmp_path / "g"), "--real", str(tmp_path / "g"), "--out",
                  str(tmp_path / "o"), "--offline", "--clip-model", str(tmp_path / "no-clip")])
     err = capsys.readouterr().err
-    assert code == 2 and "3 extractor weight files are missing" in err
+    assert code == 2 and "5 extractor weight files are missing" in err
     assert FID_WEIGHTS_URL in err and I3D_TORCHSCRIPT_URL in err and str(tmp_path / "no-clip") in err
+    assert VIDEOMAE_URL in err and "--videomae-weights" in err
+    assert f"`hf download {DEFAULT_VJEPA_MODEL}`" in err and "--vjepa-model" in err
     assert str(tmp_path / "cache" / "i3d_torchscript.pt") in err  # where each goes

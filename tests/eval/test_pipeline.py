@@ -1,5 +1,6 @@
-"""FID / FVD / CLIPScore end to end on CPU: real MP4 files, the real extractor architectures with random weights,
-a tiny random CLIP saved to disk and loaded the way a real one is, through the CLI."""
+"""FID / FVD / CD-FVD / JEDi / CLIPScore end to end on CPU: real MP4 files, the real Inception and I3D with random
+weights, tiny random CLIP, VideoMAE and V-JEPA 2 folders saved to disk and loaded the way real ones are, through
+the CLI."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ def tiny_clip_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_video_models(tmp_path_factory):
+    from ophora.eval.tiny import save_random_videomae, save_random_vjepa
+
+    root = tmp_path_factory.mktemp("video-models")
+    return save_random_videomae(root / "videomae"), save_random_vjepa(root / "vjepa")
+
+
+@pytest.fixture(scope="module")
 def clip_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("sets")
     specs = [(f"{phase}_{i}", phase, f"Perform the {phase} step carefully") for i, phase in enumerate(PHASES)]
@@ -30,12 +39,14 @@ def clip_sets(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_metrics_end_to_end_random_extractors(clip_sets, tiny_clip_dir, tmp_path, capsys):
+def test_metrics_end_to_end_random_extractors(clip_sets, tiny_clip_dir, tiny_video_models, tmp_path, capsys):
     out = tmp_path / "report"
+    videomae, vjepa = tiny_video_models
     code = main(["metrics", "--generated", f"ophora={clip_sets / 'generated'}",
                  "--real", str(clip_sets / "real"), "--out", str(out),
-                 "--random-init", "--clip-model", str(tiny_clip_dir), "--fid-frames-per-clip", "2",
-                 "--clip-frames-per-clip", "2", "--device", "cpu"])
+                 "--random-init", "--clip-model", str(tiny_clip_dir), "--videomae-weights", str(videomae),
+                 "--vjepa-model", str(vjepa), "--fid-frames-per-clip", "2", "--bootstrap", "50",
+                 "--clip-frames-per-clip", "2", "--device", "cpu", "--batch-size", "2"])
     assert code == 0, capsys.readouterr().err
     table = pd.read_csv(out / "metrics.csv")
     assert list(zip(table["model"], table["group"])) == [
@@ -44,6 +55,11 @@ def test_metrics_end_to_end_random_extractors(clip_sets, tiny_clip_dir, tmp_path
     assert rows.loc[("ophora", "all"), "FID"] > 0 and rows.loc[("ophora", "all"), "FVD"] > 0
     assert rows.loc[("ophora", "incision"), "real_clips"] == 2
     assert np.isfinite(rows.loc[("ophora", "all"), "CLIPScore"])
+    for metric in ("FID", "FVD", "CD-FVD", "JEDi", "CLIPScore"):  # every metric with its interval
+        value, low, high = (rows.loc[("ophora", "all"), f"{metric}{s}"] for s in ("", "_low", "_high"))
+        assert np.isfinite(value) and low <= high, metric
+    # 3 clips per set is too few for the 1/N fit (4+ needed); the column is there, empty.
+    assert np.isnan(rows.loc[("ophora", "all"), "FVD_inf"])
     # One hydrodissection clip per set: FID pools its 2 frames, FVD has a single sample and says so.
     assert np.isfinite(rows.loc[("ophora", "hydrodissection"), "FID"])
     assert np.isnan(rows.loc[("ophora", "hydrodissection"), "FVD"])
@@ -54,6 +70,12 @@ def test_metrics_end_to_end_random_extractors(clip_sets, tiny_clip_dir, tmp_path
 
     gen, real = np.load(out / "features-ophora.npz"), np.load(out / "features-real.npz")
     assert gen["fid"].shape == (6, 2048) and gen["fvd"].shape == (3, 400)
+    assert gen["cdfvd"].shape == (3, 32) and gen["jedi"].shape == (3, 32)  # clips batched 2 + 1
+    from ophora.eval.mmd import jedi_distance
+
+    assert rows.loc[("ophora", "all"), "CD-FVD"] == pytest.approx(frechet_distance_of_features(
+        gen["cdfvd"].astype(np.float64), real["cdfvd"].astype(np.float64)), rel=1e-4)
+    assert rows.loc[("ophora", "all"), "JEDi"] == pytest.approx(jedi_distance(gen["jedi"], real["jedi"]), rel=1e-4)
     assert rows.loc[("ophora", "all"), "FVD"] == pytest.approx(
         frechet_distance_of_features(gen["fvd"].astype(np.float64), real["fvd"].astype(np.float64)), rel=1e-4)
     gen_mask = np.repeat(gen["phases"], gen["fid_counts"]) == "incision"
@@ -65,10 +87,11 @@ def test_metrics_end_to_end_random_extractors(clip_sets, tiny_clip_dir, tmp_path
     report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] is True
     roles = {w["role"]: w for w in report["weights"]}
-    assert set(roles) == {"fid", "fvd", "clipscore"}
+    assert set(roles) == {"fid", "fvd", "cdfvd", "jedi", "clipscore"}
     assert roles["fid"]["random_init"] and roles["fid"]["sha256"] is None
     assert len(roles["clipscore"]["sha256"]) == 64
     assert report["protocol"]["fvd_num_frames"] == 16 and report["protocol"]["fid_frames_per_clip"] == 2
+    assert report["protocol"]["bootstrap_resamples"] == 50 and "basic bootstrap" in report["protocol"]["intervals"]
     markdown = (out / "metrics.md").read_text()
     assert "RANDOM-WEIGHT" in markdown and "| ophora | hydrodissection |" in markdown
     assert "Plotly" in (out / "metrics.html").read_text()[:100000]
@@ -80,6 +103,8 @@ def test_clipscore_only_needs_no_real_set(clip_sets, tiny_clip_dir, tmp_path):
                  "--clip-model", str(tiny_clip_dir), "--clip-frames-per-clip", "2", "--device", "cpu"]) == 0
     table = pd.read_csv(out / "metrics.csv")
     assert table["FID"].isna().all() and table["CLIPScore"].notna().all()
+    overall = table.iloc[0]
+    assert overall["CLIPScore_low"] <= overall["CLIPScore_high"]  # an interval without any real clips
     # Scores depend on the text: the same frames with another instruction score differently.
     from ophora.eval.clip_score import load_clip_scorer
     from ophora.eval.clips import load_frames, collect_clips
