@@ -218,7 +218,9 @@ class Curator:
 
     def _text_stage(self, state: ClipState) -> StageResult:
         looks, first, end = self._screened(state)
-        words = self.text.read({i: crops for i, (_, crops) in looks.items() if crops})
+        enough = None if not self.config["run"]["stop_at_first_drop"] else \
+            int(self.config["privacy"]["text_prescreen"]["max_text_frames"]) + 1  # dropped then: read no further
+        words = self.text.read({i: crops for i, (_, crops) in looks.items() if crops}, enough)
         return self.text.judge(words, end - first, first, end)
 
     def _dynamics_stage(self, state: ClipState) -> StageResult:

@@ -202,9 +202,9 @@ class TextScreen:
 
     The cheap pass runs on every downscaled frame: strokes of high local contrast (morphological gradient),
     joined along a line, in boxes shaped like a line of text. Only the regions where it fires are read by
-    Tesseract OCR (Debian ``tesseract-ocr``), at full resolution, all regions of a clip in one call (one
-    engine start per clip; a static overlay repeated over frames is read once). A frame has text when OCR
-    reads a confident word there. The command-line tool is used because a Python binding would add no
+    Tesseract OCR (Debian ``tesseract-ocr``), at full resolution, one call per region (a static overlay
+    repeated over frames is read once; the clean surgical frames of the sample clips fire nowhere, so they
+    cost no OCR). A frame has text when OCR reads a confident word there. The command-line tool is used because a Python binding would add no
     engine of its own (``pytesseract`` calls the same command); frames never leave the machine.
     The cascade's recall against OCR of every whole frame is measured in tests/curation/test_privacy.py."""
 
@@ -227,9 +227,9 @@ class TextScreen:
         joined = cv2.morphologyEx(strokes, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 3)))
         count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
         boxes = []
-        max_h = 0.2 * small.shape[0]
-        for x, y, w, h, area in stats[1:]:
-            if 4 <= h <= max_h and w >= 2 * h and w >= 16 and area >= 0.35 * w * h:
+        max_h, min_w = 0.2 * small.shape[0], float(self.cfg["min_line_fraction"]) * small.shape[1]
+        for x, y, w, h, area in stats[1:]:  # a line of a few characters: wide, not too tall, densely stroked
+            if 4 <= h <= max_h and w >= 2.5 * h and w >= min_w and area >= 0.35 * w * h:
                 boxes.append((int(x), int(y), int(w), int(h)))
         return boxes
 
@@ -248,53 +248,43 @@ class TextScreen:
             crops.append(gray[y:y + h, x:x + w])
         return crops
 
-    def read(self, crops_by_frame: dict[int, list[np.ndarray]]) -> dict[int, int]:
-        """Confident OCR words per frame, reading all crops of a clip in one Tesseract call."""
+    def read(self, crops_by_frame: dict[int, list[np.ndarray]], enough: int | None = None) -> dict[int, int]:
+        """Confident OCR words per frame, from the crops the cheap pass found (frames without crops are not read).
+
+        A crop that repeats an earlier one (a static overlay over many frames) is not read again. ``enough``:
+        stop once this many frames have text (the clip is dropped anyway); the frames not read are left out."""
         import cv2
 
-        items = [(index, crop) for index, crops in sorted(crops_by_frame.items()) for crop in crops]
-        if not items:
-            return {}
-        unique: list[np.ndarray] = []
-        owner: list[int] = []  # for each crop, the unique crop that stands for it
-        thumbs: list[np.ndarray] = []
-        for _, crop in items:
-            if crop.shape[0] < 48:  # small text: doubled, Tesseract reads best at 20-30 px letters
-                crop = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-            # light text on a dark ground and dark on light: both polarities, one above the other
-            both = np.vstack([crop, np.full((8, crop.shape[1]), 255, np.uint8), 255 - crop])
-            thumb = cv2.resize(both, (64, 16), interpolation=cv2.INTER_AREA).astype(np.int16)
-            same = next((k for k, t in enumerate(thumbs) if unique[k].shape == both.shape
-                         and np.abs(t - thumb).mean() < 4), None)  # a static overlay repeated over frames
-            if same is None:
-                same = len(unique)
-                unique.append(both)
-                thumbs.append(thumb)
-            owner.append(same)
-        gap = 24
-        width = max(crop.shape[1] for crop in unique) + 2 * gap
-        tops = np.cumsum([gap] + [crop.shape[0] + gap for crop in unique])
-        sheet = np.full((int(tops[-1]), width), 255, np.uint8)
-        for k, crop in enumerate(unique):
-            sheet[tops[k]:tops[k] + crop.shape[0], gap:gap + crop.shape[1]] = crop
-        words = [0] * len(unique)
-        for left, top, h, text in self._words(sheet):
-            k = int(np.searchsorted(tops, top + h / 2, side="right")) - 1
-            if 0 <= k < len(unique):
-                words[k] += 1
+        read: list[tuple[np.ndarray, np.ndarray, int]] = []  # (shape key, thumbnail, words) of crops read
         per_frame: dict[int, int] = {}
-        for (index, _), k in zip(items, owner):
-            per_frame[index] = per_frame.get(index, 0) + words[k]
+        for index, crops in sorted(crops_by_frame.items()):
+            words = 0
+            for crop in crops:
+                if crop.shape[0] < 48:  # small text doubled: Tesseract reads best at 20-30 px letters
+                    crop = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+                thumb = cv2.resize(crop, (64, 16), interpolation=cv2.INTER_AREA).astype(np.int16)
+                known = next((n for shape, t, n in read if shape == crop.shape and np.abs(t - thumb).mean() < 4), None)
+                if known is None:
+                    # light text on a dark ground and dark on light: both polarities, one above the other
+                    both = np.vstack([crop, np.full((16, crop.shape[1]), 255, np.uint8), 255 - crop])
+                    known = len(self._words(cv2.copyMakeBorder(both, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255),
+                                            layout="6"))
+                    read.append((crop.shape, thumb, known))
+                words += known
+            per_frame[index] = words
+            if enough is not None and sum(1 for n in per_frame.values() if n >= int(self.cfg["min_words"])) >= enough:
+                break
         return per_frame
 
-    def _words(self, gray: np.ndarray) -> list[tuple[int, int, int, str]]:
-        """Confident words Tesseract reads in one image: (left, top, height, text)."""
+    def _words(self, gray: np.ndarray, layout: str = "11") -> list[tuple[int, int, int, str]]:
+        """Confident words Tesseract reads in one image: (left, top, height, text). ``layout``: Tesseract's page
+        segmentation mode, 11 (sparse text anywhere: a whole frame) or 6 (a block of lines: one region)."""
         import subprocess
 
         import cv2
 
         png = cv2.imencode(".png", gray)[1].tobytes()
-        result = subprocess.run([self.binary, "stdin", "stdout", "--psm", "11", "-l", "eng", "tsv"], input=png,
+        result = subprocess.run([self.binary, "stdin", "stdout", "--psm", layout, "-l", "eng", "tsv"], input=png,
                                 capture_output=True, timeout=300, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"tesseract failed: {result.stderr.decode(errors='replace')[:200]}")
@@ -318,6 +308,24 @@ class TextScreen:
         import cv2
 
         return len(self._words(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)))
+
+    def cascade_recall(self, frames_rgb: list[np.ndarray]) -> dict:
+        """Measure the cascade against Tesseract on every whole frame: of the frames where whole-frame OCR
+        reads a confident word, the share the cascade also flags (and how many frames each flags)."""
+        import cv2
+
+        min_words = int(self.cfg["min_words"])
+        crops = {}
+        for index, frame in enumerate(frames_rgb):
+            bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            found = self.crops(bgr, small_gray(bgr, int(self.cfg["max_side"])))
+            if found:
+                crops[index] = found
+        cascade = {index for index, count in self.read(crops).items() if count >= min_words}
+        whole = {index for index, frame in enumerate(frames_rgb) if self.words(frame) >= min_words}
+        return {"frames": len(frames_rgb), "cheap_pass_fired": len(crops), "cascade_frames": len(cascade),
+                "ocr_frames": len(whole), "both": len(cascade & whole),
+                "recall": len(cascade & whole) / len(whole) if whole else None}
 
     def judge(self, words: dict[int, int], checked: int, first: int, end: int) -> StageResult:
         """The verdict: frames where OCR read text, out of ``checked`` frames [first, end). No text is kept."""
