@@ -62,8 +62,15 @@ def output_paths(out: str | Path) -> dict[str, Path]:
             "breaker": Path(f"{stem}.breaker"), "narration": Path(f"{stem}.narration.private.parquet")}
 
 
+def _owner_only(path: str, flags: int) -> int:
+    """``open`` opener: a new file readable by its owner only (an existing one is made so too)."""
+    descriptor = os.open(path, flags, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return descriptor
+
+
 def write_private(frame: pd.DataFrame, path: Path) -> None:
-    """Write a private working file readable by its owner only (raw narration stays here, never released)."""
+    """Write a private working file readable by its owner only (the raw narration, the curated manifest)."""
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -571,7 +578,7 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     rows = dict(done)
     stopped: EndpointDown | None = None
     try:
-        with paths["journal"].open("a", encoding="utf-8") as journal:
+        with open(paths["journal"], "a", encoding="utf-8", opener=_owner_only) as journal:
             for count, row in enumerate(itertools.chain(failed_downloads, results), start=1):
                 rows[row["clip_id"]] = row
                 journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
@@ -583,9 +590,7 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     finally:
         results.close()  # interrupted (Ctrl-C, SIGTERM): the workers stop now, not at interpreter exit
     frame = rows_to_frame(rows.values(), [task.clip_id for task in tasks])
-    partial = paths["parquet"].with_name(paths["parquet"].name + ".partial")
-    frame.to_parquet(partial, index=False)
-    partial.replace(paths["parquet"])
+    write_private(frame, paths["parquet"])  # a working file: local paths, reasons, hit frames; owner only
     paths["journal"].unlink(missing_ok=True)  # everything in it is now in the parquet
     if stopped is not None:
         raise stopped

@@ -183,3 +183,28 @@ def test_urls_that_cannot_be_fetched_are_refused_up_front(tmp_path):
     with pytest.raises(InputError, match=r"1 video URL\(s\) cannot be fetched here, e.g. s3://bucket/a.mp4: s3:// "
                                          r"needs a package that is not installed \(Install s3fs"):
         read_tasks(manifest)
+
+
+def test_spreadsheet_csvs_are_read_or_refused_in_one_line(tmp_path, sample_clips, capsys):
+    """A BOM and semicolons (Excel in many locales) are read; Latin-1, a stray separator and a missing column
+    are one line naming the file and the row, never a traceback."""
+    from ophora.curation.cli import main
+
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(("\ufeffvideo;caption;phase\n" f"{sample_clips[0]};Insert the lens; then rotate it;"
+                       "lens implantation\n").replace("; then", ", then").encode("utf-8"))
+    tasks = read_tasks(excel)
+    assert len(tasks) == 1 and tasks[0].video == str(sample_clips[0]) and tasks[0].caption.startswith("Insert")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("video,caption\nclip.mp4,Insert the lens\nclip2.mp4,Se\u00f1ora N\u00fa\u00f1ez\n".encode("latin-1"))
+    stray = tmp_path / "stray.csv"
+    stray.write_text("video,caption\nclip.mp4,Insert the lens, then rotate it\n")
+    missing = tmp_path / "missing.csv"
+    missing.write_text("path,text\nclip.mp4,Insert the lens\n")
+    expected = {latin: f"error: {latin}: row 2: byte 0xf1 is not UTF-8 text",
+                stray: f"error: {stray}: row 1 has 3 fields, the header 2",
+                missing: f"error: {missing}: the header needs a 'video' column"}
+    for path, start in expected.items():
+        assert main(["--input", str(path), "--out", str(tmp_path / "o.parquet")]) == 2
+        said = capsys.readouterr().err
+        assert said.startswith(start) and said.count("\n") == 1 and "Traceback" not in said, said

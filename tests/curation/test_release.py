@@ -56,7 +56,7 @@ def test_curated_manifest_keeps_narration_private(curated):
     frame = pd.read_parquet(curated)
     assert "caption" not in frame.columns and "narration" not in frame.columns
     private = output_paths(curated)["narration"]
-    assert private.stat().st_mode & 0o077 == 0  # owner only
+    assert private.stat().st_mode & 0o077 == 0 and curated.stat().st_mode & 0o077 == 0  # owner only
     assert "John Smith" in pd.read_parquet(private)["narration"].iloc[0]
     rows = frame.set_index("clip_id")
     assert rows.loc["John-Smith-1", "decision"] == "keep"
