@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
-from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, open_stream, scene_window, window_seconds
+from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, ErrorCheck, decode_clip, open_stream, scene_window, window_seconds
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
@@ -161,20 +161,28 @@ class Curator:
         """Decode every frame of the clip window once (cuts, screens and VLM samples on the way); see decode.py."""
         state.samples = self._sample_indices(state)
         dynamics = self.config["dynamics"] if self.config["dynamics"]["enabled"] else None
+        check = ErrorCheck(state.task.video, state.task.start_s, state.task.end_s) \
+            if self.config["probe"]["error_detection"] else None
         try:
             state.decoded = decode_clip(state.task, state.facts, set(state.samples), dynamics, stream=state.stream,
                                         on_frame=self._start_screens(state))
         except Exception as error:  # the decoder gave up on this file: a fact about the clip
+            if check is not None:
+                check.cancel()
             return StageResult({}, f"incomplete: the video could not be decoded ({type(error).__name__}: {error})")
         finally:
             state.stream = None  # read to the end of the window; the capture is released with its last reference
         decoded = state.decoded
         measured = {"frames_expected": decoded.frames_expected, "frames_decoded": decoded.frames_decoded,
-                    "failures": decoded.decode_failures, "seconds": decoded.seconds}
+                    "failures": decoded.decode_failures, "errors": check.errors() if check else None,
+                    "seconds": decoded.seconds}
         missing = decoded.frames_expected - decoded.frames_decoded
         if missing > int(self.config["probe"]["max_missing_frames"]):
             return StageResult(measured, f"incomplete: decoded {decoded.frames_decoded} of "
                                          f"{decoded.frames_expected} frames")
+        if measured["errors"]:
+            return StageResult(measured, f"incomplete: damaged frames (the decoder reported {measured['errors']} "
+                                         f"errors in the clip)")
         return StageResult(measured)
 
     def _start_screens(self, state: ClipState) -> Callable[[int, np.ndarray], None] | None:

@@ -1,4 +1,4 @@
-"""Robust inputs: truncated and zero-filled files are decoded and dropped as incomplete, rotation-flagged and
+"""Robust inputs: truncated, zero-filled and corrupt files are decoded and dropped as incomplete, rotation-flagged and
 portrait clips are judged on their displayed frame, duplicate rows collapse with a warning, URLs are refused
 up front. All files are made here from the real Ophora clips."""
 
@@ -33,6 +33,9 @@ def damaged(tmp_path_factory, sample_clips):
     zeroed = bytearray(data)
     zeroed[len(data) * 4 // 10: len(data) * 6 // 10] = bytes(len(data) * 6 // 10 - len(data) * 4 // 10)
     (folder / "zeroed.mp4").write_bytes(bytes(zeroed))
+    garbled = bytearray(data)  # 2 KB of noise mid-file: every frame still decodes, one of them broken
+    garbled[len(data) // 2: len(data) // 2 + 2048] = __import__("random").Random(0).randbytes(2048)
+    (folder / "garbled.mp4").write_bytes(bytes(garbled))
     ffmpeg("-display_rotation", "90", "-i", str(sample_clips[1]), "-c", "copy", str(folder / "rotated.mp4"))
     ffmpeg("-i", str(sample_clips[1]), "-vf", "scale=640:360", "-c:v", "libx264", "-pix_fmt", "yuv420p",
            str(folder / "small.mp4"))
@@ -44,7 +47,7 @@ def damaged(tmp_path_factory, sample_clips):
 
 @pytest.fixture(scope="module")
 def curated(damaged, tmp_path_factory):
-    names = ["faststart", "truncated", "zeroed", "rotated", "small_rotated", "portrait"]
+    names = ["faststart", "truncated", "zeroed", "garbled", "rotated", "small_rotated", "portrait"]
     rows = [{"clip_id": name, "video": str(damaged / f"{name}.mp4"),
              "caption": "Inject fluid under the capsule with a cannula to free the nucleus."} for name in names]
     manifest = damaged / "clips.csv"
@@ -67,6 +70,14 @@ def test_damaged_files_are_dropped_as_incomplete(curated, name):
     assert row["decision"] == "drop" and row["drop_stage"] == "decode"
     decoded = int(row["decode_frames_decoded"])
     assert 0 < decoded < 49 and row["reason"] == f"incomplete: decoded {decoded} of 49 frames"
+
+
+def test_a_corrupt_slice_mid_file_drops_the_clip(curated):
+    """Concealed by the decoder, counted by no frame total: FFmpeg's error detection catches it."""
+    row = curated.loc["garbled"]
+    assert row["decode_frames_decoded"] == 49 and row["decode_errors"] > 0
+    assert row["decision"] == "drop" and row["reason"].startswith("incomplete: damaged frames")
+    assert curated.loc["faststart", "decode_errors"] == 0
 
 
 def test_rotation_flagged_and_portrait_clips_are_judged_as_displayed(curated):
