@@ -63,8 +63,9 @@ def sources(tmp_path_factory, sample_clips, grace_hopper_rgb):
             {"clip_id": "sei", "video": "sei.mp4", "caption": caption}]
     pd.DataFrame(rows).to_csv(folder / "clips.csv", index=False)
     out = folder / "curated.parquet"
-    frame = run_pipeline(read_tasks(folder / "clips.csv"), load_config(overrides=["run.stop_at_first_drop=false"]),
-                         out, workers=1).set_index("clip_id")
+    # dynamics off: the pasted photo would read as two cuts and drop its clip before the face screen
+    config = load_config(overrides=["dynamics.enabled=false"])
+    frame = run_pipeline(read_tasks(folder / "clips.csv"), config, out, workers=1).set_index("clip_id")
     return folder, out, frame, np.concatenate([named, second])
 
 
@@ -74,8 +75,8 @@ def test_every_frame_is_screened_and_hits_drop_their_window(sources):
     assert frame.loc["A-named", "reason"].startswith("privacy: on-screen text read locally in ")
     hits = json.loads(frame.loc["A-named", "text_hit_frames"])
     assert hits and all(10 <= i < 30 for i in hits)  # the frame numbers of the hits, not the text
-    # the pasted photo also reads as two cuts (dynamics drops it first); every stage still measures it
-    assert frame.loc["face", "decision"] == "drop" and "privacy: face detected locally" in frame.loc["face", "reason"]
+    assert frame.loc["face", "decision"] == "drop" and frame.loc["face", "drop_stage"] == "face"
+    assert frame.loc["face", "reason"].startswith("privacy: face detected locally in ")
     hits = json.loads(frame.loc["face", "face_hit_frames"])
     assert set(range(21, 28)) <= set(hits)
     for clip in ("B-clean", "sei"):
@@ -84,10 +85,15 @@ def test_every_frame_is_screened_and_hits_drop_their_window(sources):
         assert row["face_frames_checked"] == row["text_frames_checked"] == 49  # every frame, not a sample
 
 
-def test_release_holds_exactly_the_screened_windows(sources, tmp_path):
-    folder, curated, _, source_frames = sources
-    out = tmp_path / "release"
-    card = release(curated, out, progress=False)
+@pytest.fixture(scope="module")
+def released(sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("released") / "release"
+    return out, release(sources[1], out, progress=False)
+
+
+def test_release_holds_exactly_the_screened_windows(sources, released):
+    _, _, _, source_frames = sources
+    out, card = released
     assert card["counts"]["released_clips"] == 2
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert manifest["frames"].tolist() == [49, 49] and manifest["start_s"].isna().all()
@@ -107,15 +113,14 @@ def test_release_holds_exactly_the_screened_windows(sources, tmp_path):
             assert path.suffix != ".mp4" or b"x264 - core" not in data  # no SEI at all, the encoder's included
 
 
-def test_releasing_again_replaces_the_earlier_release(sources, tmp_path):
+def test_releasing_again_replaces_the_earlier_release(sources, released, tmp_path):
     _, curated, _, _ = sources
-    out = tmp_path / "release"
-    release(curated, out, progress=False)
+    out, _ = released
     stale = out / "videos" / "stale-from-an-earlier-run.mp4"
     stale.write_bytes(b"old")
     release(curated, out, progress=False)
     assert not stale.exists() and len(list((out / "videos").iterdir())) == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["release"]  # nothing left beside it
+    assert [p.name for p in out.parent.iterdir()] == ["release"]  # nothing left beside it
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     from ophora.curation.release import ReleaseError
