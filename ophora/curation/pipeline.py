@@ -167,11 +167,11 @@ class Curator:
             state.decoded = decode_clip(state.task, state.facts, set(state.samples), dynamics, stream=state.stream,
                                         on_frame=self._start_screens(state))
         except Exception as error:  # the decoder gave up on this file: a fact about the clip
-            if check is not None:
-                check.cancel()
             return StageResult({}, f"incomplete: the video could not be decoded ({type(error).__name__}: {error})")
         finally:
             state.stream = None  # read to the end of the window; the capture is released with its last reference
+            if check is not None and state.decoded is None:
+                check.cancel()  # no verdict to add to (a failed decode, Ctrl-C): don't leave FFmpeg running
         decoded = state.decoded
         measured = {"frames_expected": decoded.frames_expected, "frames_decoded": decoded.frames_decoded,
                     "failures": decoded.decode_failures, "errors": check.errors() if check else None,
