@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ophora.generation.request import MAX_STEPS
+
 MODES = ("studio", "rater", "kiosk")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -44,14 +46,24 @@ class AppConfig:
     admin_password: str | None = None  # None: a random one is generated and printed at start
     demo_dir: Path | None = None  # kiosk gallery clips; default <data_dir>/demo
     kiosk_max_steps: int = 50
+    kiosk_speed: str = "exact"  # a preset of ophora.generation.speed for kiosk visitors' clips
     title: str = "Ophora Studio"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"Unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}.")
+        from ophora.generation.options import SPEEDS
+
+        if self.kiosk_speed not in SPEEDS:
+            raise ValueError(f"Unknown kiosk speed {self.kiosk_speed!r}; choose one of: {', '.join(SPEEDS)}.")
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         if self.demo_dir is not None:
             self.demo_dir = Path(self.demo_dir).expanduser().resolve()
+        if (not isinstance(self.kiosk_max_steps, int) or isinstance(self.kiosk_max_steps, bool)
+                or not 1 <= self.kiosk_max_steps <= MAX_STEPS):
+            # The Generate form's own bounds: checked at start, not when the first visitor is refused.
+            raise ValueError(f"--kiosk-steps must be a whole number from 1 to {MAX_STEPS} (50 is the published "
+                             f"setting); got {self.kiosk_max_steps!r}.")
         if self.admin_password is not None and len(self.admin_password) < 8:
             raise ValueError("The study lead's admin password must be at least 8 characters.")
 

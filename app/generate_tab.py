@@ -17,6 +17,7 @@ from app.security import AdminSession, require_admin, stage_file
 from app.service import GenerationService, explain_error, format_step
 from app.wording import user_error
 from ophora.generation.engine import MAX_SEED, SEED_NOTE, GenerationCancelled, GenerationRequest
+from ophora.generation.options import SPEED_LABELS, SPEEDS
 from ophora.generation.preflight import check_output_folder
 from ophora.generation.request import GenerationInputError
 from ophora.vocabulary import find_phase, load_phases
@@ -70,12 +71,14 @@ def phase_of_prompt(prompt: str) -> str | None:
     return found.id if found else None
 
 
-def build_request(prompt, negative, seed, steps, guidance, frames, height=None, width=None, fps=8) -> GenerationRequest:
+def build_request(prompt, negative, seed, steps, guidance, frames, height=None, width=None, fps=8,
+                  speed="exact") -> GenerationRequest:
     return GenerationRequest(prompt=str(prompt or ""), negative_prompt=str(negative or ""), seed=parse_seed(seed),
                              num_inference_steps=_whole_or_native(steps, "Steps") or 0,
                              guidance_scale=float(guidance if guidance is not None else "nan"),
                              num_frames=_whole_or_native(frames, "Frames"), height=_whole_or_native(height, "Height"),
-                             width=_whole_or_native(width, "Width"), fps=_whole_or_native(fps, "fps") or 8)
+                             width=_whole_or_native(width, "Width"), fps=_whole_or_native(fps, "fps") or 8,
+                             speed=speed or "exact")
 
 
 def run_generation(service: GenerationService, request: GenerationRequest, key: str, progress: gr.Progress,
@@ -132,6 +135,8 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
                         height = gr.Number(None, label="Height (empty: the model's native)", precision=0)
                         width = gr.Number(None, label="Width (empty: the model's native)", precision=0)
                         fps = gr.Number(8, label="fps", precision=0)
+                        speed = gr.Dropdown([(SPEED_LABELS[name], name) for name in SPEEDS], value="exact",
+                                            label="Speed (measured in docs/gpu.md)", elem_id="speed")
                     opts = service.option_values()
                     with gr.Row():
                         memory = gr.Dropdown(["auto", "none", "model_offload", "sequential_offload"],
@@ -174,8 +179,8 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
             history_prov = gr.JSON(label="Provenance")
 
     # ------------------------------------------------------------------ handlers
-    def on_generate(p, n, s, st, g, f, h, w, r, request: gr.Request, progress=gr.Progress()):
-        req = build_request(p, n, s, st, g, f, h, w, r)
+    def on_generate(p, n, s, st, g, f, h, w, r, sp, request: gr.Request, progress=gr.Progress()):
+        req = build_request(p, n, s, st, g, f, h, w, r, speed=sp)
         try:
             result = run_generation(service, req, request.session_hash or "anonymous", progress, history.root)
         except GenerationCancelled as cancelled:  # a notice was shown; the page keeps what it had
@@ -189,7 +194,7 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
         return (stage_file(entry.path), message, [stage_file(entry.path), stage_file(entry.path.with_suffix(".json"))],
                 entry.provenance, history_table(history), gr.update(choices=ids, value=entry.id))
 
-    go.click(on_generate, [prompt, negative, seed, steps, guidance, frames, height, width, fps],
+    go.click(on_generate, [prompt, negative, seed, steps, guidance, frames, height, width, fps, speed],
              [video, warnings, download, provenance, table, entry_id], api_name="generate",
              show_progress_on=[video], concurrency_limit=1, concurrency_id=GPU)
 

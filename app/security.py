@@ -10,6 +10,7 @@ named as we choose: the history and blinded-clip folders themselves are never se
 from __future__ import annotations
 
 import hmac
+import json
 import math
 import os
 import re
@@ -146,9 +147,18 @@ RATER_ROUTES = re.compile(
     r"|gradio_api/(info/?|theme\.css|startup-events|queue/(join|data)|heartbeat/[^/]+|file=.+|cancel))$")
 
 
+CHECKED_CALLS = ("/gradio_api/queue/join", "/gradio_api/cancel")  # the routes that take a JSON body
+
+
 class RaterStationRoutes:
-    """ASGI middleware for ``--mode rater``: only the routes in ``RATER_ROUTES`` exist. Gradio has no switch
-    for most of the others, and a rater station reachable from a ward PC must offer nothing but rating."""
+    """ASGI middleware for ``--mode rater``: only the routes in ``RATER_ROUTES`` exist, and a call to the queue
+    must name an event this app has. Gradio has no switch for most of the other routes, and a rater station
+    reachable from a ward PC must offer nothing but rating; an unknown event would reach Gradio's
+    ``fns[fn_index]`` and come back as a 500 with a traceback in the log.
+
+    The body of a queue call is read here (the app's body limit has already capped it, see
+    ``app.server.RATER_MAX_BODY_BYTES``), checked, and handed on unchanged. Refusals are short fixed texts that
+    never echo the request, and nothing of the body is logged."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -163,8 +173,81 @@ class RaterStationRoutes:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
-                await send({"type": "http.response.start", "status": 404,
-                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
-                await send({"type": "http.response.body", "body": b"Not available on a rater station."})
+                await _reply(send, 404, "Not available on a rater station.")
                 return
+            if scope["type"] == "http" and path in CHECKED_CALLS:
+                if scope.get("method") != "POST":
+                    await _reply(send, 405, "Use POST.")
+                    return
+                body = await _read_body(receive)
+                if body is None:  # the client went away
+                    return
+                problem = _call_problem(body, _event_ids(scope), needs_data=path == CHECKED_CALLS[0])
+                if problem:
+                    await _reply(send, *problem)
+                    return
+                receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+
+def _event_ids(scope) -> dict[int, int]:
+    """The event numbers (``fn_index``) of the Blocks this server runs, each with its number of inputs."""
+    app = scope.get("app")
+    blocks = app.get_blocks() if app is not None and hasattr(app, "get_blocks") else None
+    return {index: len(fn.inputs) for index, fn in (getattr(blocks, "fns", None) or {}).items()}
+
+
+def _call_problem(body: bytes, events: dict[int, int], needs_data: bool) -> tuple[int, str] | None:
+    """(status, text) when a queue call (or its cancel) is malformed or names no event of this app; ``None``
+    when it may go on to Gradio."""
+    try:
+        call = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return 400, "Not a valid request."
+    if not isinstance(call, dict) or (needs_data and not isinstance(call.get("data"), list)):
+        return 400, "Not a valid request."
+    if not needs_data and not all(isinstance(call.get(key), str) for key in ("session_hash", "event_id")):
+        return 400, "Not a valid request."
+    index = call.get("fn_index")
+    if not isinstance(index, int) or isinstance(index, bool) or index not in events:
+        return 404, "No such action on this page: reload the page."
+    if needs_data and len(call["data"]) != events[index]:  # Gradio would log a traceback for too few
+        return 400, "Not a valid request."
+    for key in ("session_hash", "event_id"):
+        if call.get(key) is not None and not isinstance(call[key], str):
+            return 400, "Not a valid request."
+    if call.get("trigger_id") is not None and (not isinstance(call["trigger_id"], int)
+                                                or isinstance(call["trigger_id"], bool)):
+        return 400, "Not a valid request."
+    return None
+
+
+async def _read_body(receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """An ASGI ``receive`` that hands the already-read body on once, then waits on the real one."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _reply(send, status: int, text: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": text.encode("utf-8")})

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
+import ssl
 from pathlib import Path
 
 from app.config import AppConfig, configure_environment
@@ -78,10 +80,58 @@ def build_app(config: AppConfig, service=None, store=None):
 
             gr.Markdown(service.banner() if service.loaded is None else "", elem_id="banner")
             with gr.Tabs():
-                build_kiosk_tab(service, config.gallery_dir, config.kiosk_dir, config.kiosk_max_steps)
+                build_kiosk_tab(service, config.gallery_dir, config.kiosk_dir, config.kiosk_max_steps,
+                                speed=config.kiosk_speed)
     demo.queue(default_concurrency_limit=4)
     demo.ophora_service = service  # the notebook and tests reach the loaded pipeline through the app
     return demo
+
+
+# A rater's request is a sign-in, an answer or a page turn: a few hundred bytes. Anything above this is refused
+# with 413 from its Content-Length, before the body is read (Starlette's limit, through FastAPI's own option).
+RATER_MAX_BODY_BYTES = 64 * 1024
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (out of range, in use, unknown host), or ``None``.
+
+    Tried with a real bind (as uvicorn will, SO_REUSEADDR included) so the answer comes before the model
+    loads, not as Gradio's traceback after it."""
+    if not 1 <= port <= 65535:
+        return f"--port {port} is out of range: choose a port from 1 to 65535 (default 7860)."
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return f"--host {host} is not an address of this machine: use 127.0.0.1, or 0.0.0.0 for every network."
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except PermissionError:
+            return f"--port {port} needs administrator rights on this machine: choose a port above 1023."
+        except OSError as error:
+            return f"--port {port} on {host} is in use by another program ({error.strerror}): stop it or choose " \
+                   f"another --port."
+    return None
+
+
+def tls_problem(certfile: Path | None, keyfile: Path | None) -> str | None:
+    """Why ``--ssl-certfile``/``--ssl-keyfile`` cannot serve HTTPS (one missing, unreadable, not a matching
+    PEM pair), or ``None``. Loaded into an SSL context exactly as uvicorn will, before the model loads."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        return "HTTPS needs both --ssl-certfile and --ssl-keyfile."
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not Path(path).is_file():
+            return f"{flag} {path}: no such file."
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(certfile), str(keyfile))
+    except (ssl.SSLError, OSError):
+        return (f"--ssl-certfile {certfile} with --ssl-keyfile {keyfile} cannot serve HTTPS: give a PEM "
+                f"certificate and its matching, unencrypted private key.")
+    return None
 
 
 def launch_kwargs(config: AppConfig) -> dict:
@@ -94,9 +144,11 @@ def launch_kwargs(config: AppConfig) -> dict:
 
         from app.security import RaterStationRoutes
 
-        # No uploads at all (413 even if a route were reachable), and only the rating routes exist.
+        # No uploads at all (413 even if a route were reachable), small bodies only, and only the rating
+        # routes exist, each call checked before Gradio sees it.
         kwargs.update(head=RATE_JS, css=CSS + RATE_CSS, max_file_size=0,
-                      app_kwargs={"middleware": [Middleware(RaterStationRoutes)]})
+                      app_kwargs={"middleware": [Middleware(RaterStationRoutes)],
+                                  "max_body_size": RATER_MAX_BODY_BYTES})
     return kwargs
 
 
@@ -110,10 +162,16 @@ def blocked_paths(config: AppConfig) -> list[str]:
 
 
 def launch_app(config: AppConfig, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-               auth=None, inline: bool | None = None, open_browser: bool = False, block: bool = True, demo=None):
-    """Launch (building the app if needed); returns the Blocks once the server is up."""
+               auth=None, inline: bool | None = None, open_browser: bool = False, block: bool = True, demo=None,
+               ssl_certfile: str | Path | None = None, ssl_keyfile: str | Path | None = None):
+    """Launch (building the app if needed); returns the Blocks once the server is up.
+
+    With ``ssl_certfile``/``ssl_keyfile`` Gradio serves HTTPS itself. Its start-up self-check then skips
+    certificate validation (``ssl_verify``): a self-signed certificate names the station's network name,
+    not the 127.0.0.1 the check calls; raters' browsers still validate it."""
     demo = demo or build_app(config)
+    tls = dict(ssl_certfile=str(ssl_certfile), ssl_keyfile=str(ssl_keyfile), ssl_verify=False) if ssl_certfile else {}
     demo.launch(server_name=host, server_port=port, share=share, auth=auth, inbrowser=open_browser,
-                inline=inline, prevent_thread_lock=not block, quiet=False, show_error=True,
+                inline=inline, prevent_thread_lock=not block, quiet=False, show_error=True, **tls,
                 allowed_paths=[], blocked_paths=blocked_paths(config), **launch_kwargs(config))
     return demo

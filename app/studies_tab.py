@@ -570,6 +570,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         finished = sum(p.finished for p in progress)
         note = ("" if finished == len(progress) else
                 f"Under way: {finished} of {len(progress)} raters finished; the results use the ratings so far.")
+        # What the figures came from: the record check and its chain head (a failed check is said first).
+        check = results.record['check']
+        note = f"{check[:1].upper()}{check[1:]}. {note}".strip()
         if results.ratings.empty:
             hidden = readable_table(None)
             return (rows, "No ratings yet.", None, None, hidden, hidden, hidden, hidden, hidden, hidden, hidden,

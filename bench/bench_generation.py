@@ -24,8 +24,11 @@ from pathlib import Path
 PROMPT = "Inject balanced salt solution under the capsule rim with a cannula until a fluid wave frees the nucleus."
 
 
-def _build_full_size_folder(path: Path) -> Path:
-    """Save the CogVideoX-2b architecture (T5-XXL, 2B transformer, CogVideoX VAE) with random fp16 weights."""
+def _build_full_size_folder(path: Path, depth: int | None = None) -> Path:
+    """Save the CogVideoX-2b architecture (T5-XXL, 2B transformer, CogVideoX VAE) with random fp16 weights.
+
+    ``depth`` (CI): that many T5 layers, transformer blocks and VAE layers per block, every layer its full-size
+    shape, so the builder's code path is tested without writing 11.5 GiB."""
     import torch
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
@@ -33,12 +36,13 @@ def _build_full_size_folder(path: Path) -> Path:
     from ophora.generation.tiny import COGVIDEOX_2B_SCHEDULER_CONFIG, _build_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    fewer = {} if depth is None else {"num_layers": depth}
     with torch.device(device):
-        text_encoder = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
-                                               num_heads=64, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
-                                               use_cache=False)).half()
-        transformer = CogVideoXTransformer3DModel().half()  # the defaults are CogVideoX-2b
-        vae = AutoencoderKLCogVideoX().half()
+        text_encoder = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240,
+                                               num_layers=depth or 24, num_heads=64, feed_forward_proj="gated-gelu",
+                                               is_encoder_decoder=False, use_cache=False)).half()
+        transformer = CogVideoXTransformer3DModel(**fewer).half()  # the defaults are CogVideoX-2b
+        vae = AutoencoderKLCogVideoX(**({} if depth is None else {"layers_per_block": depth})).half()
     pipe = CogVideoXPipeline(tokenizer=_build_tokenizer(), text_encoder=text_encoder, vae=vae,
                              transformer=transformer, scheduler=CogVideoXDDIMScheduler(**COGVIDEOX_2B_SCHEDULER_CONFIG))
     pipe.save_pretrained(path)

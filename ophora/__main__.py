@@ -11,6 +11,8 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("ophora.generation.cli", "generate clips from instructions (one prompt or a CSV batch)"),
+    "calibrate-magcache": ("ophora.generation.calibrate_cli",
+                           "measure MagCache's ratios on a model once, so `--speed magcache` can be used with it"),
     "tiny": ("ophora.generation.tiny_cli", "build the tiny random-weight pipeline used for previews and tests"),
     "study": ("ophora.study.cli", "create, import, run and report blinded reader studies"),
     "curate": ("ophora.curation.cli", "run the curation pipeline over a manifest of narrated videos"),
@@ -21,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: python -m ophora COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `python -m ophora COMMAND --help` for a command's options."]
     return "\n".join(lines)
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium (browser tests), PostgreSQL (multi-site
-# study database) and Tesseract (the curation's offline OCR pre-screen). Installs only what is missing; needs root or sudo.
+# study database), Tesseract (the curation's offline OCR pre-screen) and OpenSSL (a self-signed certificate).
+# Installs only what is missing; needs root or sudo.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the rater station's HTTPS test makes its own certificate
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

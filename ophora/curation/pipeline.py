@@ -143,8 +143,9 @@ class Curator:
         screened = self.deid.screen(state.task.caption or "")
         measured = {"sentences": screened.sentences, "removed_sentences": screened.removed_sentences,
                     "redactions": json.dumps(screened.kinds, sort_keys=True)}
-        if not screened.text:
-            return StageResult(measured, f"privacy: PHI in every narration sentence ({_kinds_text(screened.kinds)})")
+        if not screened.text:  # caption "": with every stage measured, the refiner still sees nothing of it
+            return StageResult(measured, f"privacy: PHI in every narration sentence ({_kinds_text(screened.kinds)})",
+                               caption="")
         return StageResult(measured, caption=screened.text)
 
     def _sample_indices(self, state: ClipState) -> list[int]:
@@ -263,6 +264,8 @@ class Curator:
         return self.vlm(state.task, frames=state.decoded.pick(state.samples))
 
     def _refine_stage(self, state: ClipState) -> StageResult:
+        if not (state.task.caption or "").strip():  # nothing passed the narration's PHI screen: ask no refiner
+            return StageResult({"refine_backend": self.refiner.label}, "refine: no narration left to refine")
         try:
             return StageResult(self.refiner.refine(state.task.caption or ""))
         except InvalidInstruction as error:
@@ -372,7 +375,8 @@ class ClipState:
 
 
 def _kinds_text(kinds: dict[str, int]) -> str:
-    return ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"  # "age 1" reads as an age
+    # "1 age", not "age 1" (which reads as an age); "record number", not a column-like "record_number"
+    return ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in sorted(kinds.items())) or "none"
 
 
 # --- local process pool -------------------------------------------------------------------------------------
@@ -489,6 +493,9 @@ def preflight(config: dict) -> None:
     vlm = config["privacy"]["vlm"]
     if vlm["enabled"] and vlm["backend"] == "openai":
         ChatEndpoint.from_config(vlm).preflight()
+    deid_llm = config["privacy"]["deid"].get("llm") or {}
+    if deid_llm.get("enabled"):
+        ChatEndpoint.from_config(deid_llm).preflight()
 
 
 # --- remote videos ---------------------------------------------------------------------------------------------

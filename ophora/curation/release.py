@@ -39,8 +39,6 @@ import pandas as pd
 RELEASE_COLUMNS = ("clip_id", "video", "instruction", "caption", "phase", "start_s", "end_s", "source_id",
                    "width", "height", "fps", "frames", "duration_s")
 RELEASE_FORMAT = "ophora-release-v1"
-PROBE_COLUMNS = {"width": "probe_width", "height": "probe_height", "fps": "probe_fps", "frames": "probe_clip_frames",
-                 "duration_s": "probe_clip_duration_s"}
 
 
 class ReleaseError(ValueError):
@@ -73,8 +71,8 @@ def public_reason(reason: str | None, deid) -> str | None:
     kind = text.split(":", 1)[0]
     if "unexpected" in text or "worker failed" in text:  # an exception's message may quote anything
         return f"{kind}: unexpected error (details withheld)"
-    # our own reason texts name stages and counts; dates, ids, e-mails... in what is left withhold it
-    if deid.findings(text.lower().replace("<path>", "").replace("<quoted>", "")):
+    # our own reason texts name stages and counts; a name, date, id... in what is left withholds it
+    if deid.release_text(text.replace("<path>", "path").replace("<quoted>", "quoted")) is None:
         return f"{kind}: <reason withheld: it quotes text>"
     return text
 
@@ -145,20 +143,16 @@ def unscreened(row: dict) -> str | None:
 def screen_released_text(record: dict, deid) -> str | None:
     """The one place every free-text field of a released row is screened for PHI before it is written.
 
-    Returns the reason to withhold the row, or None. ``instruction`` (and ``caption``, the same text) must be
-    clean; ``phase`` is released as a known phase id, a free-text phase only when clean (else unlabelled).
-    Ids and file names are salted hashes and need no screen."""
-    from ophora.vocabulary import load_phases
-
+    Returns the reason to withhold the row, or None. ``instruction`` (and ``caption``, the same text) must pass
+    the text screen (``Deidentifier.release_text``); ``phase`` is released only when it passes too (else the
+    clip is released unlabelled). Ids and file names are salted hashes and need no screen."""
     if not record["instruction"]:
         return "release: no instruction"
-    if deid.findings(record["instruction"]):
+    if deid.release_text(record["instruction"]) is None:
         return "release: PHI found in the instruction on re-screening"
     phase = record.get("phase")
-    if phase is not None and not (isinstance(phase, float) and pd.isna(phase)):
-        known = {p.id for p in load_phases()}
-        if str(phase) not in known and deid.findings(str(phase)):
-            record["phase"] = None
+    phase = phase.strip() if isinstance(phase, str) and phase.strip() else None
+    record["phase"] = phase if phase is not None and deid.release_text(phase) is not None else None
     return None
 
 
@@ -281,7 +275,7 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
     from .report import summarize
 
     withheld: Counter = Counter()
-    released, decisions = [], []
+    released, decisions, phases_withheld = [], [], 0
     kept = frame[frame["decision"] == "keep"]
     for row in tqdm(kept.to_dict(orient="records"), desc="release", unit="clip", disable=not progress):
         clip_id = salted_hash(salt, "clip|" + str(row["clip_id"]))
@@ -306,6 +300,8 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
         fps = float(row["probe_fps"])
         record.update(width=row.get("probe_width"), height=row.get("probe_height"), fps=fps,
                       duration_s=record["frames"] / fps)
+        if record["phase"] is None and isinstance(row.get("phase"), str) and row["phase"].strip():
+            phases_withheld += 1  # the clip is released, unlabelled
         released.append(record)
         decisions.append((row, "released", None, None))
     for row in frame[frame["decision"] != "keep"].to_dict(orient="records"):
@@ -343,7 +339,13 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
             "method": deid.method,
             "redactions_in_narrations": _redaction_totals(frame, ("narration_redactions",)),
             "redactions_in_instructions": _redaction_totals(frame, ("deid_redactions",)),
-            "narration": "raw narration is never released; refiners saw only its PHI-free sentences",
+            "narration": "raw narration is never released; the refiner was given only the narration sentences "
+                         "the text screen passed (the screen's measured recall is below, and it is not 100%)",
+            "text_fields": "instruction, caption, phase and drop reasons are screened again at release; a field "
+                           "with any finding is withheld whole (an instruction with its clip, a phase as unlabelled)",
+            "phases_withheld": phases_withheld,
+            "measured": _measured_screen(),
+            "limitations": TEXT_SCREEN_LIMITS,
             "ids": "clip_id and source_id are sha256(private salt + id or absolute path), 16 hex digits; the "
                    "salt stays with the curator",
             "videos": "each video is its clip's training window only (every frame of it screened for faces and "
@@ -355,6 +357,47 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
     (out / "README.md").write_text(card_markdown(card), encoding="utf-8")
     return card
+
+
+TEXT_SCREEN_LIMITS = [
+    "A name made only of common English words passes when it is written in lower case without a title "
+    "(\"rose baker\") or stands first in a sentence (\"Grace had her second eye done\").",
+    "A lower-case place or event that is also a frequent English word or phrase passes (\"london\", "
+    "\"boxing day\": the held-out corpus missed the latter).",
+    "Indirect identifiers (a relative, an occupation, a rare history) are not recognised unless the optional "
+    "local language-model check is on.",
+    "The dictionary is English: words of other languages and misspelt surgical words are removed as unknown, "
+    "which costs clean sentences, not privacy.",
+    "Recall was measured on synthetic narrations the team wrote; real narrations may carry forms the corpus "
+    "lacks, and the held-out part is small, hence its wide 95% interval.",
+    "Text and faces inside video frames are not part of this text screen (see the video screening).",
+]
+
+
+def _measured_screen() -> dict | None:
+    """The text screen's figures on the team's corpus (bench/bench_deid.py --write; the tests keep them true)."""
+    from .deid import MEASURED_PATH
+
+    return json.loads(MEASURED_PATH.read_text(encoding="utf-8")) if MEASURED_PATH.is_file() else None
+
+
+def _share(caught: int, items: int) -> str:
+    return f"{caught} of {items} ({100 * caught / items:.1f}%)"
+
+
+def measured_text(measured: dict | None) -> str:
+    """The measured recall in words for the card."""
+    if not measured:
+        return "The text screen's recall has not been measured for this version."
+    total, held = measured["total"], measured["heldout"]
+    low, high = (100 * x for x in held["recall_ci95"])
+    return (f"Measured on {total['phi_narrations']} synthetic narrations with personal information and "
+            f"{total['clean_narrations']} without, written by the Ophora team: the screen removed "
+            f"{_share(total['phi_caught'], total['phi_items'])} pieces of personal information; on the held-out "
+            f"part, written after the screen was finished, {_share(held['phi_caught'], held['phi_items'])} "
+            f"(95% interval {low:.1f}% to {high:.1f}%). Narrations without personal information passed unchanged: "
+            f"{_share(total['clean_kept'], total['clean_narrations'])} (held-out part "
+            f"{_share(held['clean_kept'], held['clean_narrations'])}).")
 
 
 def _table(mapping: dict, key: str, value: str) -> list[str]:
@@ -379,8 +422,12 @@ def card_markdown(card: dict) -> str:
     lines += ["", "## Reasons", ""] + _table(card["reasons_detail"], "reason", "clips")
     lines += ["## Phases", ""] + _table(card["phases"], "phase", "clips")
     deid = card["deidentification"]
-    lines += ["## De-identification", "", deid["method"] + ".", "", f"- narration: {deid['narration']}",
-              f"- ids: {deid['ids']}", f"- videos: {deid['videos']}", "",
+    lines += ["## De-identification", "", deid["method"] + ".", "", measured_text(deid.get("measured")), "",
+              f"- narration: {deid['narration']}", f"- text fields: {deid['text_fields']} ("
+              f"{deid['phases_withheld']} phase labels withheld)", f"- ids: {deid['ids']}",
+              f"- videos: {deid['videos']}", "", "### What the text screen cannot see", ""]
+    lines += [f"- {limit}" for limit in deid["limitations"]]
+    lines += ["",
               "PHI items found per kind in narrations (their sentences removed): " + json.dumps(deid["redactions_in_narrations"]),
               "", "PHI items found per kind in refined instructions (their sentences removed): " + json.dumps(deid["redactions_in_instructions"]),
               "", "## Frame screening", "", card["frame_screening"]["method"] + ".", "",

@@ -32,7 +32,9 @@ ID_COLUMN = "clip id"
 PHASE_COLUMN = "phase prompt"
 # Settings that make two clips different; a finished clip is reused only if all of these match.
 _IDENTITY_KEYS = ("prompt", "negative_prompt", "seed", "num_inference_steps", "guidance_scale", "use_dynamic_cfg",
-                  "num_frames", "height", "width", "fps")
+                  "num_frames", "height", "width", "fps", "speed", "speed_threshold")
+# Sidecars written before the speed presets existed were made with the published sampler.
+_MISSING_MEANS = {"speed": "exact", "speed_threshold": None}
 
 
 class BatchInputError(ValueError):
@@ -103,7 +105,7 @@ def clip_is_done(video: Path, settings: dict) -> bool:
         made = json.loads(sidecar.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return False  # a damaged sidecar: regenerate
-    differing = [key for key in _IDENTITY_KEYS if made.get(key) != settings[key]]
+    differing = [key for key in _IDENTITY_KEYS if made.get(key, _MISSING_MEANS.get(key)) != settings[key]]
     if differing:
         raise BatchInputError(
             f"{video} was made with different settings ({', '.join(differing)}). Use a new --out-dir, or "

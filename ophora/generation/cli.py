@@ -15,7 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ophora.generation.options import DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, QUANTIZATIONS, SCHEDULERS
+from ophora.generation.options import (DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, QUANTIZATIONS, SCHEDULERS, SPEEDS,
+                                       THRESHOLD_SPEEDS)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, help="multiple of 16 (leave out for the model's native 480)")
     parser.add_argument("--width", type=int, help="multiple of 16 (leave out for the model's native 720)")
     parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--speed", choices=SPEEDS, default="exact",
+                        help="exact: the published sampler (default). The others reuse work between denoising steps "
+                             "through diffusers' caches: faster, and a little different from the exact clip "
+                             "(measured in docs/gpu.md); magcache needs `python -m ophora calibrate-magcache` once")
+    parser.add_argument("--speed-threshold", type=float,
+                        help=f"{' and '.join(THRESHOLD_SPEEDS)} only: skip a step when it changes less than this "
+                             f"(defaults 0.05 and 0.06; higher is faster and further from exact)")
     parser.add_argument("--no-mark", action="store_true",
                         help="no visible SYNTHETIC corner label (the metadata still says synthetic); "
                              "use for clips that feed metrics such as FID/FVD")
@@ -88,7 +96,8 @@ def _request_from_args(args: argparse.Namespace, prompt: str):
     return GenerationRequest(prompt=prompt, negative_prompt=args.negative_prompt, seed=args.seed,
                              num_inference_steps=args.steps, guidance_scale=args.guidance,
                              use_dynamic_cfg=not args.no_dynamic_cfg, num_frames=args.frames,
-                             height=args.height, width=args.width, fps=args.fps)
+                             height=args.height, width=args.width, fps=args.fps, speed=args.speed,
+                             speed_threshold=args.speed_threshold)
 
 
 def _resolve_prompt(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
@@ -107,6 +116,7 @@ def _resolve_prompt(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 def _run_single(args, parser) -> int:
     from ophora.generation.preflight import check_output_file, preflight
+    from ophora.generation.speed import check_speed_before_load
 
     if args.out is None:
         parser.error("--out FILE.mp4 is required for a single clip")
@@ -114,22 +124,25 @@ def _run_single(args, parser) -> int:
     options = load_options_from_args(args)
     check_output_file(args.out)  # before anything loads: an unwritable --out must not cost a generation
     _, _, request = preflight(options, request)
+    check_speed_before_load(options, request)
 
     from tqdm import tqdm
 
-    from ophora.generation.engine import generate
+    from ophora.generation.engine import generate, resolve_request, validate_request
     from ophora.generation.loading import load_pipeline
     from ophora.generation.video import write_clip
 
     loaded = load_pipeline(options)
     print(loaded.report, file=sys.stderr)
+    # Before the first step (a long instruction is cut at 226 T5 tokens): the user can stop and shorten it.
+    request = resolve_request(loaded, request)  # native sizes of a hub model that was not in the cache
+    for warning in validate_request(loaded, request):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     with tqdm(total=request.num_inference_steps, desc="denoising", unit="step") as bar:
         def on_step(p):
             bar.update(p.step - bar.n)
             bar.set_postfix_str(f"ETA {p.eta_s:.0f}s" if p.eta_s is not None else "")
         result = generate(loaded, request, progress=on_step)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     path = write_clip(result.frames, args.out, fps=result.request.fps, provenance=result.provenance,
                       synthetic_mark=not args.no_mark)
     print(f"wrote {path} and {path.with_suffix('.json')} ({result.seconds:.1f} s)")
@@ -139,12 +152,14 @@ def _run_single(args, parser) -> int:
 def _run_batch(args, parser) -> int:
     from ophora.generation.batch import read_prompt_csv
     from ophora.generation.preflight import check_output_folder, preflight
+    from ophora.generation.speed import check_speed_before_load
 
     if args.out_dir is None:
         parser.error("--out-dir is required with --csv")
     items = read_prompt_csv(args.csv, prompt_column=args.prompt_column, id_column=args.id_column)
     check_output_folder(args.out_dir, "--out-dir")
     preflight(load_options_from_args(args), _request_from_args(args, items[0].prompt))
+    check_speed_before_load(load_options_from_args(args), _request_from_args(args, items[0].prompt))
 
     import torch
     from accelerate import PartialState

@@ -23,6 +23,7 @@ from ophora.generation.loading import LoadedPipeline, runtime_versions
 from ophora.generation.request import (MAX_FRAMES, MAX_SEED, GenerationInputError, GenerationRequest, ModelSpec,
                                        check_request)
 from ophora.generation.request import resolve_request as resolve_with_spec
+from ophora.generation.speed import cache_config, speed_preset
 
 __all__ = ["MAX_FRAMES", "MAX_SEED", "GenerationInputError", "GenerationRequest", "GenerationCancelled",
            "GenerationResult", "StepProgress", "SEED_NOTE", "generate", "model_spec", "native_size",
@@ -90,6 +91,7 @@ def validate_request(loaded: LoadedPipeline, request: GenerationRequest, max_seq
     """Raise ``GenerationInputError`` for requests that cannot run; return warnings for ones that run degraded."""
     pipe = loaded.pipe
     check_request(request, model_spec(loaded))
+    cache_config(request.speed, loaded, request)  # a preset this model cannot use is refused before any step
     warnings: list[str] = []
     native_frames, native_h, native_w = native_size(loaded)
     if (request.height, request.width) != (native_h, native_w):
@@ -180,7 +182,7 @@ def generate(
     if cancel is not None and cancel.is_set():
         raise GenerationCancelled("Cancelled before the first step.")
     generator = torch.Generator(device="cpu").manual_seed(request.seed)
-    with torch.inference_mode():
+    with speed_preset(loaded, request) as speed, torch.inference_mode():
         output = loaded.pipe(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or None,
@@ -202,6 +204,7 @@ def generate(
                            f"Try again with VAE tiling off or at the model's native size.")
     seconds = time.perf_counter() - start
     provenance = build_provenance(loaded, request, warnings)
+    provenance.update(speed=request.speed, speed_threshold=request.speed_threshold, speed_preset=speed)
     provenance["duration_s"] = round(seconds, 3)
     return GenerationResult(frames=frames, request=request, provenance=provenance, warnings=warnings,
                             seconds=seconds, step_seconds=step_times)

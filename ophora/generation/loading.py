@@ -20,7 +20,9 @@ from safetensors import SafetensorError
 
 from ophora.generation.options import (DEFAULT_MODEL, MEMORY_MODES, PRECISIONS, QUANTIZATIONS, SCHEDULERS,
                                        LoadOptions, ModelLoadError)
-from ophora.generation.preflight import ModelSource, check_weight_files, resolve_model_source
+from ophora.generation.preflight import (ModelSource, check_model_files, check_weight_files, hub_model_missing_message,
+                                         resolve_model_source)
+from ophora.generation.speed import MAGCACHE_FILE
 from ophora.generation.tiny import TINY_NOTICE
 
 logger = logging.getLogger(__name__)
@@ -190,7 +192,9 @@ def fingerprint_folder(path: str | Path, full_hash_limit: int = 64 * 1024**2) ->
     digest = hashlib.sha256()
     # Skip caches *inside* the folder (huggingface_hub's .cache/ download metadata), judged relative to the
     # folder: a model kept under ~/.cache must still be hashed.
-    files = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.relative_to(root).parts)
+    # The MagCache ratios saved beside the weights describe them; they must not change the weights' fingerprint.
+    files = sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.relative_to(root).parts
+                   and p.name != MAGCACHE_FILE)
     if not files:
         raise ModelLoadError(f"{root} holds no files to fingerprint; point --model at a pipeline folder.")
     for file in files:
@@ -227,18 +231,7 @@ def _load_error_message(options: LoadOptions, source: ModelSource, error: Except
         return (f"Could not load the model {options.model!r}: {error}\nA file in the Hugging Face cache is damaged: "
                 f"re-download this file with `hf download {options.model} --force-download` (or delete it from "
                 f"the cache and load again).")
-    here = Path(options.model).expanduser().resolve()
-    repo = options.model if options.model == DEFAULT_MODEL else f"{DEFAULT_MODEL} (the published model)"
-    return (
-        f"No such folder {here}, and {options.model!r} could not be loaded as a hub id either: it is not in the "
-        f"local Hugging Face cache and the hub could not be reached or does not have it ({type(error).__name__}).\n"
-        f"To get the weights:\n"
-        f"  1. on a machine with internet: `hf download {DEFAULT_MODEL} --local-dir models/Ophora` "
-        f"(about 20 GB; `huggingface-cli download` on older hubs) for {repo}, then copy the folder here;\n"
-        f"  2. run with `--model models/Ophora` (or set HF_HOME to a cache that already holds it).\n"
-        f"To try the app without weights, use `--model tiny` (random weights: the clips are noise).\n"
-        f"(Details: {error})"
-    )
+    return hub_model_missing_message(options.model, f"{type(error).__name__}: {error}")
 
 
 def _hub_fingerprint(pipe, options: LoadOptions) -> str:
@@ -349,6 +342,8 @@ def load_pipeline(options: LoadOptions | None = None, **overrides) -> LoadedPipe
     hardware = Hardware.detect(options.device)
     plan = plan_loading(options, hardware)
     source = resolve_model_source(options)  # a missing folder fails here, before diffusers is imported
+    if source.local:
+        check_model_files(source.path)  # a damaged config or tokenizer file is named now, not after 20 s of loading
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
     set_determinism(options.deterministic)

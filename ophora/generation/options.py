@@ -14,6 +14,20 @@ PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 QUANTIZATIONS = ("auto", "none", "int8")
 MEMORY_MODES = ("auto", "none", "model_offload", "sequential_offload")
 SCHEDULERS = ("dpm", "checkpoint")
+# Sampling speed presets (``ophora/generation/speed.py``): "exact" is the published sampler and the default
+# everywhere; the others attach one of diffusers' own cache hooks to the transformer for one clip.
+SPEEDS = ("exact", "pab", "fastercache", "firstblock", "taylorseer", "magcache")
+# The presets that skip by measured change take a threshold (``--speed-threshold``); these are their defaults.
+THRESHOLD_SPEEDS = ("firstblock", "magcache")
+# What a surgeon reads in the app's "Speed" dropdown and in the kiosk's start-up line (no config keys).
+SPEED_LABELS = {
+    "exact": "Exact (the published sampler)",
+    "pab": "Faster: reuse attention between steps (Pyramid Attention Broadcast)",
+    "fastercache": "Faster: reuse attention and the unguided pass (FasterCache; more memory)",
+    "firstblock": "Faster: skip steps that change little (First Block Cache)",
+    "taylorseer": "Faster: predict attention from earlier steps (TaylorSeer; more memory)",
+    "magcache": "Faster: skip steps by measured change (MagCache; needs a one-off calibration)",
+}
 
 
 class ModelLoadError(RuntimeError):

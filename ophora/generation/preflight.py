@@ -18,6 +18,17 @@ from ophora.generation.request import GenerationInputError, GenerationRequest, M
 
 TINY_MODEL_NAME = "tiny"
 WEIGHT_COMPONENTS = ("text_encoder", "transformer", "vae")
+PIPELINE_COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "transformer", "vae")
+# The keys without which a config is not the file it claims to be (a truncated download, another model's file):
+# each class's defining sizes. Loading would otherwise fill in library defaults and fail, or worse run, later.
+CONFIG_KEYS = {
+    "transformer/config.json": ("_class_name", "num_attention_heads", "attention_head_dim", "num_layers"),
+    "vae/config.json": ("_class_name", "block_out_channels", "latent_channels"),
+    "scheduler/scheduler_config.json": ("_class_name", "num_train_timesteps"),
+    "text_encoder/config.json": ("model_type", "d_model", "vocab_size"),
+    "tokenizer/tokenizer_config.json": (),
+}
+TOKENIZER_VOCABULARIES = ("tokenizer.json", "spiece.model")  # the fast tokenizer's file, or T5's SentencePiece
 
 
 @dataclass(frozen=True)
@@ -60,11 +71,98 @@ def resolve_model_source(options: LoadOptions, build_tiny: bool = True) -> Model
     return ModelSource(options.model, local=False, is_tiny=False)
 
 
+def hub_model_missing_message(model: str, details: str) -> str:
+    """What to do when a hub id is neither a folder here nor loadable from the hub or the local cache."""
+    here = Path(model).expanduser().resolve()
+    repo = model if model == DEFAULT_MODEL else f"{DEFAULT_MODEL} (the published model)"
+    return (
+        f"No such folder {here}, and {model!r} could not be loaded as a hub id either: it is not in the local "
+        f"Hugging Face cache and the hub could not be reached or does not have it.\n"
+        f"To get the weights:\n"
+        f"  1. on a machine with internet: `hf download {DEFAULT_MODEL} --local-dir models/Ophora` "
+        f"(about 20 GB; `huggingface-cli download` on older hubs) for {repo}, then copy the folder here;\n"
+        f"  2. run with `--model models/Ophora` (or set HF_HOME to a cache that already holds it).\n"
+        f"To try the app without weights, use `--model tiny` (random weights: the clips are noise).\n"
+        f"(Details: {details})"
+    )
+
+
+def check_hub_model_reachable(source: ModelSource, options: LoadOptions) -> None:
+    """Offline (``--local-files-only`` or ``HF_HUB_OFFLINE``) a hub model must already be in the local cache:
+    say so now, not after torch and diffusers have been imported and asked."""
+    from huggingface_hub import constants
+
+    if source.local or not (options.local_files_only or constants.HF_HUB_OFFLINE):
+        return
+    if _cached_hub_file(source.path, "model_index.json", options.revision) is None:
+        raise ModelLoadError(hub_model_missing_message(options.model, "offline, and model_index.json is not in the "
+                                                                      "local Hugging Face cache"))
+
+
 def _read_json(path: Path) -> dict:
+    config, problem = _json_problem(path)
+    if problem:
+        raise ModelLoadError(f"{path}: {problem}. Re-download this file.")
+    return config
+
+
+def _json_problem(path: Path, keys: tuple[str, ...] = ()) -> tuple[dict, str | None]:
+    """A JSON object file's content, or why it is unusable (missing, empty, not JSON, required keys absent)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{path} cannot be read ({error}). Re-download this file.") from None
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, "missing"
+    except (OSError, UnicodeDecodeError) as error:
+        return {}, f"cannot be read ({error})"
+    if not text.strip():
+        return {}, "empty (0 bytes of settings)"
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        return {}, f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+    if not isinstance(config, dict):
+        return {}, "not a JSON object"
+    missing = [key for key in keys if key not in config]
+    if missing:
+        return config, f"lacks {', '.join(missing)}"
+    return config, None
+
+
+def _damaged(what: str, problems: list[str]) -> ModelLoadError:
+    return ModelLoadError(f"Damaged or incomplete {what}:\n  " + "\n  ".join(problems)
+                          + "\nRe-download this file (each file listed) from where the folder came from; "
+                            "the other files can stay.")
+
+
+def check_model_files(folder: str | Path) -> None:
+    """Every config and tokenizer file of a local pipeline folder is whole, before any weight loads: each JSON
+    file parses and holds its required keys, each component ``model_index.json`` names has its config, and
+    the tokenizer has a non-empty vocabulary. One message names every bad file."""
+    root = Path(folder)
+    index, problem = _json_problem(root / "model_index.json", ("_class_name",))
+    problems = [f"{root / 'model_index.json'}: {problem}"] if problem else []
+    if not problem:
+        lacking = [c for c in PIPELINE_COMPONENTS if not (isinstance(index.get(c), list) and len(index[c]) == 2)]
+        if lacking:
+            problems.append(f"{root / 'model_index.json'}: lacks the component entries {', '.join(lacking)}")
+    for name, keys in CONFIG_KEYS.items():
+        _, problem = _json_problem(root / name, keys)
+        if problem:
+            problems.append(f"{root / name}: {problem}")
+    tokenizer = root / "tokenizer"
+    if not any((tokenizer / name).is_file() for name in TOKENIZER_VOCABULARIES):
+        problems.append(f"{tokenizer}: no vocabulary (expected {' or '.join(TOKENIZER_VOCABULARIES)})")
+    for file in sorted(tokenizer.glob("*")) if tokenizer.is_dir() else []:
+        if not file.is_file() or file.name == "tokenizer_config.json":  # checked above with the configs
+            continue
+        if file.stat().st_size == 0:
+            problems.append(f"{file}: empty (0 bytes)")
+        elif file.suffix == ".json":
+            _, problem = _json_problem(file)
+            if problem:
+                problems.append(f"{file}: {problem}")
+    if problems:
+        raise _damaged("model files (settings and vocabulary)", list(dict.fromkeys(problems)))
 
 
 def _cached_hub_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
@@ -148,25 +246,24 @@ def check_weight_files(folder: str | Path, components=WEIGHT_COMPONENTS) -> None
             if why:
                 problems.append(f"{file}: {why}")
     if problems:
-        raise ModelLoadError("Damaged or incomplete model weights:\n  " + "\n  ".join(problems)
-                             + "\nRe-download this file (each file listed) from where the folder came from; "
-                               "the other files can stay.")
+        raise _damaged("model weights", problems)
 
 
 def check_output_folder(folder: str | Path, what: str = "output folder") -> None:
-    """``folder`` exists or can be created, and a file can be written in it (tried, not guessed: root and
-    read-only mounts defeat permission bits)."""
+    """Create ``folder`` (with its parents) now and write a file in it: tried, not guessed, because root,
+    read-only mounts and pseudo file systems such as /proc defeat permission bits. Before generation, so an
+    unusable folder never costs a clip."""
     folder = Path(folder).expanduser()
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise GenerationInputError(f"The {what} {folder} cannot be created: {existing} is a file, not a folder.")
-    if existing != folder:
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise GenerationInputError(f"The {what} {folder} cannot be created: {existing} is not writable. "
-                                       f"Choose a folder you can write to.")
-        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GenerationInputError(f"The {what} {folder} cannot be created ({error.strerror}). Choose a folder you "
+                                   f"can write to.") from None
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".ophora-write-test-"):
             pass
@@ -194,7 +291,14 @@ def preflight(options: LoadOptions, request: GenerationRequest | None = None) ->
 
     Returns the model source, its spec (``None`` for a hub model not in the cache: the size checks then run
     again after loading) and the request with native sizes filled in."""
-    source = resolve_model_source(options)
+    source = resolve_model_source(options, build_tiny=False)
+    if source.is_tiny and not (Path(source.path) / "model_index.json").is_file():
+        if request is not None:
+            check_request(request)  # the model's own rules follow once built: a bad request costs no 20 s build
+        source = resolve_model_source(options)
+    if source.local:
+        check_model_files(source.path)
+    check_hub_model_reachable(source, options)
     spec = read_model_spec(source, options)
     if request is not None:
         request = resolve_request(spec, request) if spec is not None else request

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from ophora.generation.options import SPEED_LABELS, SPEEDS, THRESHOLD_SPEEDS
+
 MAX_SEED = 2**63 - 1
 MAX_FRAMES = 49  # CogVideoX-2b: 8N+1 frames, N <= 6
 MAX_STEPS = 500
@@ -35,6 +37,8 @@ class GenerationRequest:
     height: int | None = None
     width: int | None = None
     fps: int = 8
+    speed: str = "exact"  # a preset of ``ophora.generation.speed``; "exact" is the published sampler
+    speed_threshold: float | None = None  # firstblock / magcache: skip below this change (None: the preset's)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,17 @@ def check_request(request: GenerationRequest, spec: ModelSpec | None = None) -> 
     if not _whole(request.fps) or not FPS_RANGE[0] <= request.fps <= FPS_RANGE[1]:
         errors.append(f"fps must be a whole number from {FPS_RANGE[0]} to {FPS_RANGE[1]} (Ophora clips are 8 fps); "
                       f"got {request.fps!r}.")
+    if request.speed not in SPEEDS:
+        errors.append(f"Unknown speed {request.speed!r}; choose one of: "
+                      + "; ".join(f"{name} ({SPEED_LABELS[name]})" for name in SPEEDS) + ".")
+    if request.speed_threshold is not None:
+        if request.speed not in THRESHOLD_SPEEDS:
+            errors.append(f"A speed threshold applies only to the speeds {' and '.join(THRESHOLD_SPEEDS)}; "
+                          f"leave it out for {request.speed!r}.")
+        elif (isinstance(request.speed_threshold, bool) or not isinstance(request.speed_threshold, (int, float))
+              or not 0 < request.speed_threshold <= 1):
+            errors.append(f"The speed threshold must be a number above 0 and at most 1 (higher skips more and "
+                          f"strays further from the exact clip); got {request.speed_threshold!r}.")
     frame_multiple = spec.frame_multiple if spec else 8
     size_multiple = spec.size_multiple if spec else 16
     native = (f" (leave it out for the model's native {{}})" if spec else " (leave it out for the model's native size)")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ophora.study.definition import TURING_MARGIN
 from ophora.study.mixed import difference_interval, fit_crossed, mean_interval
 from ophora.study.mrmc import MRMCResult, complete_readers, mrmc_analysis, turing_mrmc_frame, write_imrmc
 
@@ -51,9 +52,28 @@ def tidy_scores(frame: pd.DataFrame) -> pd.DataFrame:
     return out.groupby(keys, sort=True, as_index=False)["score"].mean()
 
 
-def _summary_row(group: pd.DataFrame, confidence: float) -> dict:
+def rating_scales(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """criterion -> (scale min, scale max) from the optional ``scale_min`` / ``scale_max`` columns of a
+    ratings table (a study's table has them; a CSV from elsewhere may). Intervals are cut at the scale's
+    ends and plot axes span it."""
+    if not {"criterion", "scale_min", "scale_max"} <= set(frame.columns) or frame.empty:
+        return {}
+    pairs = frame[["criterion", "scale_min", "scale_max"]].dropna().drop_duplicates("criterion")
+    return {str(r.criterion): (float(r.scale_min), float(r.scale_max)) for r in pairs.itertuples(index=False)}
+
+
+def with_scales(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None) -> pd.DataFrame:
+    """The ratings table with each criterion's rating scale as ``scale_min`` / ``scale_max`` columns."""
+    if not scales or ratings.empty or "criterion" not in ratings:
+        return ratings
+    criterion = ratings["criterion"].astype(str)
+    return ratings.assign(scale_min=criterion.map({c: s[0] for c, s in scales.items()}),
+                          scale_max=criterion.map({c: s[1] for c, s in scales.items()}))
+
+
+def _summary_row(group: pd.DataFrame, confidence: float, scale: tuple[float, float] | None) -> dict:
     fit = fit_crossed(group["score"].to_numpy(), group["rater"].to_numpy(), group["clip"].to_numpy())
-    ci = mean_interval(fit, confidence)
+    ci = mean_interval(fit, confidence, scale)
     return {"n": fit.n, "raters": fit.raters, "clips": fit.clips, "mean": ci.estimate, "se": ci.se, "df": ci.df,
             "ci_low": ci.ci_low, "ci_high": ci.ci_high, "var_rater": fit.var_rater, "var_clip": fit.var_clip,
             "var_error": fit.var_error, "note": fit.note}
@@ -63,29 +83,34 @@ SUMMARY_COLUMNS = ["n", "raters", "clips", "mean", "se", "df", "ci_low", "ci_hig
                    "var_error", "note"]
 
 
-def score_summary(frame: pd.DataFrame, *, by_phase: bool = False, confidence: float = 0.95) -> pd.DataFrame:
+def score_summary(frame: pd.DataFrame, *, by_phase: bool = False, confidence: float = 0.95,
+                  scales: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """Mean score per model x criterion (``by_phase``: model x phase x criterion) with a confidence interval
     that treats raters and clips as crossed random effects (:mod:`ophora.study.mixed`: moment estimates of
-    the rater, clip and error variances, t interval with Satterthwaite df; calibrated by simulation in
-    tests/study/test_mixed.py). The bootstrap of individual ratings it replaces covered 59% instead of 95%.
+    the rater, clip and error variances, generalized interval; calibrated by simulation in
+    tests/study/test_mixed.py and bench/bench_study_intervals.py), cut at the rating scale's ends
+    (``scales``, else the table's scale columns). Too small a design gets a ``note`` and no interval.
 
     ``frame``: tidy, one row per score, columns rater, clip (or clip_id), model, criterion, score, optional
-    phase and reading."""
+    phase, reading, scale_min and scale_max."""
     by = ["model", "phase", "criterion"] if by_phase else ["model", "criterion"]
+    scales = scales if scales is not None else rating_scales(frame)
     data = tidy_scores(frame)
     if by_phase and "phase" not in data:
         raise ValueError("by_phase needs a 'phase' column in the ratings table")
-    rows = [{**dict(zip(by, key)), **_summary_row(group, confidence)}
+    rows = [{**dict(zip(by, key)), **_summary_row(group, confidence, scales.get(key[-1]))}
             for key, group in data.groupby(by, sort=True)]
     return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])
 
 
-def score_differences(frame: pd.DataFrame, *, confidence: float = 0.95, reference: str = REAL_MODEL) -> pd.DataFrame:
+def score_differences(frame: pd.DataFrame, *, confidence: float = 0.95, reference: str = REAL_MODEL,
+                      scales: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """Per criterion: each model - real (``reference``) and each model - model, with CI, p-value and a
     Holm-adjusted p-value over all rows of the table (statsmodels ``multipletests``). Shared raters make
     the two means covary; :func:`ophora.study.mixed.difference_interval` accounts for it."""
     from statsmodels.stats.multitest import multipletests
 
+    scales = scales if scales is not None else rating_scales(frame)
     data = tidy_scores(frame)
     rows = []
     for criterion, group in data.groupby("criterion", sort=True):
@@ -95,11 +120,12 @@ def score_differences(frame: pd.DataFrame, *, confidence: float = 0.95, referenc
         pairs = [(m, reference) for m in others if reference in fits]
         pairs += [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
         for a, b in pairs:
-            ci = difference_interval(fits[a], fits[b], confidence)
+            ci = difference_interval(fits[a], fits[b], confidence, scales.get(criterion))
             rows.append({"criterion": criterion, "a": a, "b": b, "comparison": f"{a} - {b}", "estimate": ci.estimate,
-                         "se": ci.se, "df": ci.df, "ci_low": ci.ci_low, "ci_high": ci.ci_high, "p": ci.p})
+                         "se": ci.se, "df": ci.df, "ci_low": ci.ci_low, "ci_high": ci.ci_high, "p": ci.p,
+                         "note": fits[a].note or fits[b].note})
     table = pd.DataFrame(rows, columns=["criterion", "a", "b", "comparison", "estimate", "se", "df", "ci_low",
-                                        "ci_high", "p", "p_holm"])
+                                        "ci_high", "p", "p_holm", "note"])
     valid = table["p"].notna()
     if valid.any():
         table.loc[valid, "p_holm"] = multipletests(table.loc[valid, "p"], method="holm")[1]
@@ -126,18 +152,36 @@ def icc_table(ratings: pd.DataFrame, *, targets: str = "clip_id", raters: str = 
 def krippendorff_alpha(ratings: pd.DataFrame, *, level: str = "ordinal", scale: tuple[int, int] | None = None,
                        units: str = "clip_id", raters: str = "rater", score: str = "score") -> float:
     """Krippendorff's alpha over a raters x units matrix with missing cells (``krippendorff`` package).
-    ``scale`` gives the full value domain so unused scale points still count for ordinal distances."""
+    ``scale`` gives the full value domain so unused scale points still count for ordinal distances. Shown
+    inside -1 to 1 (tiny samples can fall below -1: systematic disagreement either way)."""
     import krippendorff
 
     matrix = ratings.pivot_table(index=raters, columns=units, values=score, aggfunc="first")
     kwargs = {}
     if scale is not None and level in ("ordinal", "nominal"):
         kwargs["value_domain"] = list(range(scale[0], scale[1] + 1))
-    return float(krippendorff.alpha(reliability_data=matrix.to_numpy(dtype=float), level_of_measurement=level, **kwargs))
+    alpha = float(krippendorff.alpha(reliability_data=matrix.to_numpy(dtype=float), level_of_measurement=level, **kwargs))
+    return float(np.clip(alpha, -1.0, 1.0)) if np.isfinite(alpha) else alpha
 
 
 def _clip_set_column(ratings: pd.DataFrame) -> str:
     return "clip_set" if "clip_set" in ratings else "model"
+
+
+MIN_ICC_CLIPS = 5  # fewer clips leave the ICC's F distributions with 1-3 df: an interval over the whole range
+
+
+def bounded_icc(estimate: float, low: float, high: float) -> tuple[float, str]:
+    """An ICC and its 95% interval inside [0, 1], the range of a share of variance: a negative estimate
+    (sampling noise when clips barely differ) is shown as 0, and cutting the interval at 0 and 1 keeps its
+    coverage (the true value lies inside). An interval wholly outside [0, 1] (negative mean-square
+    differences in a tiny sample) says so instead."""
+    def cut(v: float) -> float:
+        return float(min(max(v, 0.0), 1.0))
+
+    if not (np.isfinite(low) and np.isfinite(high)) or high < 0 or low > 1:
+        return cut(estimate), "not estimable from these ratings"
+    return cut(estimate), f"[{cut(low):.2f}, {cut(high):.2f}]"
 
 
 def reliability(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None = None) -> pd.DataFrame:
@@ -158,22 +202,39 @@ def reliability(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
         # Krippendorff's alpha uses every pairable rating, so a half-finished study still gets one.
         per_clip = group.groupby("clip_id")["rater"].nunique()
         row["icc_clips"] = int((per_clip == row["raters"]).sum())
-        if row["raters"] >= 2 and group["score"].nunique() > 1:
+        small = ("too few raters to estimate: at least 2 needed" if row["raters"] < 2 else
+                 f"too few clips rated by every rater to estimate: at least {MIN_ICC_CLIPS} needed"
+                 if row["icc_clips"] < MIN_ICC_CLIPS else "")
+        if small:
+            row["note"] = small
+        elif group["score"].nunique() > 1:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     table = icc_table(group)
+                notes = []
                 for form, label in (("ICC2", "icc2_A1"), ("ICC3", "icc3_C1"), ("ICC2k", "icc2k_Ak")):
-                    row[label] = float(table.loc[form, "ICC"])
-                    row[label + "_ci95"] = f"[{table.loc[form, 'CI95'][0]:.2f}, {table.loc[form, 'CI95'][1]:.2f}]"
+                    estimate, (low, high) = float(table.loc[form, "ICC"]), table.loc[form, "CI95"]
+                    if form == "ICC2k" and float(table.loc["ICC2", "ICC"]) <= 0:
+                        estimate, low, high = 0.0, float("nan"), float("nan")  # no agreement to average over raters
+                    row[label], row[label + "_ci95"] = bounded_icc(estimate, low, high)
+                    if estimate < 0:
+                        notes.append(f"{form} estimate {estimate:.2f} shown as 0 (no agreement beyond chance)")
+                if notes:
+                    row["note"] = "; ".join(notes)
             except (AssertionError, ValueError, KeyError) as exc:
                 row["note"] = f"ICC not computable yet ({row['icc_clips']} clips rated by every rater): {exc}"
+        if row["raters"] >= 2:
             try:
                 row["kripp_alpha_ordinal"] = krippendorff_alpha(group, level="ordinal", scale=scale)
             except ValueError as exc:
                 row["note"] = (row.get("note", "") + f" Krippendorff's alpha not computable: {exc}").strip()
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RELIABILITY_COLUMNS)
+
+
+RELIABILITY_COLUMNS = ["clip_set", "model", "criterion", "raters", "clips", "icc_clips", "icc2_A1", "icc2_A1_ci95",
+                       "icc3_C1", "icc3_C1_ci95", "icc2k_Ak", "icc2k_Ak_ci95", "kripp_alpha_ordinal", "note"]
 
 
 def intra_rater(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None = None) -> pd.DataFrame:
@@ -184,7 +245,7 @@ def intra_rater(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
     from sklearn.metrics import cohen_kappa_score
 
     columns = ["criterion", "raters", "pairs", "weighted_kappa_quadratic", "icc_A1", "icc_A1_ci95",
-               "kripp_alpha_ordinal", "exact_agreement"]
+               "kripp_alpha_ordinal", "exact_agreement", "note"]
     if "reading" not in ratings or not (ratings["reading"] > FIRST_READING).any():
         return pd.DataFrame(columns=columns)
     rows = []
@@ -205,11 +266,13 @@ def intra_rater(ratings: pd.DataFrame, scales: dict[str, tuple[int, int]] | None
             row["weighted_kappa_quadratic"] = float(kappa)
             long = pd.DataFrame({"unit": np.tile(np.arange(len(pairs)), 2), "reading": np.repeat([0, 1], len(pairs)),
                                  "score": np.concatenate([a, b])})
-            if len(pairs) >= 3 and long["score"].nunique() > 1:
+            if len(pairs) < MIN_ICC_CLIPS:
+                row["note"] = f"too few repeat readings for an ICC: at least {MIN_ICC_CLIPS} needed ({len(pairs)} so far)"
+            elif long["score"].nunique() > 1:
                 try:
                     table = icc_table(long, targets="unit", raters="reading")
-                    row["icc_A1"] = float(table.loc["ICC2", "ICC"])
-                    row["icc_A1_ci95"] = f"[{table.loc['ICC2', 'CI95'][0]:.2f}, {table.loc['ICC2', 'CI95'][1]:.2f}]"
+                    row["icc_A1"], row["icc_A1_ci95"] = bounded_icc(float(table.loc["ICC2", "ICC"]),
+                                                                    *table.loc["ICC2", "CI95"])
                 except (AssertionError, ValueError, KeyError):
                     pass
             try:
@@ -345,21 +408,41 @@ def _bar(summary: pd.DataFrame, x: str, title: str, y_range: tuple[float, float]
     return fig
 
 
+def _common_scale(ratings: pd.DataFrame, criteria) -> tuple[float, float] | None:
+    """The rating scale shared by ``criteria`` (the plot's axis), None when unknown or different."""
+    known = rating_scales(ratings)
+    scales = {known.get(str(c)) for c in set(criteria)}
+    return scales.pop() if len(scales) == 1 else None
+
+
 def figure_by_criterion(ratings: pd.DataFrame, y_range: tuple[float, float] | None = None):
-    """Mean score per criterion, one bar per model (the paper's per-criterion comparison)."""
-    return _bar(score_summary(ratings), "criterion", "Scores by criterion", y_range)
+    """Mean score per criterion, one bar per model (the paper's per-criterion comparison); the axis spans
+    the rating scale when the table carries it."""
+    summary = score_summary(ratings)
+    return _bar(summary, "criterion", "Scores by criterion", y_range or _common_scale(ratings, summary["criterion"]))
 
 
 def figure_by_phase(ratings: pd.DataFrame, criterion: str | None = None, y_range: tuple[float, float] | None = None):
     """Mean score per intended surgical phase, one bar per model (all criteria pooled unless one is named)."""
+    return _bar(phase_summary(ratings, criterion), "phase",
+                "Scores by phase" + (f" ({criterion})" if criterion else " (all criteria)"),
+                y_range or _common_scale(ratings, [criterion] if criterion else ratings["criterion"].unique()))
+
+
+def phase_summary(ratings: pd.DataFrame, criterion: str | None = None) -> pd.DataFrame:
+    """Mean score per model x intended phase with intervals, for one criterion or all criteria pooled (one
+    score per rater x clip: the mean over criteria; cut at the scale the criteria share)."""
     data = tidy_scores(ratings)
-    if criterion is None:  # one score per rater x clip: the mean over criteria
+    if "phase" not in data:
+        return pd.DataFrame(columns=["model", "phase", "criterion", *SUMMARY_COLUMNS])
+    scale = _common_scale(ratings, [criterion] if criterion else data["criterion"].unique())
+    if criterion is None:
         data = data.groupby(["model", "phase", "rater", "clip"], as_index=False)["score"].mean().assign(
             criterion="all criteria")
     else:
         data = data[data["criterion"] == criterion]
-    title = "Scores by phase" + (f" ({criterion})" if criterion else " (all criteria)")
-    return _bar(score_summary(data, by_phase=True), "phase", title, y_range)
+    label = criterion or "all criteria"
+    return score_summary(data, by_phase=True, scales={label: scale} if scale else {})
 
 
 @dataclass
@@ -381,8 +464,15 @@ class StudyResults:
     turing_mrmc: MRMCResult | None = None
     turing_note: str = ""
     title: str = "Reader study"
+    # Pre-stated in the study file: "could not reliably tell" needs the AUC interval below 0.5 + margin.
+    turing_margin: float = TURING_MARGIN
+    # Mean over criteria per model x phase, with intervals: the narrative's phase ranking.
+    by_model_phase_pooled: pd.DataFrame = field(default_factory=pd.DataFrame)
     # Blinding differences the study lead accepted at import: a reader of the results must see them.
     accepted_differences: tuple[str, ...] = ()
+    # The record these results came from (study verify): verified, rows, chain_head, line. Every export and
+    # report carries it, so a published figure can be checked against the database later.
+    record: dict = field(default_factory=dict)
 
     @property
     def turing_auc(self) -> pd.DataFrame:
@@ -416,8 +506,9 @@ def turing_mrmc(ratings: pd.DataFrame) -> tuple[pd.DataFrame, MRMCResult | None,
 
 
 def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]] | None = None,
-                    title: str = "Reader study") -> StudyResults:
+                    title: str = "Reader study", turing_margin: float = TURING_MARGIN) -> StudyResults:
     """All tables of a report (a study under way too: reliability uses what is pairable so far)."""
+    ratings = with_scales(ratings, scales)
     mrmc_data, mrmc_result, turing_note = turing_mrmc(ratings)
     return StudyResults(
         ratings=ratings,
@@ -435,15 +526,22 @@ def compute_results(ratings: pd.DataFrame, *, scales: dict[str, tuple[int, int]]
         turing_mrmc=mrmc_result,
         turing_note=turing_note,
         title=title,
+        turing_margin=turing_margin,
+        by_model_phase_pooled=phase_summary(ratings) if not ratings.empty else pd.DataFrame(),
     )
 
 
-def results_for_study(store, slug: str) -> StudyResults:
-    """Results straight from a :class:`~ophora.study.store.StudyStore`."""
+def results_for_study(store, slug: str, verification=None) -> StudyResults:
+    """Results straight from a :class:`~ophora.study.store.StudyStore`, with the record check they came from
+    (``verification``: a :class:`~ophora.study.chain.Verification` already made; else it is made here)."""
+    verification = verification or store.verify_record(slug)
     definition = store.definition(slug)
     scales = {c.name: (c.scale.min, c.scale.max) for c in definition.criteria}
-    results = compute_results(store.ratings_frame(slug), scales=scales, title=definition.title)
+    results = compute_results(store.ratings_frame(slug), scales=scales, title=definition.title,
+                              turing_margin=definition.turing_margin)
     results.accepted_differences = tuple(w["detail"] for w in store.accepted_differences(slug))
+    results.record = {"study": slug, "verified": verification.ok, "rows": verification.total_rows,
+                      "chain_head": verification.head, "check": verification.line}
     return results
 
 
@@ -458,7 +556,8 @@ def _tables(results: StudyResults) -> dict[str, pd.DataFrame]:
             "turing_reader_auc": results.turing_reader_auc,
             "turing_by_rater_model": results.turing_by_rater_model, "turing_by_model": results.turing_by_model,
             "turing_roc": results.turing_roc, "answer_agreement": results.answer_agreement,
-            "phase_accuracy": results.phase_accuracy, "turing_mrmc": results.turing_mrmc_data}
+            "phase_accuracy": results.phase_accuracy, "turing_mrmc": results.turing_mrmc_data,
+            **({"record": pd.DataFrame([results.record])} if results.record else {})}
 
 
 def export_csv(results: StudyResults, folder: str | Path) -> list[Path]:
@@ -487,6 +586,14 @@ def export_excel(results: StudyResults, path: str | Path) -> Path:
     return path
 
 
+def _record_html(record: dict) -> str:
+    """The record check, first thing in a report: what the figures came from (red when it failed)."""
+    if not record:
+        return ""
+    style = "" if record["verified"] else " style='color:#b00020;font-weight:bold'"
+    return f"<p class='record' id='record'{style}>{html.escape(record['check'])}</p>"
+
+
 def export_html(results: StudyResults, path: str | Path) -> Path:
     """A single self-contained HTML file (plotly.js inlined: it opens offline, e.g. attached to an email)."""
     path = Path(path)
@@ -499,6 +606,7 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
              "font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}.summary p{font-size:16px;"
              "line-height:1.5;max-width:60em}</style></head><body>",
              f"<h1>{html.escape(results.title)}</h1>",
+             _record_html(results.record),
              f"<div class='summary' id='summary'>{summary_html(results)}</div>"]
     if results.accepted_differences:
         parts.append("<h2>Accepted blinding differences</h2><p>The study lead accepted these differences between "
@@ -509,16 +617,24 @@ def export_html(results: StudyResults, path: str | Path) -> Path:
         for fig in (figure_by_criterion(ratings), figure_by_phase(ratings)):
             parts.append(fig.to_html(full_html=False, include_plotlyjs=True if include else False))
             include = False
-    parts.append("<h2>Methods</h2><p>First readings only. Mean scores: 95% t intervals with raters and clips as "
-                 "crossed random effects (moment estimates of the rater, clip and error variances, Satterthwaite "
-                 "df); differences between models with the same method, p-values Holm-adjusted over all "
-                 "comparisons. Real or synthetic?: each answer scored +confidence (synthetic) or -confidence (real); "
-                 "reader-averaged trapezoidal AUC per model against the real clips, Obuchowski-Rockette analysis "
-                 "with Hillis denominator df and jackknife covariances (rrrc: readers and clips random; frrc: "
-                 "these readers; rrfc: these clips). Agreement per clip set: ICC(2,1)=ICC(A,1) two-way random "
-                 "absolute agreement, ICC(3,1), ICC(2,k) (pingouin), Krippendorff's alpha, ordinal; intra-rater: "
-                 "quadratic-weighted kappa, ICC(A,1) and alpha between first and repeat readings. The tables below "
-                 "are at full precision; the same tables are in the CSV and Excel exports.</p>")
+    parts.append("<h2>Methods</h2><p>First readings only. Mean scores: 95% generalized confidence intervals with "
+                 "raters and clips as crossed random effects (moment estimates of the rater, clip and error "
+                 "variances; each mean square replaced by its chi-square pivot), cut at the ends of the rating "
+                 "scale; SE and Satterthwaite df in the tables for reference; no interval with fewer than 3 raters "
+                 "or 3 clips (the note says so). Differences between models: t intervals with Satterthwaite df, "
+                 "p-values Holm-adjusted over all comparisons (intervals not adjusted). Real or synthetic?: each "
+                 "answer scored +confidence (synthetic) or -confidence (real); reader-averaged trapezoidal AUC per "
+                 "model against the real clips, Obuchowski-Rockette analysis with Hillis denominator df and "
+                 "jackknife covariances (rrrc: readers and clips random; frrc: these readers; rrfc: these clips); "
+                 "the AUC interval (ci_low, ci_high) is computed on the logit scale, so it stays inside 0-1; "
+                 "wald_low and wald_high are the AUC-scale interval that OR-DBM MRMC and RJafroc print; no "
+                 f"interval with fewer than 3 raters or 3 real and 3 generated clips. 'Could not reliably tell' "
+                 f"needs the whole AUC interval below {0.5 + results.turing_margin:.2f} (the margin stated in the "
+                 "study file); otherwise the result is inconclusive. Agreement per clip set: ICC(2,1)=ICC(A,1) "
+                 "two-way random absolute agreement, ICC(3,1), ICC(2,k) (pingouin; shown inside 0-1, a negative "
+                 "estimate as 0; at least 5 clips rated by every rater), Krippendorff's alpha, ordinal; "
+                 "intra-rater: quadratic-weighted kappa, ICC(A,1) and alpha between first and repeat readings. The "
+                 "tables below are at full precision; the same tables are in the CSV and Excel exports.</p>")
     for heading, table in (("Scores by model and criterion", results.by_model_criterion),
                            ("Score differences between models (Holm-adjusted p)", results.score_differences),
                            ("Scores by model, phase and criterion", results.by_model_phase),

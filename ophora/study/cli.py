@@ -1,4 +1,4 @@
-"""`python -m ophora study create|import|add-rater|status|export|report|scores|mrmc|plan`.
+"""`python -m ophora study create|import|add-rater|status|verify|export|report|scores|mrmc|plan`.
 
 Defaults keep a study together: the database is ``studies/<slug>.db`` and blinded clips go to
 ``studies/runs/<slug>/blinded`` unless ``--db`` (a path or a PostgreSQL URL) and ``--blind-dir`` say otherwise.
@@ -190,13 +190,50 @@ def cmd_status(args) -> int:
     return 0
 
 
+RED, RESET = "\033[31m", "\033[0m"
+
+
+def _verified(store, slug: str, force: bool):
+    """Check the study's record before any result is made from it: print "record verified: N rows, chain
+    head H"; on a difference refuse, or with ``--force`` go on under a red warning."""
+    verification = store.verify_record(slug)
+    if verification.ok:
+        print(verification.line)
+        return verification
+    if not force:
+        from ophora.study.store import StudyError
+
+        raise StudyError(f"{verification.line}. See every difference with `python -m ophora study verify {slug}`; "
+                         f"add --force to make results anyway (they will carry the failed check)")
+    print(f"{RED}WARNING: {verification.line}; results made anyway (--force) carry this warning{RESET}",
+          file=sys.stderr)
+    return verification
+
+
+def cmd_verify(args) -> int:
+    """Recompute the study's hash chain and row counts; exit 1 naming the first row that differs."""
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        verification = store.verify_record(slug)
+    counts = ", ".join(f"{table} {n}" for table, n in verification.rows.items())
+    if verification.ok:
+        print(f"{verification.line} ({counts}; {verification.links} links)")
+        return 0
+    print(f"{RED}record of study {slug!r} does not match its chain ({counts}; {verification.links} links):{RESET}",
+          file=sys.stderr)
+    for problem in verification.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 1
+
+
 def cmd_export(args) -> int:
     from ophora.study import analysis
 
     slug, db = _slug_and_db(args)
     out = Path(args.out or STUDIES_DIR / "runs" / slug / "export")
     with _open(db) as store:
-        results = analysis.results_for_study(store, slug)
+        verification = _verified(store, slug, args.force)
+        results = analysis.results_for_study(store, slug, verification)
         clips = store.clips_frame(slug)
     written = []
     if "csv" in args.formats:
@@ -220,7 +257,8 @@ def cmd_report(args) -> int:
     slug, db = _slug_and_db(args)
     out = Path(args.out or STUDIES_DIR / "runs" / slug / f"{slug}-report.html")
     with _open(db) as store:
-        results = analysis.results_for_study(store, slug)
+        verification = _verified(store, slug, args.force)
+        results = analysis.results_for_study(store, slug, verification)
     analysis.export_html(results, out)
     print(results.by_model_criterion.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for w in results.accepted_differences:
@@ -250,37 +288,54 @@ def _write_json(data: dict, out: str | None) -> None:
         print(f"written to {out}")
 
 
+def _verify_source(args) -> dict:
+    """``--study``: the ratings CSV came from this study; check its record first (as report and export do)
+    and return what goes into the JSON output."""
+    if not args.study:
+        return {}
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        verification = _verified(store, slug, args.force)
+    return {"record": {"study": slug, "verified": verification.ok, "rows": verification.total_rows,
+                       "chain_head": verification.head}}
+
+
 def cmd_scores(args) -> int:
     from ophora.study import analysis
     from ophora.study.mrmc import json_records
 
+    record = _verify_source(args)
     frame = _read_csv(args.ratings)
     summary = analysis.score_summary(frame, by_phase=args.by_phase)
     differences = analysis.score_differences(frame)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
-    print("Mean scores, 95% CI with raters and clips as crossed random effects (Satterthwaite df):")
+    print("Mean scores, 95% generalized CI with raters and clips as crossed random effects (cut at the scale "
+          "when the CSV has scale_min / scale_max columns; se and Satterthwaite df for reference):")
     print(summary.drop(columns=["note"]).to_string(index=False, float_format=fmt))
     for note in summary["note"][summary["note"] != ""].unique():
         print(f"note: {note}")
     if not differences.empty:
         print("\nDifferences (p_holm: Holm-adjusted over all rows):")
         print(differences.drop(columns=["a", "b"]).to_string(index=False, float_format=fmt))
-    _write_json({"scores": json_records(summary), "differences": json_records(differences)}, args.json)
+    _write_json({"scores": json_records(summary), "differences": json_records(differences), **record}, args.json)
     return 0
 
 
 def cmd_mrmc(args) -> int:
     from ophora.study.mrmc import mrmc_analysis
 
+    record = _verify_source(args)
     result = mrmc_analysis(_read_csv(args.ratings), alpha=1 - args.confidence)
-    data = result.to_json(args.analysis)
+    data = {**result.to_json(args.analysis), **record}
     label = {"rrrc": "random readers, random cases", "frrc": "fixed readers, random cases",
              "rrfc": "random readers, fixed cases"}[args.analysis]
     print(f"Obuchowski-Rockette MRMC ({label}; Hillis ddf, jackknife covariances): "
           f"{len(result.readers)} readers, {result.cases} cases")
     for m in data["modalities"]:
-        print(f"  {m['modality']}: AUC {m['auc']:.4f} (SE {_num(m['se'])}, df {_num(m['df'], 2)}, "
-              f"{args.confidence:.0%} CI {_num(m['ci_low'])} to {_num(m['ci_high'])})")
+        interval = (f"{args.confidence:.0%} CI {_num(m['ci_low'])} to {_num(m['ci_high'])} on the logit scale; "
+                    f"AUC scale (as OR-DBM MRMC / RJafroc) {_num(m['wald_low'])} to {_num(m['wald_high'])}"
+                    if not m["note"] else f"no interval: {m['note']}")
+        print(f"  {m['modality']}: AUC {m['auc']:.4f} (SE {_num(m['se'])}, df {_num(m['df'], 2)}, {interval})")
     test = data["test"]
     if test["ndf"] is not None:
         print(f"  F = {test['f']:.4f}, ndf {test['ndf']:.0f}, ddf {_num(test['ddf'], 2)}, p = {_num(test['p'])}")
@@ -406,13 +461,18 @@ def build_parser() -> argparse.ArgumentParser:
             "study file or slug")
     p.add_argument("--out", help="CSV file (default studies/runs/<slug>/<slug>-clip-key.csv)")
     add("status", cmd_status, "clips per source/model and each rater's progress", "study file or slug")
+    force_help = "make results even when the record check fails (they carry a red warning)"
+    add("verify", cmd_verify, "recompute the study's hash chain and row counts (exit 1 naming the first row that "
+        "differs)", "study file or slug")
     p = add("export", cmd_export, "export ratings and results tables (CSV, Excel, HTML)", "study file or slug")
+    p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--out", help="output folder (default studies/runs/<slug>/export)")
     p.add_argument("--formats", default="csv,xlsx,html", type=_formats,
                    help="comma-separated subset of " + ",".join(EXPORT_FORMATS))
     p = add("report", cmd_report, "write the self-contained HTML report and print the score table",
             "study file or slug")
     p.add_argument("--out", help="HTML file (default studies/runs/<slug>/<slug>-report.html)")
+    p.add_argument("--force", action="store_true", help=force_help)
 
     p = sub.add_parser("scores", help="mean scores with crossed random effects from any ratings CSV",
                        description="Mean score per model x criterion (raters and clips random) and model - real / "
@@ -420,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "clip, model, criterion, score (optional phase, reading), e.g. a REDCap export.")
     p.add_argument("ratings", help="CSV file, one row per score")
     p.add_argument("--by-phase", action="store_true", help="one row per model x phase x criterion")
+    p.add_argument("--study", help="the study file or slug the CSV came from: its record is verified first")
+    p.add_argument("--db", help="database of --study (default studies/<slug>.db)")
+    p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--json", help="also write the tables to this JSON file")
     p.set_defaults(func=cmd_scores)
     p = sub.add_parser("mrmc", help="Obuchowski-Rockette MRMC ROC analysis of any reader x case ratings CSV",
@@ -430,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analysis", choices=["rrrc", "frrc", "rrfc"], default="rrrc",
                    help="readers and cases random (default), fixed readers, or fixed cases")
     p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--study", help="the study file or slug the CSV came from: its record is verified first")
+    p.add_argument("--db", help="database of --study (default studies/<slug>.db)")
+    p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=cmd_mrmc)
     p = sub.add_parser("plan", help="raters x clips needed, from pilot variance components",

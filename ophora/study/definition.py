@@ -97,9 +97,15 @@ class Criterion(_Strict):
         return value.strip() if isinstance(value, str) else value
 
 
+TURING_MARGIN = 0.1  # "raters could not tell" needs the AUC interval below 0.5 + this
+
+
 class TuringTest(_Strict):
     enabled: bool = True
     confidence: Scale = Scale(min=1, max=5, anchors={1: "guessing", 5: "certain"})
+    # Stated before rating: the report says "could not reliably tell" only when the whole AUC interval lies
+    # below 0.5 + margin, otherwise "inconclusive" (absence of evidence is not evidence of absence).
+    margin: Annotated[float, Field(gt=0, lt=0.5)] = TURING_MARGIN
 
 
 class ClipSetFile(_Strict):
@@ -308,6 +314,7 @@ class StudyDefinition:
     instruction_source: str = "phase_template"
     source_text: str = ""  # the YAML as written, stored with the study
     base_dir: Path = Path(".")
+    turing_margin: float = TURING_MARGIN
 
     def criterion(self, name: str) -> Criterion:
         for c in self.criteria:
@@ -382,6 +389,8 @@ def parse_definition(data: Any, *, where: str = "study", base_dir: Path = Path("
         clip_sets=tuple(clip_sets), raters=tuple(raw.raters), repeats=repeats, seed=raw.seed,
         blinding=raw.blinding, instruction_source=raw.instruction_source, source_text=source_text,
         base_dir=base_dir,
+        turing_margin=(raw.turing_test.margin if isinstance(raw.turing_test, TuringTest)
+                       else TURING_MARGIN),
     )
     for clip_set in clip_sets:
         if clip_set.phase and definition.match_phase(clip_set.phase) is None:

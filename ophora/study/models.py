@@ -136,3 +136,19 @@ class AuditEntry(Base):
     new_value: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RecordLink(Base):
+    """One link of a study's hash chain (``ophora.study.chain``): a row of a chained table as inserted, updated
+    or deleted by the study engine, its content hash, and a hash over the previous link. Append-only."""
+
+    __tablename__ = "record_chain"
+    __table_args__ = (UniqueConstraint("study_id", "seq", name="uq_record_chain_study_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="RESTRICT"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per study
+    table_name: Mapped[str] = mapped_column(String(32))
+    row_id: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String(8))  # insert | update | delete
+    row_hash: Mapped[str] = mapped_column(String(64))
+    link_hash: Mapped[str] = mapped_column(String(64))

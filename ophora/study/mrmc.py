@@ -23,10 +23,16 @@ from scipy import stats
 
 MRMC_COLUMNS = ("reader", "modality", "case", "truth", "rating")
 ANALYSES = ("rrrc", "frrc", "rrfc")
+MIN_READERS = 3  # random readers: the reader variance needs at least 2 degrees of freedom
+MIN_CASES = 3  # of each kind (real and generated) per model, for a jackknife variance worth an interval
 
 
 @dataclass(frozen=True)
 class ModalityResult:
+    """One model's reader-averaged AUC. ``ci_low``/``ci_high``: the interval on the logit scale (inside
+    [0, 1]); ``wald_low``/``wald_high``: the interval on the AUC scale as OR-DBM MRMC and RJafroc print it
+    (to compare with them; it can leave [0, 1] in small studies). ``note`` says why there is no interval."""
+
     modality: str
     auc: float
     se: float
@@ -34,6 +40,9 @@ class ModalityResult:
     ci_low: float
     ci_high: float
     reader_aucs: dict
+    wald_low: float = float("nan")
+    wald_high: float = float("nan")
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,8 @@ class MRMCResult:
         chosen = self.analyses[analysis]
         return json_safe({
             "modalities": [{"modality": m.modality, "auc": m.auc, "se": m.se, "df": m.df, "ci_low": m.ci_low,
-                            "ci_high": m.ci_high, "reader_aucs": m.reader_aucs} for m in chosen.modalities],
+                            "ci_high": m.ci_high, "wald_low": m.wald_low, "wald_high": m.wald_high,
+                            "note": m.note, "reader_aucs": m.reader_aucs} for m in chosen.modalities],
             "test": {"f": chosen.f, "ndf": chosen.ndf, "ddf": chosen.ddf, "p": chosen.p},
             "differences": [vars(d).copy() for d in chosen.differences],
             "variance_components": dict(self.var_components),
@@ -90,8 +100,10 @@ class MRMCResult:
         for name, analysis in self.analyses.items():
             for m in analysis.modalities:
                 rows.append({"modality": m.modality, "analysis": name, "auc": m.auc, "se": m.se, "df": m.df,
-                             "ci_low": m.ci_low, "ci_high": m.ci_high, "readers": len(self.readers),
-                             "positives": self.positives[m.modality], "negatives": self.negatives[m.modality]})
+                             "ci_low": m.ci_low, "ci_high": m.ci_high, "wald_low": m.wald_low,
+                             "wald_high": m.wald_high, "readers": len(self.readers),
+                             "positives": self.positives[m.modality], "negatives": self.negatives[m.modality],
+                             "note": m.note})
         return pd.DataFrame(rows)
 
     def difference_table(self) -> pd.DataFrame:
@@ -240,6 +252,34 @@ def _t_interval(estimate: float, se: float, df: float, alpha: float) -> tuple[fl
     return estimate - q * se, estimate + q * se
 
 
+def interval_note(analysis: str, readers: int, positives: int, negatives: int, se: float) -> str:
+    """Why a design gets no AUC interval, in words ('' when it gets one)."""
+    if analysis != "frrc" and readers < MIN_READERS:
+        return f"too few raters to estimate: at least {MIN_READERS} needed ({readers} so far)"
+    if min(positives, negatives) < MIN_CASES:
+        return (f"too few clips to estimate: at least {MIN_CASES} real and {MIN_CASES} generated needed "
+                f"({negatives} and {positives} so far)")
+    if se == 0:
+        return "no spread to estimate from: every rater's answers give the same AUC whichever clip is left out"
+    return ""
+
+
+def logit_interval(auc: float, se: float, df: float, alpha: float) -> tuple[float, float]:
+    """The t interval on the logit scale (delta method: SE(logit AUC) = SE / (AUC (1 - AUC))), mapped
+    back: always inside [0, 1], asymmetric near the ends where the AUC-scale interval spills over. At AUC 0
+    or 1 the logit is infinite; the AUC-scale interval cut at [0, 1] stands in."""
+    from scipy.special import expit, logit
+
+    if not np.isfinite(se) or np.isnan(df):
+        return float("nan"), float("nan")
+    if not 0 < auc < 1 or se == 0:
+        low, high = _t_interval(auc, se, df, alpha)
+        return max(low, 0.0), min(high, 1.0)
+    q = float(stats.t.ppf(1 - alpha / 2, df))
+    half = q * se / (auc * (1 - auc))
+    return float(expit(logit(auc) - half)), float(expit(logit(auc) + half))
+
+
 def _or_analysis(aucs, jack, readers, modalities, K, positives, negatives, alpha) -> MRMCResult:
     I, J = aucs.shape
     cov, c = _jackknife_covariances(jack)
@@ -282,9 +322,13 @@ def _or_analysis(aucs, jack, readers, modalities, K, positives, negatives, alpha
             else:
                 den, df = ms_r_i, float(J - 1) if J > 1 else float("nan")
             se = float(np.sqrt(den / J)) if np.isfinite(den) and den >= 0 else float("nan")
-            low, high = _t_interval(float(mod_means[i]), se, df, alpha)
-            per_modality.append(ModalityResult(modality, float(mod_means[i]), se, float(df), low, high,
-                                               {r: float(aucs[i, j]) for j, r in enumerate(readers)}))
+            note = interval_note(name, J, positives[modality], negatives[modality], se)
+            auc = float(mod_means[i])
+            wald = _t_interval(auc, se, df, alpha) if not note else (float("nan"), float("nan"))
+            low, high = logit_interval(auc, se, df, alpha) if not note else (float("nan"), float("nan"))
+            per_modality.append(ModalityResult(modality, auc, se, float(df), low, high,
+                                               {r: float(aucs[i, j]) for j, r in enumerate(readers)},
+                                               wald_low=wald[0], wald_high=wald[1], note=note))
         f = ndf = ddf = p = float("nan")
         differences = []
         if I > 1:
@@ -306,6 +350,9 @@ def _or_analysis(aucs, jack, readers, modalities, K, positives, negatives, alpha
                 for b in range(a + 1, I):
                     est = float(mod_means[a] - mod_means[b])
                     low, high = _t_interval(est, se, ddf, alpha)
+                    low, high = max(low, -1.0), min(high, 1.0)  # a difference of AUCs lies in [-1, 1]
+                    if any(m.note for m in per_modality):  # too small (the modalities say why)
+                        low = high = float("nan")
                     pd_ = float(2 * stats.t.sf(abs(est) / se, ddf)) if se > 0 and not np.isnan(ddf) else float("nan")
                     differences.append(Difference(modalities[a], modalities[b], est, se, float(ddf), low, high, pd_))
         analyses[name] = Analysis(name, per_modality, f, ndf, float(ddf), p, differences)

@@ -4,8 +4,8 @@ Two questions, both answered with the variance components of a pilot (a running 
 CSV, or an MRMC CSV):
 
 * Mean scores: raters x clips (per model) for a target 95% CI half-width, using the crossed random-effects
-  variance ``var_rater / R + var_clip / C + var_error / (R C)`` and the Satterthwaite df that the analysis
-  (:mod:`ophora.study.mixed`) will use.
+  variance ``var_rater / R + var_clip / C + var_error / (R C)`` and the generalized interval that the
+  analysis (:mod:`ophora.study.mixed`) will use, at the expected mean squares.
 * Real or synthetic? AUC: readers x clips for a given power to detect an AUC difference between two models
   (two-sided), or to show that a model's AUC is below 0.5 + margin (raters cannot tell; one-sided), by the
   Obuchowski-Rockette sample-size method of Hillis, Obuchowski & Berbaum (2008/2011): error variance and
@@ -26,14 +26,14 @@ READER_CHOICES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30)
 # ------------------------------------------------------------------ mean scores
 def mean_halfwidth(var_rater: float, var_clip: float, var_error: float, raters: int, clips: int,
                    confidence: float = 0.95) -> float:
-    """Expected CI half-width of a mean score with ``raters`` x ``clips`` (every rater rates every clip)."""
+    """Expected CI half-width of a mean score with ``raters`` x ``clips`` (every rater rates every clip):
+    the analysis's generalized interval at the expected mean squares."""
+    from ophora.study.mixed import generalized_halfwidth
+
     R, C = raters, clips
     ms_r, ms_c, ms_e = var_error + C * var_rater, var_error + R * var_clip, var_error
-    variance = (ms_r + ms_c - ms_e) / (R * C)
-    pieces = [(ms_r / (R * C), R - 1), (ms_c / (R * C), C - 1), (-ms_e / (R * C), (R - 1) * (C - 1))]
-    denom = sum(v * v / d for v, d in pieces if d > 0)
-    df = variance ** 2 / denom if denom > 0 else np.inf
-    return float(stats.t.ppf(0.5 + confidence / 2, df) * np.sqrt(variance))
+    return generalized_halfwidth([(ms_r / (R * C), R - 1), (ms_c / (R * C), C - 1),
+                                  (-ms_e / (R * C), (R - 1) * (C - 1))], confidence)
 
 
 def clips_for_halfwidth(var_rater: float, var_clip: float, var_error: float, raters: int, target: float, *,

@@ -82,7 +82,7 @@ def _load_encoders(options: EncodeOptions, device: torch.device):
     try:
         pipe = CogVideoXPipeline.from_pretrained(options.model, transformer=None, torch_dtype=torch.float32,
                                                  local_files_only=options.local_files_only)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # a missing folder, an id the hub or its cache does not have
         raise EncodeError(f"Could not load the VAE and T5 of {options.model!r}: {error}") from error
     pipe.text_encoder.requires_grad_(False).eval().to(device)
     pipe.vae.requires_grad_(False).eval().to(device)
@@ -167,16 +167,13 @@ def encode_manifest(options: EncodeOptions) -> dict:
             "storage_dtype": options.storage_dtype, "max_text_tokens": options.max_text_tokens,
             "num_clips": len(records), "fingerprint": fingerprint}
     plan_path = output / "encode.json"
-    if plan_path.is_file():
+    # A plan binds the folder only once a shard was written with it: a run that failed before (a mistyped
+    # --model, an offline hub) never blocks its corrected rerun.
+    if plan_path.is_file() and any(shard_dir.glob("*.json")):
         previous = json.loads(plan_path.read_text())
         if previous.get("fingerprint") != fingerprint:
             raise EncodeError(f"{output} holds an encode of a different manifest, model or settings. Use a new "
                               f"--output folder (or delete {output} to start over).")
-    state.wait_for_everyone()
-    if state.is_main_process:
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(plan_path, plan)
-    state.wait_for_everyone()
 
     shards = [records[i:i + options.shard_size] for i in range(0, len(records), options.shard_size)]
     mine = [i for i in range(len(shards)) if i % state.num_processes == state.process_index]
@@ -185,8 +182,13 @@ def encode_manifest(options: EncodeOptions) -> dict:
         logger.info("process %d: %d of %d shards already encoded, resuming", state.process_index,
                     len(mine) - len(todo), len(mine))
     device = torch.device(options.device) if options.device else state.device
+    pipe = _load_encoders(options, device) if todo else None
+    state.wait_for_everyone()
+    if state.is_main_process:  # written only after the encoders loaded (see above)
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(plan_path, plan)
+    state.wait_for_everyone()
     if todo:
-        pipe = _load_encoders(options, device)
         for i in todo:
             payload = _encode_shard(pipe, shards[i], buckets, options, device,
                                     shard_dir / f"{_shard_name(i)}.safetensors")

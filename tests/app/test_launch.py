@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -59,13 +60,39 @@ def test_launch_tiny_serves_the_studio_on_loopback(tmp_path):
     (["--share"], "needs --auth"),
     (["--host", "0.0.0.0"], "needs --auth"),
     (["--share", "--auth", "lead:short"], "at least 8 characters"),
+    (["--mode", "rater", "--host", "0.0.0.0"], "give --ssl-certfile and --ssl-keyfile, or --allow-plain-http"),
+    (["--mode", "rater", "--ssl-certfile", "launch.py"], "HTTPS needs both --ssl-certfile and --ssl-keyfile"),
+    (["--mode", "rater", "--ssl-certfile", "launch.py", "--ssl-keyfile", "launch.py"], "cannot serve HTTPS"),
+    (["--mode", "rater", "--ssl-certfile", "no-such.crt", "--ssl-keyfile", "k"], "--ssl-certfile no-such.crt: no such"),
+    (["--port", "70000"], "--port 70000 is out of range"),
+    (["--port", "0"], "--port 0 is out of range"),
+    (["--mode", "kiosk", "--kiosk-steps", "800"], "--kiosk-steps must be a whole number from 1 to 500"),
+    (["--mode", "kiosk", "--kiosk-steps", "0"], "--kiosk-steps must be a whole number from 1 to 500"),
 ])
-def test_unsafe_launches_are_refused(args, message, capsys):
+def test_unsafe_or_impossible_launches_are_refused_in_one_line(args, message, capsys):
+    """Refused before any model loads (``--model`` names no folder: loading it would fail differently)."""
     import launch
 
     with pytest.raises(SystemExit) as exit_:
-        launch.main(["--model", "tiny", "--no-browser", *args])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+        launch.main(["--model", "no/such/model", "--no-browser", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_port_in_use_is_refused_before_the_model_loads(capsys):
+    import launch
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # --allow-plain-http lets a network bind past the HTTPS rule; the port check then answers.
+        for args in (["--port", str(port)], ["--host", "0.0.0.0", "--allow-plain-http", "--port", str(port)]):
+            with pytest.raises(SystemExit) as exit_:
+                launch.main(["--mode", "rater", "--model", "no/such/model", "--no-browser", *args])
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2 and f"--port {port} on " in err and "in use" in err, err
+            assert len(err.strip().splitlines()) == 1
 
 
 def test_errors_become_actionable_messages():

@@ -8,6 +8,7 @@ password can run a study-lead action; Gradio never serves the history or study f
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import requests
@@ -161,3 +162,125 @@ def test_rater_station_serves_only_the_rating_routes(rater_station, studio):
             assert reply.status_code == 404, (method, route, reply.status_code)
     for route in ("", "config", "gradio_api/info", "theme.css"):
         assert requests.get(rater_station.url + route, timeout=10).status_code == 200, route
+
+
+MARKER = "BODY-MARKER-7f3a"  # must never reach the log
+
+
+def hostile_requests(base: str, connection) -> list[tuple[str, int]]:
+    """Oversized, malformed and unknown calls to a rater station; (what, status) of each reply.
+
+    ``connection()`` opens a fresh ``http.client`` connection (HTTP or HTTPS) to the station."""
+    join = "/gradio_api/queue/join"
+    seen = []
+
+    def raw(what, method, path, body: bytes = b"", length: int | None = None):
+        conn = connection()
+        try:
+            conn.putrequest(method, path)
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(body) if length is None else length))
+            conn.endheaders()
+            conn.send(body)
+            reply = conn.getresponse()
+            text = reply.read()
+            assert b"Traceback" not in text and MARKER.encode() not in text, (what, text[:300])
+            seen.append((what, reply.status))
+        finally:
+            conn.close()
+
+    # 30 MB announced, a few bytes sent: the answer comes from the header alone (the body is never read).
+    raw("30 MB announced", "POST", join, f'{{"data": ["{MARKER}'.encode(), length=30 * 1024**2)
+    raw("70 KB sent", "POST", join, json.dumps({"data": [MARKER * 5000], "fn_index": 0}).encode())
+    raw("bad JSON", "POST", join, f'{{"data": ["{MARKER}"'.encode())
+    raw("not an object", "POST", join, json.dumps([MARKER]).encode())
+    raw("no data", "POST", join, json.dumps({"fn_index": 0, "session_hash": MARKER}).encode())
+    raw("too few inputs", "POST", join, json.dumps({"data": [], "fn_index": 0, "session_hash": MARKER}).encode())
+    for index in (999, -1, "0", True, None):
+        raw(f"fn_index {index!r}", "POST", join, json.dumps({"data": [MARKER], "fn_index": index}).encode())
+    raw("GET join", "GET", join)
+    raw("bad cancel", "POST", "/gradio_api/cancel", f'{{"{MARKER}'.encode())
+    raw("bad cancel 2", "POST", "/gradio_api/cancel", json.dumps([MARKER]).encode())
+    raw("unknown file", "GET", "/gradio_api/file=no-such-clip.mp4")
+    raw("unknown route", "POST", "/gradio_api/upload", MARKER.encode())
+    return seen
+
+
+def test_rater_station_answers_hostile_requests_with_4xx(rater_station, caplog):
+    import http.client
+    from urllib.parse import urlsplit
+
+    from app.server import RATER_MAX_BODY_BYTES
+
+    address = urlsplit(rater_station.url)
+    caplog.set_level("DEBUG")
+    servers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gradio")]
+    for logger in servers:  # uvicorn's loggers need not propagate to the root logger caplog listens on
+        logger.addHandler(caplog.handler)
+    try:
+        seen = dict(hostile_requests(rater_station.url,
+                                     lambda: http.client.HTTPConnection(address.hostname, address.port, timeout=10)))
+    finally:
+        for logger in servers:
+            logger.removeHandler(caplog.handler)
+    assert seen["30 MB announced"] == 413 and seen["70 KB sent"] == 413 and RATER_MAX_BODY_BYTES == 64 * 1024
+    assert all(400 <= status < 500 for status in seen.values()), seen
+    assert seen["fn_index 999"] == 404 and seen["bad JSON"] == 400 and seen["too few inputs"] == 400
+    logged = "\n".join(record.getMessage() + str(record.exc_info or "") for record in caplog.records)
+    assert MARKER not in logged and "Traceback" not in logged
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], logged[-2000:]
+    # The rater's own calls still go through (the checked body is handed on unchanged).
+    config = requests.get(rater_station.url + "config", timeout=10).json()
+    sign_in = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "rate_sign_in")
+    reply = requests.post(rater_station.url + "gradio_api/queue/join", timeout=10,
+                          json={"data": ["0000-guess"], "fn_index": sign_in, "session_hash": "s1"})
+    assert reply.status_code == 200 and "event_id" in reply.json()
+
+
+@pytest.mark.slow
+def test_rater_station_over_https_reached_from_the_network(tmp_path):
+    """launch.py with a self-signed certificate made here, bound to every network (allowed because of TLS):
+    the page over HTTPS, no plain HTTP, the same 4xx answers, and a log without any request body."""
+    import http.client
+    import os
+    import ssl
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.app.conftest import free_port
+
+    cert, key = tmp_path / "station.crt", tmp_path / "station.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    port = free_port()
+    env = {**os.environ, "OPHORA_STUDIO_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "launch.py", "--mode", "rater", "--host", "0.0.0.0", "--port", str(port),
+                             "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--no-browser"],
+                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"https://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                page = requests.get(url, verify=str(cert), timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.time() < deadline, "the HTTPS rater station did not serve within 120 s"
+                time.sleep(0.5)
+        assert page.status_code == 200 and "rater station" in page.text
+        with pytest.raises(requests.ConnectionError):  # plain HTTP is not spoken on the station's port
+            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+        context = ssl.create_default_context(cafile=str(cert))
+        seen = dict(hostile_requests(url, lambda: http.client.HTTPSConnection("127.0.0.1", port, context=context,
+                                                                            timeout=10)))
+        assert seen["30 MB announced"] == 413 and all(400 <= status < 500 for status in seen.values()), seen
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert f"https://0.0.0.0:{port}" in output or f"https://127.0.0.1:{port}" in output, output[-2000:]
+    assert MARKER not in output and "Traceback" not in output and len(output) < 20_000, output[-3000:]

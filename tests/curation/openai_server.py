@@ -6,6 +6,8 @@ The request's ``model`` picks the behaviour, so one server covers every case:
   slow           answers after ``slow_s``        fail-500        always HTTP 500
   flaky          HTTP 503 twice, then canned     vlm-clean / vlm-text / vlm-garbled  privacy rubric answers
   rate-limited   HTTP 429 with Retry-After: 1 twice, then canned
+  deid-judge     PHI second opinion: "PHI" when the sentence mentions a relative, else "CLEAN"
+  deid-unsure    PHI second opinion that answers neither word
   down-after-first  canned once (the run's preflight), then HTTP 503 for ever
   hang           answers after ``hang_s`` (a server that hangs)
 ``outage_after = N`` makes every request after the N-th answer HTTP 503 (an outage during a run).
@@ -123,6 +125,11 @@ class ChatServer:
             return 200, self.completion("```json\n" + json.dumps(RUBRIC_NO) + "\n```")
         if model == "vlm-text":
             return 200, self.completion(json.dumps({**RUBRIC_NO, "on_screen_text": "yes"}))
+        if model == "deid-judge":
+            sentence = body["messages"][-1]["content"].lower()
+            return 200, self.completion("PHI" if any(w in sentence for w in ("grandmother", "son", "wife")) else "CLEAN")
+        if model == "deid-unsure":
+            return 200, self.completion("It is hard to say.")
         if model == "vlm-garbled":
             return 200, self.completion("I think the frames look fine.")
         return 400, {"error": {"message": f"unknown test model {model!r}"}}

@@ -128,11 +128,15 @@ def released_text(out: Path) -> str:
 
 def test_no_phi_reaches_the_release(tmp_path, sample_clips, capsys):
     items = narrations()
-    rows = [{"clip_id": item["clip_id"], "video": str(sample_clips[i % 2]), "caption": item["caption"]}
-            for i, item in enumerate(items)]
+    phases = ["capsule-polishing", "Capsule polishing - Mrs Okafor (bed 4)", "Lens implantation", "cortex for ngozi"]
+    rows = [{"clip_id": item["clip_id"], "video": str(sample_clips[i % 2]), "caption": item["caption"],
+             "phase": phases[i % 4]} for i, item in enumerate(items)]
     manifest = tmp_path / "phi.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    config = load_config(overrides=["privacy.face_prescreen.enabled=false", "dynamics.enabled=false"])
+    # the face and text screens stay on (the release refuses clips whose frames were not all screened), on
+    # smaller frames than by default: this test is about text, and 60 clips are screened
+    config = load_config(overrides=["dynamics.enabled=false", "probe.error_detection=false",
+                                    "privacy.face_prescreen.max_side=96", "privacy.text_prescreen.max_side=240"])
     curated = tmp_path / "curated.parquet"
     frame = run_pipeline(read_tasks(manifest), config, curated, workers=1)
     assert (frame["decision"] == "keep").sum() >= 55
@@ -140,9 +144,36 @@ def test_no_phi_reaches_the_release(tmp_path, sample_clips, capsys):
     assert main(["release", str(curated), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "PHI items removed per kind" in printed
-    leaks = [(item["clip_id"], phi) for item in items for phi in item["phi"]
+    leaks = [(item["clip_id"], phi) for item in items for phi in item["phi"] + ["Okafor", "ngozi", "bed 4"]
              if re.search(rf"(?<![0-9A-Za-z]){re.escape(phi)}(?![0-9A-Za-z])", released_text(out))]
     assert leaks == []
     card = json.loads((out / "card.json").read_text())
     print("redactions per kind (narrations):", card["deidentification"]["redactions_in_narrations"])
     assert sum(card["deidentification"]["redactions_in_narrations"].values()) >= 100
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert set(manifest["phase"].dropna()) == {"capsule-polishing", "lens-implantation"}  # known names -> ids
+    assert card["deidentification"]["phases_withheld"] == manifest["phase"].isna().sum() > 0
+    names = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
+    assert all(re.fullmatch(r"videos/[0-9a-f]{16}\.mp4|manifest\.parquet|decisions\.parquet|card\.json|README\.md", n)
+               for n in names), names  # file names are salted hashes or fixed
+    readme = (out / "README.md").read_text()
+    measured = card["deidentification"]["measured"]["total"]
+    assert f"{measured['phi_caught']} of {measured['phi_items']}" in readme and "held-out" in readme
+    assert "### What the text screen cannot see" in readme and "saw only" not in readme
+
+
+def test_no_refiner_sees_a_narration_that_failed_the_screen(tmp_path, sample_clips, chat_server):
+    """Even when every stage is measured after a drop, the LLM refiner gets nothing of a PHI-only narration."""
+    manifest = tmp_path / "one.csv"
+    pd.DataFrame([{"clip_id": "phi-only", "video": str(sample_clips[0]),
+                   "caption": "mrs okafor, ninety-two year old, was seen on the third of march."},
+                  {"clip_id": "clean", "video": str(sample_clips[1]),
+                   "caption": "Then the Kuglen hook rotates the lens into the bag."}]).to_csv(manifest, index=False)
+    config = load_config(overrides=["run.stop_at_first_drop=false", "privacy.face_prescreen.enabled=false",
+                                    "dynamics.enabled=false", "refine.backend=openai", "refine.model=refine-ok",
+                                    f"refine.base_url={chat_server.base_url}", "refine.retries=0"])
+    rows = run_pipeline(read_tasks(manifest), config, tmp_path / "out.parquet", workers=1).set_index("clip_id")
+    assert rows.loc["phi-only", "reason"].startswith("privacy: PHI in every narration sentence")
+    assert "refine: no narration left to refine" in rows.loc["phi-only", "reason"]
+    sent = json.dumps([r["messages"] for r in chat_server.requests])
+    assert "okafor" not in sent.lower() and "Kuglen hook" in sent  # the clean one was asked about

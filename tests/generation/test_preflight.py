@@ -124,6 +124,9 @@ def test_hub_id_not_cached_checks_what_it_can(monkeypatch, tmp_path):
     with pytest.raises(GenerationInputError, match="got 0"):
         preflight(options, GenerationRequest(prompt="x", num_frames=0))
     preflight(options, GenerationRequest(prompt="x", num_frames=49))  # the size check runs again after loading
+    offline = LoadOptions(model="General-Medical-AI/Ophora", local_files_only=True)
+    with pytest.raises(ModelLoadError, match="hf download General-Medical-AI/Ophora"):  # before torch is imported
+        preflight(offline, GenerationRequest(prompt="x"))
 
 
 def test_every_damaged_file_in_one_message(tiny_model_dir, tmp_path):
@@ -140,6 +143,8 @@ def test_every_damaged_file_in_one_message(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("command", [
     ["-m", "ophora", "--help"], ["-m", "ophora", "generate", "--help"], ["launch.py", "--help"],
     ["launch.py", "--share", "--no-browser"],  # refused: needs --auth
+    ["launch.py", "--mode", "kiosk", "--kiosk-steps", "800", "--no-browser"],  # refused before the model loads
+    ["launch.py", "--port", "70000", "--no-browser"],
 ])
 def test_help_and_refusals_import_no_torch_diffusers_or_gradio(command):
     """Quick start: help and argument errors never pay for torch, diffusers or gradio (timings: bench_startup.py)."""
@@ -148,3 +153,74 @@ def test_help_and_refusals_import_no_torch_diffusers_or_gradio(command):
                           text=True, timeout=120)
     assert done.returncode in (0, 2), done.stderr[-2000:]
     assert not {"torch", "diffusers", "gradio", "transformers"} & _imported(done.stderr)
+
+
+def test_unusable_output_folder_is_refused_before_anything_loads(tiny_model_dir, tmp_path):
+    """/proc accepts no folders even for root (permission bits say otherwise): the folder is really created."""
+    done = _cli("generate", "x", "--model", str(tiny_model_dir), "--out", "/proc/nonexistent/x.mp4", cwd=tmp_path)
+    assert done.returncode == 2 and "/proc/nonexistent cannot be created" in _message(done.stderr), done.stderr[-2000:]
+    assert "torch" not in _imported(done.stderr)
+    check_output_file(tmp_path / "new" / "sub" / "c.mp4")
+    assert (tmp_path / "new" / "sub").is_dir()  # created now, not after the clip
+
+
+def test_tiny_model_is_built_only_for_a_valid_request(tmp_path):
+    done = _cli("generate", "x", "--model", "tiny", "--steps", "0", "--out", "c.mp4", cwd=tmp_path)
+    assert done.returncode == 2 and "Steps must be a whole number" in _message(done.stderr), done.stderr[-2000:]
+    assert not (tmp_path / "cache").exists()  # OPHORA_CACHE: no 20 s build for a request that cannot run
+    assert "torch" not in _imported(done.stderr)
+
+
+DAMAGES = [  # (file, new content, what the message must say about it)
+    ("model_index.json", '{"_class_name": "CogVideoXPipeline",', "not valid JSON"),
+    ("model_index.json", '{"_class_name": "CogVideoXPipeline"}', "lacks the component entries scheduler"),
+    ("text_encoder/config.json", '{"d_model": 32}', "lacks model_type, vocab_size"),
+    ("transformer/config.json", "", "empty"),
+    ("vae/config.json", "[1, 2]", "not a JSON object"),
+    ("scheduler/scheduler_config.json", '{"_class_name": "CogVideoXDDIMScheduler"}', "lacks num_train_timesteps"),
+    ("tokenizer/tokenizer_config.json", "{", "not valid JSON"),
+    ("tokenizer/tokenizer.json", "", "empty (0 bytes)"),
+    ("tokenizer/tokenizer.json", "{not json", "not valid JSON"),
+]
+
+
+@pytest.fixture()
+def model_copy(tiny_model_dir, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+@pytest.mark.parametrize("name, content, why", DAMAGES)
+def test_every_config_and_tokenizer_file_is_checked_before_weights_load(model_copy, name, content, why):
+    from ophora.generation.loading import load_pipeline
+
+    (model_copy / name).write_text(content)
+    for attempt in (lambda: preflight(LoadOptions(model=str(model_copy)), GenerationRequest(prompt="x")),
+                    lambda: load_pipeline(model=str(model_copy))):  # a library caller that skips preflight
+        with pytest.raises(ModelLoadError) as info:
+            attempt()
+        assert f"{model_copy / name}: {why}" in str(info.value) and "Re-download this file" in str(info.value)
+
+
+def test_damaged_files_are_named_together_through_the_cli(model_copy, tmp_path):
+    for name, content, _ in (DAMAGES[0], DAMAGES[2], DAMAGES[7]):
+        (model_copy / name).write_text(content)
+    (model_copy / "tokenizer" / "tokenizer.json").unlink()
+    done = _cli("generate", "x", "--model", str(model_copy), "--out", "c.mp4", cwd=tmp_path)
+    text = _message(done.stderr)
+    assert done.returncode == 2, done.stderr[-2000:]
+    for name in ("model_index.json", "text_encoder/config.json"):
+        assert str(model_copy / name) in text
+    assert f"{model_copy / 'tokenizer'}: no vocabulary" in text
+    assert not {"torch", "diffusers", "transformers"} & _imported(done.stderr)
+
+
+def test_long_prompt_warning_comes_before_generation(tiny_model_dir, tmp_path, capsys):
+    from ophora.generation.cli import main
+
+    long_prompt = " ".join(["Inject balanced salt solution under the capsule rim with a cannula."] * 40)
+    assert main([long_prompt, "--model", str(tiny_model_dir), "--steps", "2", "--frames", "9", "--out",
+                 str(tmp_path / "c.mp4")]) == 0
+    err = capsys.readouterr().err
+    warning = err.index("warning: The instruction is")
+    assert "the T5 encoder reads only 226" in err[warning:] and warning < err.index("denoising")
+    assert err.count("warning: The instruction is") == 1 and (tmp_path / "c.mp4").is_file()

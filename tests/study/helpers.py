@@ -69,3 +69,56 @@ def full_answer(item, score: int = 3, **overrides) -> dict:
         answer["turing"], answer["confidence"] = "real", 3
     answer.update(overrides)
     return answer
+
+
+def tamper_with_record(store, slug: str, codes: dict, execute, truncate: bool = False) -> None:
+    """The attacks of issue 20 on a study's record, through ``execute(sql)`` (a client outside the study
+    engine: an external SQLite connection with foreign keys off, or a PostgreSQL session). Each one must be
+    refused by the database or detected by ``verify_record``."""
+    import pytest
+
+    def refused(sql: str) -> None:
+        with pytest.raises(Exception, match="fixed|append-only|TRUNCATE|only forward|cannot be deleted"):
+            execute(sql)
+        assert store.verify_record(slug).ok, sql
+
+    def found(expected: str) -> None:
+        check = store.verify_record(slug)
+        assert not check.ok and any(expected in p for p in check.problems), check.problems
+
+    code = codes["r1"]
+    for _ in range(2):
+        item = store.next_item(code)
+        store.submit_rating(code, item.clip_id, **full_answer(item))
+    rated = store.ratings_frame(slug)["clip_id"].iloc[0]
+    unrated = next(c for c in store.clips_frame(slug)["clip_id"] if c not in set(store.ratings_frame(slug)["clip_id"]))
+    head = store.verify_record(slug).head
+    # While open: an unrated clip can still be relabelled by the engine, so the database lets an UPDATE through,
+    # but the record notices it, and notices when it is put back.
+    flip = "UPDATE clips SET source = CASE source WHEN 'real' THEN 'generated' ELSE 'real' END"
+    execute(f"{flip} WHERE blind_id = '{unrated}'")
+    found("clips row")
+    execute(f"{flip} WHERE blind_id = '{unrated}'")
+    assert store.verify_record(slug).ok and store.verify_record(slug).head == head
+    refused(f"{flip} WHERE blind_id = '{rated}'")
+    refused("DELETE FROM assignments WHERE completed_at IS NOT NULL")
+    refused("UPDATE assignments SET clip_id = clip_id + 1 WHERE completed_at IS NOT NULL")
+    refused("UPDATE assignments SET completed_at = NULL WHERE completed_at IS NOT NULL")
+    refused("DELETE FROM raters")
+    store.lock_study(slug, reason="analysis")
+    refused(flip)  # flips the Turing test's ground truth
+    refused("DELETE FROM clips")
+    refused("DELETE FROM assignments")  # with foreign keys off on SQLite too
+    refused("UPDATE record_chain SET row_hash = link_hash")
+    refused("DELETE FROM record_chain")
+    if truncate:
+        for sql in ("TRUNCATE ratings, answers, audit_log", "TRUNCATE studies CASCADE", "TRUNCATE record_chain",
+                    "TRUNCATE assignments CASCADE"):
+            refused(sql)
+    # What the database lets in on a locked study, the record catches: a forged newer version of a score
+    execute("INSERT INTO ratings (assignment_id, criterion, score, version, rated_at) "
+            "SELECT assignment_id, criterion, 1, version + 1, rated_at FROM ratings ORDER BY id LIMIT 1")
+    found("ratings row")
+    execute("INSERT INTO audit_log (study_id, at, actor, action, is_admin) "
+            "SELECT study_id, at, 'admin', 'lock_study', is_admin FROM audit_log ORDER BY id LIMIT 1")
+    found("audit_log row")

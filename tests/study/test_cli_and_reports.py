@@ -47,7 +47,8 @@ def test_cli_create_import_rate_status_export_report(tmp_path, capsys):
     assert len(ratings) == 3 * 4 * 2
     assert {"rater", "clip_id", "model", "phase", "criterion", "score", "turing_answer"} <= set(ratings.columns)
     by = pd.read_csv(export / "by_model_criterion.csv")
-    assert set(by["model"]) == {"ophora", "real"} and (by["ci_low"] <= by["mean"]).all()
+    assert set(by["model"]) == {"ophora", "real"} and by["mean"].between(1, 5).all()
+    assert by["note"].eq("too few clips to estimate: at least 3 needed (2 so far)").all() and by["ci_low"].isna().all()
     workbook = openpyxl.load_workbook(export / "test-study.xlsx")
     assert {"ratings", "by_model_criterion", "reliability", "turing_by_model"} <= set(workbook.sheetnames)
     rel = pd.read_csv(export / "reliability.csv")
@@ -64,7 +65,10 @@ def test_cli_create_import_rate_status_export_report(tmp_path, capsys):
     html = report.read_text()
     summary = html.index("<div class='summary'")
     assert summary < html.index("Plotly.newPlot") and summary < html.index("<table")  # it opens with the summary
-    assert "Raters told Ophora clips from real ones with AUC" in html and "Real clips: Mean scores: Phase matching" in html
+    # 2 real and 2 generated clips: too few for an AUC interval or a mean-score interval, said in words
+    assert "Ophora: Inconclusive: no interval for whether raters can tell Ophora clips from real ones: AUC" in html
+    assert "too few clips to estimate: at least 3 real and 3 generated needed (2 and 2 so far)" in html
+    assert "Real clips: Mean scores (no interval, too few clips to estimate" in html
     assert "Scores by criterion" in html and "Scores by phase" in html and "Plotly.newPlot" in html
     assert "<script src=" not in html  # self-contained: plotly.js is inlined, works offline
     assert "Real or synthetic?" in html

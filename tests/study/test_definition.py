@@ -132,3 +132,16 @@ raters: [alice]
 """)
     with pytest.raises(StudyDefinitionError, match=r"manifest\.csv, line 2: not UTF-8"):
         load_definition(study).clips()
+
+
+def test_the_turing_margin_is_stated_in_the_study_file(tmp_path):
+    """The report's "could not reliably tell" needs the AUC interval below 0.5 + margin, fixed before rating."""
+    from ophora.study.definition import TURING_MARGIN, parse_definition
+
+    data = yaml.safe_load(write_study(tmp_path, n_real=1, n_generated=1).read_text())
+    assert parse_definition(data, base_dir=tmp_path).turing_margin == TURING_MARGIN == 0.1
+    data["turing_test"] = {"enabled": True, "margin": 0.05}
+    assert parse_definition(data, base_dir=tmp_path).turing_margin == 0.05
+    data["turing_test"] = {"enabled": True, "margin": 0.6}
+    with pytest.raises(StudyDefinitionError, match="margin"):
+        parse_definition(data, base_dir=tmp_path)

@@ -36,13 +36,15 @@ def simulate(seed: int, studies: int, raters: int, clips: int, *, drop: float = 
     return pd.concat(parts, ignore_index=True)
 
 
-@pytest.mark.parametrize("raters, clips", [(5, 20), (3, 10)])
-def test_nominal_95_intervals_cover_the_true_mean_in_at_least_93_percent(raters, clips):
-    summary = score_summary(simulate(seed=11, studies=1000, raters=raters, clips=clips))
+@pytest.mark.parametrize("raters, clips", [(3, 40), (8, 30)])
+def test_nominal_95_intervals_cover_the_true_mean_in_at_least_94_percent(raters, clips):
+    """The issue's designs, where the Satterthwaite t interval covered 0.928 and 0.937 (500 seeded studies
+    here; bench/bench_study_intervals.py runs 4000 and compares the methods)."""
+    summary = score_summary(simulate(seed=11, studies=500, raters=raters, clips=clips))
     coverage = float(((summary["ci_low"] <= MU) & (MU <= summary["ci_high"])).mean())
-    print(f"\ncoverage {raters} raters x {clips} clips (1000 simulated studies): {coverage:.3f}")
-    assert len(summary) == 1000 and summary["n"].eq(raters * clips).all()
-    assert 0.93 <= coverage <= 0.985  # honest, and not so wide it is useless
+    print(f"\ncoverage {raters} raters x {clips} clips (500 simulated studies): {coverage:.3f}")
+    assert len(summary) == 500 and summary["n"].eq(raters * clips).all()
+    assert 0.94 <= coverage <= 0.985  # honest, and not so wide it is useless
 
 
 def test_unbalanced_studies_and_differences_are_calibrated_too():
@@ -57,9 +59,10 @@ def test_unbalanced_studies_and_differences_are_calibrated_too():
     assert (diffs["comparison"] == "gen - real").all()
 
 
-def test_complete_data_gives_the_classical_two_way_anova_interval():
-    """On a full raters x clips table the interval is mean +- t * sqrt((MS_R + MS_C - MS_E) / (R C)) with
-    Satterthwaite df, the mean squares from statsmodels' two-way ANOVA."""
+def test_complete_data_gives_the_classical_anova_components_and_the_generalized_interval():
+    """On a full raters x clips table: SE sqrt((MS_R + MS_C - MS_E) / (R C)) and Satterthwaite df from
+    statsmodels' two-way ANOVA mean squares, and the interval is the generalized one, here recomputed by
+    brute force (200,000 draws of Z and the three chi-square pivots, other seed)."""
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
 
@@ -71,12 +74,21 @@ def test_complete_data_gives_the_classical_two_way_anova_interval():
     assert ms_r > ms_e and ms_c > ms_e  # the plain formula applies (no component truncated)
     var = (ms_r + ms_c - ms_e) / (n_raters * n_clips)
     df = (ms_r + ms_c - ms_e) ** 2 / (ms_r ** 2 / df_r + ms_c ** 2 / df_c + ms_e ** 2 / df_e)
-    half = stats.t.ppf(0.975, df) * np.sqrt(var)
     row = score_summary(frame).iloc[0]
     assert row["mean"] == pytest.approx(frame["score"].mean())
     assert row["df"] == pytest.approx(df) and row["se"] == pytest.approx(np.sqrt(var))
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((row["mean"] - half, row["mean"] + half))
     assert row["var_error"] == pytest.approx(ms_e) and row["var_rater"] == pytest.approx((ms_r - ms_e) / n_clips)
+    rng = np.random.default_rng(99)
+    n = 200_000
+    star = (ms_r * df_r / rng.chisquare(df_r, n) + ms_c * df_c / rng.chisquare(df_c, n)
+            - ms_e * df_e / rng.chisquare(df_e, n)) / (n_raters * n_clips)
+    pivot = row["mean"] - rng.standard_normal(n) * np.sqrt(np.maximum(star, 0))
+    low, high = np.quantile(pivot, [0.025, 0.975])
+    half = (high - low) / 2
+    assert row["ci_high"] - row["mean"] == pytest.approx(row["mean"] - row["ci_low"])  # symmetric
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), abs=0.02 * half)
+    t_half = stats.t.ppf(0.975, df) * np.sqrt(var)
+    print(f"\ngeneralized half-width {half:.3f}, Satterthwaite t half-width {t_half:.3f}")
 
 
 def test_degenerate_studies_get_a_row_and_a_note_not_a_crash():
@@ -87,11 +99,37 @@ def test_degenerate_studies_get_a_row_and_a_note_not_a_crash():
     rows += [(f"r{i}", f"c{j}", "m", "constant", 5) for i in range(3) for j in range(4)]
     table = score_summary(pd.DataFrame(rows, columns=["rater", "clip", "model", "criterion", "score"]))
     table = table.set_index("criterion")
-    assert table.loc["flat", "ci_low"] == table.loc["flat", "ci_high"] == 3
     assert table.loc["constant", "ci_low"] == 5 == table.loc["constant", "ci_high"]
-    assert "1 rater" in table.loc["one-rater", "note"] and table.loc["one-rater", "df"] == 5
-    assert "1 clip" in table.loc["one-clip", "note"] and table.loc["one-clip", "df"] == 3
-    assert np.isnan(table.loc["single", "ci_low"]) and table.loc["single", "mean"] == 4
+    for criterion in ("flat", "one-rater", "single"):  # 1 rater: rater variance cannot be estimated
+        assert table.loc[criterion, "note"] == "too few raters to estimate: at least 3 needed (1 so far)"
+        assert np.isnan(table.loc[criterion, "ci_low"]) and np.isnan(table.loc[criterion, "ci_high"])
+    assert table.loc["one-clip", "note"] == "too few clips to estimate: at least 3 needed (1 so far)"
+    assert np.isnan(table.loc["one-clip", "ci_low"]) and table.loc["single", "mean"] == 4
+
+
+def test_intervals_stay_inside_the_rating_scale_and_small_designs_get_words():
+    """The issue's 3-rater x 5-clip pilot printed "2.4 (95% CI -1.1 to 6.0)" on a 1-5 scale; with the
+    scale known the interval is cut at 1 and 5, a 2-rater pilot gets no interval, and differences stay
+    within +-4."""
+    rng = np.random.default_rng(12)
+    rows = []
+    for model, shift in (("real", 0.0), ("ophora", -1.0)):
+        for j in range(5):
+            clip = rng.normal(0, 1.5)
+            rows += [(f"r{i}", f"{model}{j}", model, "action_realism", int(np.clip(round(3 + shift + 2 * i - 2 + clip
+                                                                                            + rng.normal(0, 1)), 1, 5)))
+                     for i in range(3)]
+    frame = pd.DataFrame(rows, columns=["rater", "clip", "model", "criterion", "score"])
+    open_ended = score_summary(frame)
+    bounded = score_summary(frame.assign(scale_min=1, scale_max=5))
+    assert (open_ended["ci_low"] < 1).any() or (open_ended["ci_high"] > 5).any()  # the impossible interval
+    assert (bounded["ci_low"] >= 1).all() and (bounded["ci_high"] <= 5).all()
+    assert (bounded["ci_low"] <= bounded["mean"]).all() and (bounded["mean"] <= bounded["ci_high"]).all()
+    diffs = score_differences(frame, scales={"action_realism": (1, 5)})
+    assert (diffs["ci_low"] >= -4).all() and (diffs["ci_high"] <= 4).all()
+    two = score_summary(frame[frame["rater"] != "r2"])
+    assert two["note"].str.startswith("too few raters to estimate: at least 3 needed").all()
+    assert two["ci_low"].isna().all() and two["mean"].notna().all()
 
 
 def test_phases_differences_and_holm():

@@ -51,9 +51,13 @@ def test_vandyke_obuchowski_rockette_hillis_matches_published(vandyke_csv):
     assert close(d.ci_low, "-0.08796") and close(d.ci_high, "0.00036")
     m0, m1 = rrrc.modalities
     assert close(m0.auc, "0.89703704") and close(m0.se, "0.03317360") and close(m0.df, "12.74")
-    assert close(m0.ci_low, "0.82522360") and close(m0.ci_high, "0.96885048")
+    assert close(m0.wald_low, "0.82522360") and close(m0.wald_high, "0.96885048")
     assert close(m1.auc, "0.94083736") and close(m1.se, "0.02156637") and close(m1.df, "12.71")
-    assert close(m1.ci_low, "0.89413783") and close(m1.ci_high, "0.98753689")
+    assert close(m1.wald_low, "0.89413783") and close(m1.wald_high, "0.98753689")
+    # The reported interval is on the logit scale: inside [0, 1], pulled in from 1, the same width to 0.01
+    for m in (m0, m1):
+        assert 0 < m.ci_low < m.auc < m.ci_high < 1 and m.note == ""
+        assert m.ci_high < m.wald_high and m.ci_high - m.ci_low == pytest.approx(m.wald_high - m.wald_low, abs=0.01)
     # Fixed cases: F = MS(T) / MS(T*R) on (1, (I-1)(J-1)) df; fixed readers: denominator
     # Var - Cov1 + (J-1)(Cov2 - Cov3) and infinite ddf (both from the published components above).
     rrfc, frrc = r.analyses["rrfc"], r.analyses["frrc"]
@@ -69,7 +73,8 @@ def test_cli_mrmc_json_has_exactly_the_documented_shape(vandyke_csv, tmp_path, c
     assert "F = 4.4563" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert set(data) == {"modalities", "test", "differences", "variance_components"}
-    assert set(data["modalities"][0]) == {"modality", "auc", "se", "df", "ci_low", "ci_high", "reader_aucs"}
+    assert set(data["modalities"][0]) == {"modality", "auc", "se", "df", "ci_low", "ci_high", "wald_low", "wald_high",
+                                          "note", "reader_aucs"}
     assert set(data["test"]) == {"f", "ndf", "ddf", "p"}
     assert set(data["differences"][0]) == {"a", "b", "estimate", "se", "df", "ci_low", "ci_high", "p"}
     assert set(data["variance_components"]) == {"var_r", "var_tr", "cov1", "cov2", "cov3", "var_error"}
@@ -141,17 +146,19 @@ def test_turing_test_becomes_mrmc_data_and_imrmc_input(tmp_path):
     assert mrmc_analysis(back).aucs == pytest.approx(result.aucs)
 
 
-def _null_turing_study(rng, readers: int = 5, n_real: int = 20, n_generated: int = 20) -> pd.DataFrame:
-    """Raters who cannot tell: real and generated clips from one distribution (true AUC 0.5 for both models,
-    true difference 0). Clip effects, reader shifts and reader x clip noise; answers +-1..5 as in the app."""
+def turing_study(rng, readers: int = 5, n_real: int = 20, n_generated: int = 20, shift: float = 0.0) -> pd.DataFrame:
+    """Two models' Turing answers. ``shift`` 0: raters who cannot tell (real and generated clips from one
+    distribution, true AUC 0.5 for both, true difference 0); ``shift`` > 0 moves model 'a''s clips towards
+    "synthetic" (bench/bench_study_intervals.py). Clip effects, reader shifts and reader x clip noise;
+    answers +-1..5 as in the app."""
     rows = []
     real = rng.normal(0, 1, n_real)
-    generated = {m: rng.normal(0, 1, n_generated) for m in ("a", "b")}
-    shift = rng.normal(0, 0.5, readers)
+    generated = {m: rng.normal(shift if m == "a" else 0.0, 1, n_generated) for m in ("a", "b")}
+    reader_shift = rng.normal(0, 0.5, readers)
     levels = np.array([-5, -4, -3, -2, -1, 1, 2, 3, 4, 5])
     for r in range(readers):
         def answer(latent):
-            z = latent + shift[r] + rng.normal(0, 1, latent.size)
+            z = latent + reader_shift[r] + rng.normal(0, 1, latent.size)
             return levels[np.digitize(z, [-2, -1.2, -0.6, -0.2, 0, 0.2, 0.6, 1.2, 2])]
         real_answers = answer(real)
         for model, clips in generated.items():
@@ -162,13 +169,34 @@ def _null_turing_study(rng, readers: int = 5, n_real: int = 20, n_generated: int
 
 def test_turing_auc_intervals_are_calibrated_when_raters_cannot_tell():
     """The Turing design (real clips shared by both models, each model its own clips), 5 raters x 40 clips
-    per model, 300 simulated studies: the RRRC interval covers AUC 0.5 and the difference interval covers 0
-    in about 95% of studies (1000 studies with another seed gave 0.959 and 0.944)."""
+    per model, 300 simulated studies: the RRRC interval (logit scale) covers AUC 0.5 and the difference
+    interval covers 0 in about 95% of studies (1000 studies with another seed gave 0.959 and 0.944); the
+    logit interval covers as often as the AUC-scale (Wald) one. Away from 0.5: bench/bench_study_intervals.py."""
     rng = np.random.default_rng(7)
-    auc_hits = diff_hits = 0
+    auc_hits = diff_hits = wald_hits = 0
     for _ in range(300):
-        rrrc = mrmc_analysis(_null_turing_study(rng)).analyses["rrrc"]
-        auc_hits += rrrc.modalities[0].ci_low <= 0.5 <= rrrc.modalities[0].ci_high
+        rrrc = mrmc_analysis(turing_study(rng)).analyses["rrrc"]
+        m = rrrc.modalities[0]
+        auc_hits += m.ci_low <= 0.5 <= m.ci_high
+        wald_hits += m.wald_low <= 0.5 <= m.wald_high
         diff_hits += rrrc.differences[0].ci_low <= 0 <= rrrc.differences[0].ci_high
-    print(f"\nTuring null: AUC interval covers 0.5 in {auc_hits / 300:.3f}, difference covers 0 in {diff_hits / 300:.3f}")
-    assert auc_hits / 300 >= 0.92 and diff_hits / 300 >= 0.92
+    print(f"\nTuring null: AUC interval covers 0.5 in {auc_hits / 300:.3f} (Wald {wald_hits / 300:.3f}), "
+          f"difference covers 0 in {diff_hits / 300:.3f}")
+    assert auc_hits / 300 >= 0.92 and diff_hits / 300 >= 0.92 and abs(auc_hits - wald_hits) <= 6
+
+
+def test_small_pilots_get_bounded_intervals_or_words():
+    """The issue's pilots: 3 raters x 5 clips per model printed "AUC 0.72 (95% CI 0.12 to 1.32)"; 2 x 8
+    printed "0.50 (-2.68 to 3.68)". Now: inside [0, 1], and no interval at all with 2 raters."""
+    rng = np.random.default_rng(3)
+    three = mrmc_analysis(turing_study(rng, readers=3, n_real=5, n_generated=5))
+    for analysis in three.analyses.values():
+        for m in analysis.modalities:
+            assert 0 <= m.ci_low <= m.auc <= m.ci_high <= 1
+        for d in analysis.differences:
+            assert -1 <= d.ci_low <= d.estimate <= d.ci_high <= 1
+    two = mrmc_analysis(turing_study(rng, readers=2, n_real=8, n_generated=8))
+    m = two.analyses["rrrc"].modalities[0]
+    assert m.note == "too few raters to estimate: at least 3 needed (2 so far)" and np.isnan(m.ci_low)
+    assert np.isnan(two.analyses["rrrc"].differences[0].ci_low) and 0 <= m.auc <= 1
+    assert two.analyses["frrc"].modalities[0].note == ""  # these 2 raters as fixed: an interval is possible

@@ -207,3 +207,21 @@ def test_postgres_schema_matches_the_orm_models(pg_url):
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     store.close()
     assert diff == []
+
+
+def test_postgres_attacks_on_the_record_are_refused_or_detected(tmp_path, pg_url):
+    """Direct SQL from another session (issue 20): TRUNCATE refused, fixed rows refused, forgeries detected."""
+    from tests.study.helpers import tamper_with_record
+
+    store, slug, codes = _study(tmp_path, pg_url)
+    outside = create_engine(pg_url)
+
+    def execute(sql: str) -> None:
+        with outside.begin() as conn:
+            conn.execute(text(sql))
+
+    try:
+        tamper_with_record(store, slug, codes, execute, truncate=True)
+    finally:
+        outside.dispose()
+        store.close()

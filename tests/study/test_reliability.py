@@ -81,3 +81,24 @@ def test_study_with_repeats_reports_intra_rater_and_per_set_reliability(tmp_path
     assert set(results.reliability["clip_set"]) == {"real", "gen"}
     assert set(results.intra_rater["criterion"]) == {"phase_matching", "realism"}
     assert (results.intra_rater["pairs"] == 6).all()  # 2 raters x 3 repeats
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # pingouin's raw ICC(k) on this panel
+def test_icc_and_alpha_stay_inside_their_range_and_small_panels_get_words():
+    """The issue saw "ICC -3": two raters who order six clips in opposite directions give pingouin ICC(A,1)
+    -1.5 and ICC(A,k) 6.0. Shown: 0 with a note, intervals inside 0-1 or "not estimable"; alpha >= -1."""
+    a, b = [1, 2, 3, 4, 5, 3], [5, 4, 3, 2, 1, 3]
+    rows = [{"rater": rater, "clip_id": f"c{j}", "score": score, "model": "ophora", "criterion": "realism",
+             "reading": 0} for j, pair in enumerate(zip(a, b)) for rater, score in zip(("r1", "r2"), pair)]
+    frame = pd.DataFrame(rows)
+    raw = icc_table(frame)
+    assert raw.loc["ICC2", "ICC"] < -1 and raw.loc["ICC2k", "ICC"] > 1  # what pingouin computes
+    row = reliability(frame, {"realism": (1, 5)}).iloc[0]
+    assert row["icc2_A1"] == 0 and row["icc3_C1"] == 0 and row["icc2k_Ak"] == 0
+    assert "ICC2 estimate -1.50 shown as 0" in row["note"]
+    for label in ("icc2_A1_ci95", "icc3_C1_ci95", "icc2k_Ak_ci95"):
+        text = row[label]
+        assert text == "not estimable from these ratings" or all(0 <= float(v) <= 1 for v in text.strip("[]").split(","))
+    assert -1 <= row["kripp_alpha_ordinal"] < 0
+    few = reliability(frame[frame["clip_id"].isin(["c0", "c1", "c2"])], {"realism": (1, 5)}).iloc[0]
+    assert few["note"] == "too few clips rated by every rater to estimate: at least 5 needed" and np.isnan(few["icc2_A1"])

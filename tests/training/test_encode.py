@@ -69,3 +69,44 @@ def test_curation_manifest_segments_are_cut_from_longer_recordings(tmp_path, tin
                                           output=str(tmp_path / "enc"), buckets=(BUCKET,), device="cpu"))
     assert [(c["key"], c["instruction"], c["start_s"]) for c in index["clips"]] == [
         ("b2", "Polish the capsule.", 1.0), ("c3", "Implant the lens.", None)]
+
+
+def test_a_failed_encode_never_blocks_its_corrected_rerun(tmp_path, manifest_csv, tiny_model_dir):
+    """encode.json is written only once the encoders loaded: a mistyped --model leaves nothing that refuses the
+    corrected command."""
+    import pytest
+
+    from ophora.training.encode import EncodeError
+
+    output = tmp_path / "enc"
+    wrong = EncodeOptions(manifest=str(manifest_csv), model=str(tmp_path / "no-such-model"), output=str(output),
+                          buckets=(BUCKET,), device="cpu", local_files_only=True)
+    with pytest.raises(EncodeError, match="Could not load"):
+        encode_manifest(wrong)
+    assert not (output / "encode.json").exists()
+    index = encode_manifest(EncodeOptions(manifest=str(manifest_csv), model=str(tiny_model_dir), output=str(output),
+                                          buckets=(BUCKET,), device="cpu"))
+    assert len(index["clips"]) == len(INSTRUCTIONS)
+    assert json.loads((output / "encode.json").read_text())["model"] == str(tiny_model_dir)
+
+
+def test_fit_offline_with_a_hub_base_model_says_how_to_use_a_local_folder_at_once(tmp_path, tiny_model_dir,
+                                                                                   encoded_dir, capsys):
+    import time
+
+    import yaml
+
+    from ophora.training.cli import main
+    from tests.training.conftest import tiny_stage
+
+    config = tmp_path / "stage.yaml"
+    config.write_text(yaml.safe_dump(tiny_stage(tiny_model_dir, encoded_dir, tmp_path / "out",
+                                                base_model="THUDM/CogVideoX-2b")))
+    start = time.perf_counter()
+    assert main(["fit", str(config), "--local-files-only"]) == 2
+    assert time.perf_counter() - start < 10
+    message = capsys.readouterr().err
+    assert "'THUDM/CogVideoX-2b' is not available offline" in message
+    assert "hf download THUDM/CogVideoX-2b --local-dir models/CogVideoX-2b" in message
+    assert "base_model: models/CogVideoX-2b" in message and "scheduler_config" not in message
+    assert not (tmp_path / "out").exists()  # nothing started
