@@ -1,17 +1,22 @@
-"""Benchmark curation against plain decoding of the same files, in one process.
+"""Benchmark the whole `python -m ophora curate` command against plain decoding of the same files.
 
-Prints clips/minute and decoded frames/second of PySceneDetect cut detection (as the pipeline runs it) and of
-a plain OpenCV decode loop over the same clips, and their ratio; then the whole default pipeline (probe,
-narration PHI screen, decode + cuts, window, face pre-screen, rule refiner, instruction PHI screen; no LLM) and
-its ratio to plain decoding (the goal is >= 0.7). Both sides run as a pipeline worker does: one OpenCV thread,
-FFmpeg told to use one thread.
-Usage: python bench/bench_curation.py [VIDEO ...] [--repeat N]
-(default: the two real clips in ../shared/samples/ophora-generated plus a made 30 s 720x480 clip with cuts).
+Both sides run as commands, start-up included: the curate command (default config: every frame screened for
+faces and burned-in text, cuts, window, rule refiner, PHI screens; no LLM) with 1 and 2 workers, and a plain
+OpenCV decode of the same files by the same number of processes (one OpenCV/FFmpeg thread each, as a curation
+worker runs). Clips are 49-frame 720x480 clips like the training data: the two real Ophora clips and copies
+of them made different (mirrored, upside down, brighter; re-encoded), so no file is decoded from a warm cache twice.
+Prints seconds, clips/minute and the ratio plain/curate for each worker count (the goal is >= 0.6), then the
+text screen's cascade recall against Tesseract on every whole frame of a random burned-in corpus.
+
+Usage: python bench/bench_curation.py [--clips 12] [--workers 1 2] [--recall-frames 40]
+Timings on a shared machine are noisy: run it twice and on an idle machine before quoting a figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,105 +24,110 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+CAPTION = "In this video the surgeon injects fluid under the capsule with a cannula to free the nucleus."
 
 
-def plain_decode(path: str) -> int:
+def decode_file(path: str) -> int:
     import cv2
 
+    cv2.setNumThreads(1)
     capture = cv2.VideoCapture(path)
     frames = 0
-    while True:
-        ok, _ = capture.read()
-        if not ok:
-            break
+    while capture.read()[0]:
         frames += 1
     capture.release()
     return frames
 
 
-def made_clip(folder: Path) -> str:
-    import numpy as np
-
-    from ophora.generation.video import write_clip
-
-    rng = np.random.default_rng(0)
-    colours = [(200, 60, 40), (30, 160, 70), (40, 60, 200), (220, 200, 60)]
-    shots = []
-    for colour in colours:  # four 5 s shots at 25 fps: 500 frames, 3 cuts; slow drift inside each shot
-        texture = rng.integers(0, 60, size=(480, 720 + 250, 1), dtype=np.int16) + np.array(colour, np.int16) - 30
-        texture = np.clip(texture, 0, 255).astype(np.uint8)
-        shots += [texture[:, i * 2:i * 2 + 720] for i in range(125)]
-    return str(write_clip(np.stack(shots), folder / "bench_20s.mp4", fps=25))
-
-
-def timed(fn, paths: list[str], repeat: int) -> tuple[float, int]:
-    began, frames = time.perf_counter(), 0
-    for _ in range(repeat):
-        for path in paths:
-            frames += fn(path)
-    return time.perf_counter() - began, frames
-
-
-def main() -> int:
-    import os
+def plain_decode(paths: list[str], workers: int) -> int:
+    """The reference: decode every file with ``workers`` processes and do nothing else."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     from ophora.curation.decode import FFMPEG_SINGLE_THREAD
 
-    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = FFMPEG_SINGLE_THREAD  # as each pipeline worker runs
-    import cv2
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = FFMPEG_SINGLE_THREAD
+    if workers <= 1:
+        return sum(decode_file(path) for path in paths)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return sum(pool.map(decode_file, paths))
 
+
+def make_clips(folder: Path, count: int) -> list[str]:
+    """``count`` distinct 49-frame 720x480 clips from the real Ophora clips."""
+    import numpy as np
+
+    from ophora.generation.video import read_clip, write_clip
+
+    real = sorted((REPO.parent / "shared/samples/ophora-generated").glob("*.mp4"))
+    sources = [read_clip(path)[0] for path in real]
+    paths = []
+    for k in range(count):
+        frames = sources[k % len(sources)]
+        variant = k // len(sources)
+        if variant % 2:
+            frames = frames[:, :, ::-1]  # mirrored
+        if (variant // 2) % 2:
+            frames = frames[:, ::-1]  # upside down
+        shift = 6 * (variant // 4)  # brighter: a different bitstream of the same continuous shot
+        frames = np.clip(frames.astype(np.int16) + shift, 0, 255).astype(np.uint8)
+        paths.append(str(write_clip(np.ascontiguousarray(frames[:49]), folder / f"clip{k:03d}.mp4", fps=8)))
+    return paths
+
+
+def timed_command(command: list[str]) -> float:
+    began = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - began
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ... failed:\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def cascade_recall(frames_count: int) -> dict:
     from ophora.curation.config import load_config
-    from ophora.curation.dynamics import measure_cuts
-    from ophora.curation.inputs import ClipTask
-    from ophora.curation.pipeline import Curator
+    from ophora.curation.privacy import TextScreen
+    from ophora.curation.screen_corpus import burned_in_frames
+    from ophora.generation.video import read_clip
 
+    real = sorted((REPO.parent / "shared/samples/ophora-generated").glob("*.mp4"))
+    frames = [frame for path in real for frame in read_clip(path)[0]]
+    return TextScreen(load_config()["privacy"]["text_prescreen"]).cascade_recall(
+        burned_in_frames(frames, frames_count, seed=2026))
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("videos", nargs="*")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=12)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--recall-frames", type=int, default=40, help="0: skip the recall measurement")
+    parser.add_argument("--plain-decode", nargs="+", metavar="VIDEO", help=argparse.SUPPRESS)  # the reference side
     args = parser.parse_args()
-    cv2.setNumThreads(1)
+    if args.plain_decode:
+        plain_decode(args.plain_decode, args.workers[0])
+        return 0
+    import pandas as pd
+
     with tempfile.TemporaryDirectory() as tmp:
-        paths = args.videos or sorted(str(p) for p in (REPO.parent / "shared/samples/ophora-generated").glob("*.mp4"))
-        if not args.videos:
-            paths.append(made_clip(Path(tmp)))
-        clips = len(paths) * args.repeat
-        print(f"{len(paths)} files x {args.repeat} repeats, 1 process, cv2 threads 1")
-        plain_s, plain_frames = timed(plain_decode, paths, args.repeat)
-        print(f"plain OpenCV decode        {plain_frames / plain_s:8.1f} frames/s  {clips / plain_s * 60:8.1f} clips/min")
-        settings = {"default (180 px analysis)": [], "PySceneDetect's ~256 px": ["dynamics.analysis_size=null"],
-                    "downscale 4": ["dynamics.downscale=4"],
-                    "downscale 4 + frame_skip 1": ["dynamics.downscale=4", "dynamics.frame_skip=1"],
-                    "no downscale": ["dynamics.downscale=1"]}
-        for name, overrides in settings.items():
-            plain_s, plain_frames = timed(plain_decode, paths, args.repeat)  # re-measured beside each setting
-            cfg = load_config(overrides=overrides)["dynamics"]
-            seconds, frames = timed(lambda p: measure_cuts(p, cfg)["frames_spanned"], paths, args.repeat)
-            print(f"dynamics {name:<26} {frames / seconds:8.1f} frames/s  {clips / seconds * 60:8.1f} clips/min  "
-                  f"ratio to plain decode {plain_s / seconds:5.2f} (plain {plain_frames / plain_s:.1f} frames/s)")
-        cuts = {Path(p).name: measure_cuts(p, load_config()["dynamics"])["cuts"] for p in paths}
-        print(f"cuts found: {cuts}")
-        curator = Curator(load_config())
-        tasks = [ClipTask(f"b{i}", p, "Remove the cortex with the I/A tip.") for i, p in enumerate(paths)]
-        for task in tasks:
-            curator.process(task)  # warm-up: Presidio's recognizers and the face cascade load on first use
-        cpu_began = time.process_time()
-        plain_before, _ = timed(plain_decode, paths, args.repeat)
-        plain_cpu = time.process_time() - cpu_began
-        began, cpu_began = time.perf_counter(), time.process_time()
-        for _ in range(args.repeat):
-            rows = [curator.process(task) for task in tasks]
-        seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
-        plain_after, _ = timed(plain_decode, paths, args.repeat)
-        plain_s = (plain_before + plain_after) / 2
-        print(f"whole default pipeline      {clips / seconds * 60:8.1f} clips/min per process  "
-              f"ratio to plain decode {plain_s / seconds:5.2f} (plain {clips / plain_s * 60:.1f} clips/min; "
-              f"goal >= 0.70)")
-        # Wall time lets the cut detectors and the face counts run beside the decode thread; with every core
-        # busy (one worker per core) throughput follows CPU time instead, so that ratio is printed too.
-        print(f"  CPU time per clip: pipeline {cpu / clips * 1000:.0f} ms, plain decode {plain_cpu / clips * 1000:.0f} ms "
-              f"(ratio {plain_cpu / cpu:.2f}: the throughput ratio when all cores are busy)")
-        print("decisions: " + ", ".join(f"{Path(r['video']).name} {r['decision']}"
-                                         + (f" ({r['reason']})" if r["reason"] else "") for r in rows))
+        folder = Path(tmp)
+        paths = make_clips(folder, args.clips)
+        pd.DataFrame({"video": paths, "caption": [CAPTION] * len(paths)}).to_csv(folder / "clips.csv", index=False)
+        print(f"{len(paths)} clips of 49 frames, 720x480; whole commands, start-up included")
+        for workers in args.workers:
+            plain = timed_command([sys.executable, __file__, "--workers", str(workers), "--plain-decode", *paths])
+            curate = timed_command([sys.executable, "-m", "ophora", "curate", "--input", str(folder / "clips.csv"),
+                                    "--out", str(folder / f"curated{workers}.parquet"), "--workers", str(workers),
+                                    "--fresh", "--quiet"])
+            kept = int((pd.read_parquet(folder / f"curated{workers}.parquet")["decision"] == "keep").sum())
+            print(f"{workers} worker(s): plain decode {plain:6.1f} s ({len(paths) / plain * 60:6.1f} clips/min), "
+                  f"curate {curate:6.1f} s ({len(paths) / curate * 60:6.1f} clips/min, {kept} kept); "
+                  f"ratio {plain / curate:4.2f} (goal >= 0.60)")
+    if args.recall_frames:
+        recall = cascade_recall(args.recall_frames)
+        print(f"text screen cascade on {recall['frames']} frames with burned-in text: cheap pass fired on "
+              f"{recall['cheap_pass_fired']}, cascade flagged {recall['cascade_frames']}, Tesseract on every whole "
+              f"frame read {recall['ocr_frames']}; recall against it {recall['recall']:.2f} "
+              f"({recall['both']}/{recall['ocr_frames']})")
     return 0
 
 

@@ -78,12 +78,43 @@ def stable_clip_id(video: str, start_s: float | None, end_s: float | None) -> st
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
+def read_csv_table(path: Path) -> pd.DataFrame:
+    """A CSV as spreadsheets save it: UTF-8 with or without a byte-order mark, comma, semicolon or tab separated.
+
+    Anything else (another encoding, a row with too many fields) is an ``InputError`` naming the file and the
+    data row (numbered from 1 under the header, as a spreadsheet shows it) and saying what to do."""
+    import csv
+    import io
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # the BOM Excel writes is dropped, not read into the first column name
+    except UnicodeDecodeError as error:
+        row = raw[:error.start].count(b"\n")
+        raise InputError(f"{path}: row {row}: byte 0x{raw[error.start]:02x} is not UTF-8 text (the file is "
+                         f"probably Latin-1 or Windows-1252); save it as UTF-8 (Excel: 'CSV UTF-8')") from None
+    header = text.split("\n", 1)[0]
+    try:
+        separator = csv.Sniffer().sniff(header, delimiters=",;\t").delimiter
+    except csv.Error:
+        separator = ","
+    rows = csv.reader(io.StringIO(text), delimiter=separator)
+    width = len(next(rows, []))
+    if not width:
+        raise InputError(f"{path}: the file is empty; give a header line (video,caption) and one row per clip")
+    for number, fields in enumerate(rows, start=1):
+        if len(fields) > width:
+            raise InputError(f"{path}: row {number} has {len(fields)} fields, the header {width}; put values "
+                             f"that contain '{separator}' in double quotes")
+    return pd.read_csv(io.StringIO(text), sep=separator, dtype={"clip_id": str})
+
+
 def read_manifest_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return pd.read_parquet(path)
     if suffix == ".csv":
-        return pd.read_csv(path)
+        return read_csv_table(path)
     if suffix in (".jsonl", ".ndjson"):
         return pd.read_json(path, lines=True)
     raise InputError(f"{path}: unknown manifest format {suffix!r}; use .csv, .jsonl or .parquet, or a folder")
@@ -91,7 +122,7 @@ def read_manifest_table(path: Path) -> pd.DataFrame:
 
 def tasks_from_frame(frame: pd.DataFrame, base_dir: Path, source: str = "manifest") -> list[ClipTask]:
     if "video" not in frame.columns:
-        raise InputError(f"{source}: needs a 'video' column (and 'caption'); found {list(frame.columns)}")
+        raise InputError(f"{source}: the header needs a 'video' column (and 'caption'); found {list(frame.columns)}")
     tasks: list[ClipTask] = []
     first_row: dict[str, int] = {}
     duplicates: dict[str, list[int]] = {}

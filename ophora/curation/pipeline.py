@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
-from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, decode_clip, open_stream, scene_window, window_seconds
+from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, ErrorCheck, decode_clip, open_stream, scene_window, window_seconds
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
@@ -62,8 +62,15 @@ def output_paths(out: str | Path) -> dict[str, Path]:
             "breaker": Path(f"{stem}.breaker"), "narration": Path(f"{stem}.narration.private.parquet")}
 
 
+def _owner_only(path: str, flags: int) -> int:
+    """``open`` opener: a new file readable by its owner only (an existing one is made so too)."""
+    descriptor = os.open(path, flags, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return descriptor
+
+
 def write_private(frame: pd.DataFrame, path: Path) -> None:
-    """Write a private working file readable by its owner only (raw narration stays here, never released)."""
+    """Write a private working file readable by its owner only (the raw narration, the curated manifest)."""
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -99,10 +106,10 @@ class Curator:
         from .deid import shared_deidentifier
 
         self.deid = shared_deidentifier(privacy["deid"])
-        self._side_thread: ThreadPoolExecutor | None = None  # the face counts' thread, started on first use
+        self._side_thread: ThreadPoolExecutor | None = None  # the frame screens' thread, started on first use
 
     def close(self) -> None:
-        """Stop the face counts' side thread (a long-lived Ray worker builds a Curator per batch)."""
+        """Stop the frame screens' side thread (a long-lived Ray worker builds a Curator per batch)."""
         if self._side_thread is not None:
             self._side_thread.shutdown(wait=True, cancel_futures=True)
             self._side_thread = None
@@ -141,57 +148,96 @@ class Curator:
                                caption="")
         return StageResult(measured, caption=screened.text)
 
-    def _sample_indices(self, state: ClipState) -> dict[str, list[int]]:
-        """Frame numbers each enabled screen looks at (kept by the decoding pass, decoded nowhere else)."""
+    def _sample_indices(self, state: ClipState) -> list[int]:
+        """Frame numbers the VLM looks at (kept by the decoding pass, decoded nowhere else)."""
         from .privacy import sample_indices
 
-        privacy, task, facts = self.config["privacy"], state.task, state.facts
-        screens = {"face": self.face and privacy["face_prescreen"], "text": self.text and privacy["text_prescreen"],
-                   "vlm": self.vlm and privacy["vlm"]}
-        return {name: sample_indices(facts["fps"], facts["frames"], int(cfg["frames"]), task.start_s, task.end_s)
-                for name, cfg in screens.items() if cfg}
+        if self.vlm is None:
+            return []
+        facts, task = state.facts, state.task
+        return sample_indices(facts["fps"], facts["frames"], int(self.config["privacy"]["vlm"]["frames"]),
+                              task.start_s, task.end_s)
 
     def _decode_stage(self, state: ClipState) -> StageResult:
-        """Decode every frame of the clip window once (cuts and sampled frames on the way); see decode.py."""
+        """Decode every frame of the clip window once (cuts, screens and VLM samples on the way); see decode.py."""
         state.samples = self._sample_indices(state)
-        keep = {index for indices in state.samples.values() for index in indices}
         dynamics = self.config["dynamics"] if self.config["dynamics"]["enabled"] else None
+        check = ErrorCheck(state.task.video, state.task.start_s, state.task.end_s) \
+            if self.config["probe"]["error_detection"] else None
         try:
-            state.decoded = decode_clip(state.task, state.facts, keep, dynamics, stream=state.stream,
-                                        on_keep=self._start_face_counts(state))
+            state.decoded = decode_clip(state.task, state.facts, set(state.samples), dynamics, stream=state.stream,
+                                        on_frame=self._start_screens(state))
         except Exception as error:  # the decoder gave up on this file: a fact about the clip
             return StageResult({}, f"incomplete: the video could not be decoded ({type(error).__name__}: {error})")
         finally:
             state.stream = None  # read to the end of the window; the capture is released with its last reference
+            if check is not None and state.decoded is None:
+                check.cancel()  # no verdict to add to (a failed decode, Ctrl-C): don't leave FFmpeg running
         decoded = state.decoded
         measured = {"frames_expected": decoded.frames_expected, "frames_decoded": decoded.frames_decoded,
-                    "failures": decoded.decode_failures, "seconds": decoded.seconds}
+                    "failures": decoded.decode_failures, "errors": check.errors() if check else None,
+                    "seconds": decoded.seconds}
         missing = decoded.frames_expected - decoded.frames_decoded
         if missing > int(self.config["probe"]["max_missing_frames"]):
             return StageResult(measured, f"incomplete: decoded {decoded.frames_decoded} of "
                                          f"{decoded.frames_expected} frames")
+        if measured["errors"]:
+            return StageResult(measured, f"incomplete: damaged frames (the decoder reported {measured['errors']} "
+                                         f"errors in the clip)")
         return StageResult(measured)
 
-    def _start_face_counts(self, state: ClipState) -> Callable[[int, np.ndarray], None] | None:
-        """Count faces in each sampled frame on a side thread as soon as the decoding pass keeps it: the
-        cascade (OpenCV releases the GIL) runs while the rest of the clip decodes. Same frames, same counts,
-        same CPU work as screening after the pass; only the wait for it goes."""
-        wanted = set(state.samples.get("face", ()))
-        if self.face is None or not wanted:
+    def _start_screens(self, state: ClipState) -> Callable[[int, np.ndarray], None] | None:
+        """Screen every decoded frame on a side thread as the decoding pass reads it: the cheap face and
+        text-region passes (OpenCV releases the GIL) run while the rest of the clip decodes."""
+        if self.face is None and self.text is None:
             return None
         if self._side_thread is None:
-            self._side_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ophora-face")
-        pool, face = self._side_thread, self.face
+            self._side_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ophora-screen")
+        pool = self._side_thread
 
-        def on_keep(index: int, frame: np.ndarray) -> None:
-            if index in wanted:
-                state.face_counts[index] = pool.submit(face.count, frame)
-        return on_keep
+        def on_frame(index: int, frame_bgr: np.ndarray) -> None:
+            state.looks[index] = pool.submit(self._look, frame_bgr)
+        return on_frame
+
+    def _look(self, frame_bgr: np.ndarray) -> tuple[bool, list[np.ndarray]]:
+        """One frame through the cheap passes: (a confirmed face?, full-resolution crops of text-like regions)."""
+        import cv2
+
+        from .privacy import small_gray
+
+        privacy = self.config["privacy"]
+        sides = [int(privacy[name]["max_side"]) for name, screen in (("face_prescreen", self.face),
+                                                                   ("text_prescreen", self.text)) if screen]
+        small = small_gray(frame_bgr, max(sides))  # one downscale; the face pass shrinks it further
+        face = False
+        if self.face is not None:
+            side = int(privacy["face_prescreen"]["max_side"])
+            face_small = small if max(small.shape) <= side else cv2.resize(
+                small, (round(small.shape[1] * side / max(small.shape)), round(small.shape[0] * side / max(small.shape))),
+                interpolation=cv2.INTER_AREA)
+            face = self.face.hit(frame_bgr, face_small)
+        crops = self.text.crops(frame_bgr, small) if self.text is not None else []
+        return face, crops
+
+    def _screened(self, state: ClipState) -> tuple[dict[int, tuple[bool, list]], int, int]:
+        """Every frame's look, and the range [first, end) of consecutive frames that were looked at."""
+        looks = {index: future.result() for index, future in sorted(state.looks.items())}
+        first = min(looks) if looks else state.decoded.first_frame
+        end = first
+        while end in looks:
+            end += 1
+        return looks, first, end
 
     def _face_stage(self, state: ClipState) -> StageResult:
-        if state.face_counts:
-            return self.face.judge([state.face_counts[index].result() for index in sorted(state.face_counts)])
-        return self.face(state.task, frames=state.decoded.pick(state.samples["face"]))
+        looks, first, end = self._screened(state)
+        return self.face.judge([i for i, (face, _) in looks.items() if face], end - first, first, end)
+
+    def _text_stage(self, state: ClipState) -> StageResult:
+        looks, first, end = self._screened(state)
+        enough = None if not self.config["run"]["stop_at_first_drop"] else \
+            int(self.config["privacy"]["text_prescreen"]["max_text_frames"]) + 1  # dropped then: read no further
+        words = self.text.read({i: crops for i, (_, crops) in looks.items() if crops}, enough)
+        return self.text.judge(words, end - first, first, end)
 
     def _dynamics_stage(self, state: ClipState) -> StageResult:
         return dynamics_stage(state.task, self.config, measured=state.decoded.cuts)
@@ -204,7 +250,7 @@ class Curator:
         cut_frames = list((decoded.cuts or {}).get("cut_frames") or [])
         first_frame, end_frame = scene_window(cut_frames, decoded.first_frame, last, fps)
         measured = {"frames": end_frame - first_frame, "scenes": len(cut_frames) + 1,
-                    "start_s": task.start_s, "end_s": task.end_s}
+                    "start_s": task.start_s, "end_s": task.end_s, "first_frame": first_frame, "end_frame": end_frame}
         if cut_frames:
             measured["start_s"], measured["end_s"] = window_seconds(first_frame, end_frame, fps)
         wanted = self.config["probe"].get("window_frames")
@@ -214,10 +260,8 @@ class Curator:
                                          f"{int(wanted)}-frame training window")
         return StageResult(measured)
 
-    def _screen_stage(self, screen, name: str) -> Callable[[ClipState], StageResult]:
-        def run(state: ClipState) -> StageResult:
-            return screen(state.task, frames=state.decoded.pick(state.samples[name]))
-        return run
+    def _vlm_stage(self, state: ClipState) -> StageResult:
+        return self.vlm(state.task, frames=state.decoded.pick(state.samples))
 
     def _refine_stage(self, state: ClipState) -> StageResult:
         if not (state.task.caption or "").strip():  # nothing passed the narration's PHI screen: ask no refiner
@@ -254,11 +298,10 @@ class Curator:
         if self.config["dynamics"]["enabled"]:
             stages.append(("dynamics", self._dynamics_stage))
         stages.append(("window", self._window_stage))
-        if self.face is not None:
-            stages.append(("face", self._face_stage))
-        for name, screen in (("text", self.text), ("vlm", self.vlm)):
+        for name, screen, stage in (("face", self.face, self._face_stage), ("text", self.text, self._text_stage),
+                                    ("vlm", self.vlm, self._vlm_stage)):
             if screen is not None:
-                stages.append((name, self._screen_stage(screen, name)))
+                stages.append((name, stage))
         stages.append(("refine", self._refine_stage))
         stages.append(("deid", self._deid_stage))
         return stages
@@ -306,8 +349,8 @@ class Curator:
                 reasons.append(result.drop_reason)
                 if decision == "keep":
                     decision, drop_stage = "drop", name
-        for pending in state.face_counts.values():
-            pending.cancel()  # a clip dropped before its face stage: don't count faces nobody will read
+        for pending in state.looks.values():
+            pending.cancel()  # a clip dropped before its screens: don't look at frames nobody will judge
         row.update(decision=decision, keep=decision == "keep", drop_stage=drop_stage,
                    reason="; ".join(reasons) if reasons else None, stages_run=",".join(stages_run),
                    config_hash=self.hash, seconds=time.perf_counter() - began)
@@ -326,8 +369,8 @@ class ClipState:
     facts: dict = field(default_factory=dict)
     stream: object | None = None  # the clip's open PySceneDetect stream (decode.open_stream), probe to decode
     decoded: DecodedClip | None = None
-    samples: dict[str, list[int]] = field(default_factory=dict)
-    face_counts: dict[int, Future] = field(default_factory=dict)  # frame number -> faces, counted on the side
+    samples: list[int] = field(default_factory=list)  # frame numbers kept for the VLM
+    looks: dict[int, Future] = field(default_factory=dict)  # frame number -> (face?, text crops), on the side
     instruction: str | None = None
 
 
@@ -550,7 +593,7 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     rows = dict(done)
     stopped: EndpointDown | None = None
     try:
-        with paths["journal"].open("a", encoding="utf-8") as journal:
+        with open(paths["journal"], "a", encoding="utf-8", opener=_owner_only) as journal:
             for count, row in enumerate(itertools.chain(failed_downloads, results), start=1):
                 rows[row["clip_id"]] = row
                 journal.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
@@ -562,9 +605,7 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     finally:
         results.close()  # interrupted (Ctrl-C, SIGTERM): the workers stop now, not at interpreter exit
     frame = rows_to_frame(rows.values(), [task.clip_id for task in tasks])
-    partial = paths["parquet"].with_name(paths["parquet"].name + ".partial")
-    frame.to_parquet(partial, index=False)
-    partial.replace(paths["parquet"])
+    write_private(frame, paths["parquet"])  # a working file: local paths, reasons, hit frames; owner only
     paths["journal"].unlink(missing_ok=True)  # everything in it is now in the parquet
     if stopped is not None:
         raise stopped

@@ -1,4 +1,4 @@
-"""Robust inputs: truncated and zero-filled files are decoded and dropped as incomplete, rotation-flagged and
+"""Robust inputs: truncated, zero-filled and corrupt files are decoded and dropped as incomplete, rotation-flagged and
 portrait clips are judged on their displayed frame, duplicate rows collapse with a warning, URLs are refused
 up front. All files are made here from the real Ophora clips."""
 
@@ -33,6 +33,9 @@ def damaged(tmp_path_factory, sample_clips):
     zeroed = bytearray(data)
     zeroed[len(data) * 4 // 10: len(data) * 6 // 10] = bytes(len(data) * 6 // 10 - len(data) * 4 // 10)
     (folder / "zeroed.mp4").write_bytes(bytes(zeroed))
+    garbled = bytearray(data)  # 2 KB of noise mid-file: every frame still decodes, one of them broken
+    garbled[len(data) // 2: len(data) // 2 + 2048] = __import__("random").Random(0).randbytes(2048)
+    (folder / "garbled.mp4").write_bytes(bytes(garbled))
     ffmpeg("-display_rotation", "90", "-i", str(sample_clips[1]), "-c", "copy", str(folder / "rotated.mp4"))
     ffmpeg("-i", str(sample_clips[1]), "-vf", "scale=640:360", "-c:v", "libx264", "-pix_fmt", "yuv420p",
            str(folder / "small.mp4"))
@@ -44,7 +47,7 @@ def damaged(tmp_path_factory, sample_clips):
 
 @pytest.fixture(scope="module")
 def curated(damaged, tmp_path_factory):
-    names = ["faststart", "truncated", "zeroed", "rotated", "small_rotated", "portrait"]
+    names = ["faststart", "truncated", "zeroed", "garbled", "rotated", "small_rotated", "portrait"]
     rows = [{"clip_id": name, "video": str(damaged / f"{name}.mp4"),
              "caption": "Inject fluid under the capsule with a cannula to free the nucleus."} for name in names]
     manifest = damaged / "clips.csv"
@@ -67,6 +70,14 @@ def test_damaged_files_are_dropped_as_incomplete(curated, name):
     assert row["decision"] == "drop" and row["drop_stage"] == "decode"
     decoded = int(row["decode_frames_decoded"])
     assert 0 < decoded < 49 and row["reason"] == f"incomplete: decoded {decoded} of 49 frames"
+
+
+def test_a_corrupt_slice_mid_file_drops_the_clip(curated):
+    """Concealed by the decoder, counted by no frame total: FFmpeg's error detection catches it."""
+    row = curated.loc["garbled"]
+    assert row["decode_frames_decoded"] == 49 and row["decode_errors"] > 0
+    assert row["decision"] == "drop" and row["reason"].startswith("incomplete: damaged frames")
+    assert curated.loc["faststart", "decode_errors"] == 0
 
 
 def test_rotation_flagged_and_portrait_clips_are_judged_as_displayed(curated):
@@ -183,3 +194,28 @@ def test_urls_that_cannot_be_fetched_are_refused_up_front(tmp_path):
     with pytest.raises(InputError, match=r"1 video URL\(s\) cannot be fetched here, e.g. s3://bucket/a.mp4: s3:// "
                                          r"needs a package that is not installed \(Install s3fs"):
         read_tasks(manifest)
+
+
+def test_spreadsheet_csvs_are_read_or_refused_in_one_line(tmp_path, sample_clips, capsys):
+    """A BOM and semicolons (Excel in many locales) are read; Latin-1, a stray separator and a missing column
+    are one line naming the file and the row, never a traceback."""
+    from ophora.curation.cli import main
+
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(("\ufeffvideo;caption;phase\n" f"{sample_clips[0]};Insert the lens; then rotate it;"
+                       "lens implantation\n").replace("; then", ", then").encode("utf-8"))
+    tasks = read_tasks(excel)
+    assert len(tasks) == 1 and tasks[0].video == str(sample_clips[0]) and tasks[0].caption.startswith("Insert")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("video,caption\nclip.mp4,Insert the lens\nclip2.mp4,Se\u00f1ora N\u00fa\u00f1ez\n".encode("latin-1"))
+    stray = tmp_path / "stray.csv"
+    stray.write_text("video,caption\nclip.mp4,Insert the lens, then rotate it\n")
+    missing = tmp_path / "missing.csv"
+    missing.write_text("path,text\nclip.mp4,Insert the lens\n")
+    expected = {latin: f"error: {latin}: row 2: byte 0xf1 is not UTF-8 text",
+                stray: f"error: {stray}: row 1 has 3 fields, the header 2",
+                missing: f"error: {missing}: the header needs a 'video' column"}
+    for path, start in expected.items():
+        assert main(["--input", str(path), "--out", str(tmp_path / "o.parquet")]) == 2
+        said = capsys.readouterr().err
+        assert said.startswith(start) and said.count("\n") == 1 and "Traceback" not in said, said

@@ -197,7 +197,7 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("path,text\nx.mp4,hello\n")
     assert main(["--input", str(bad), "--out", str(tmp_path / "o.parquet")]) == 2
-    assert "needs a 'video' column" in capsys.readouterr().err
+    assert "the header needs a 'video' column" in capsys.readouterr().err
     assert main(["--input", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o.parquet")]) == 2
     assert main(["--input", str(bad), "--out", str(tmp_path / "o.parquet"), "--set", "dynamics.nope=1"]) == 2
 

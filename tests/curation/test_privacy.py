@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import cv2
 import numpy as np
@@ -40,24 +41,48 @@ def test_face_prescreen_drops_a_face_and_keeps_surgery(face_video, sample_clips)
     screen = FaceScreen(load_config()["privacy"]["face_prescreen"])
     flagged = screen(clip(face_video))
     assert flagged.drop_reason and flagged.drop_reason.startswith("privacy: face detected locally")
-    assert flagged.measurements["face_frames"] == flagged.measurements["frames_checked"] > 0
-    for sample in sample_clips:
-        result = screen(clip(sample))
-        assert result.drop_reason is None and result.measurements["face_frames"] == 0
+    assert flagged.measurements["face_frames"] == flagged.measurements["frames_checked"] == 8  # every frame
+    result = screen(clip(sample_clips[0]))
+    assert result.drop_reason is None and result.measurements["face_frames"] == 0
+    assert result.measurements["frames_checked"] == 49
 
 
-def test_pipeline_counts_faces_during_decoding_as_the_screen_does(face_video, sample_clips):
-    """The pipeline counts faces on a side thread while the clip decodes: same frames, same verdict."""
+def test_pipeline_screens_every_frame_during_decoding_as_the_screen_does(face_video, sample_clips):
+    """The pipeline screens each frame on a side thread while the clip decodes: same frames, same verdict."""
     from ophora.curation.pipeline import Curator
 
-    config = load_config(overrides=["dynamics.enabled=false", "probe.window_frames=null"])  # an 8-frame face clip
-    curator, screen = Curator(config), FaceScreen(config["privacy"]["face_prescreen"])
-    for video in (face_video, *sample_clips):
-        row, alone = curator.process(clip(video)), screen(clip(video))
-        assert (row["face_frames_checked"], row["face_face_frames"]) == \
-            (alone.measurements["frames_checked"], alone.measurements["face_frames"])
-        assert (row["drop_stage"] == "face") == (alone.drop_reason is not None)
-    assert row["decision"] == "keep" and curator.process(clip(face_video))["reason"].startswith("privacy: face")
+    config = load_config(overrides=["dynamics.enabled=false", "probe.window_frames=null",  # an 8-frame face clip
+                                    "privacy.text_prescreen.enabled=false"])
+    screen = FaceScreen(config["privacy"]["face_prescreen"])
+    with Curator(config) as curator:
+        for video in (face_video, sample_clips[1]):
+            row, alone = curator.process(clip(video)), screen(clip(video))
+            assert (row["face_frames_checked"], row["face_face_frames"]) == \
+                (alone.measurements["frames_checked"], alone.measurements["face_frames"])
+            assert (row["drop_stage"] == "face") == (alone.drop_reason is not None)
+        assert row["decision"] == "keep" and curator.process(clip(face_video))["reason"].startswith("privacy: face")
+
+
+def test_rotation_is_applied_before_face_screening(tmp_path, grace_hopper_rgb):
+    """A portrait recording stored sideways with a rotation flag: screened as displayed, the face is found."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    upright = make_face_video(tmp_path / "upright.mp4", grace_hopper_rgb)
+    sideways = tmp_path / "sideways.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(upright), "-vf", "transpose=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / "stored.mp4")], check=True)
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i",
+                    str(tmp_path / "stored.mp4"), "-c", "copy", str(sideways)], check=True)
+    from ophora.curation.pipeline import Curator
+
+    config = load_config(overrides=["dynamics.enabled=false", "probe.window_frames=null",
+                                    "privacy.text_prescreen.enabled=false", "probe.min_long_side=0",
+                                    "probe.min_short_side=0"])
+    with Curator(config) as curator:
+        row = curator.process(clip(sideways))
+    assert row["probe_rotation"] in (90, 270) and row["face_face_frames"] == 8, row["reason"]
 
 
 def test_sample_frames_spread_over_the_window(cut_video):
@@ -98,28 +123,46 @@ def test_vlm_rubric_over_http(chat_server, sample_clips):
 
 
 def subtitled_video(source, out):
-    """The real clip with a burned-in patient line and subtitle (dark boxes, as overlays usually are)."""
+    """The real clip with a burned-in patient line and subtitle (dark boxes, as overlays usually are) on
+    frames 4-11 of 16."""
     from ophora.generation.video import read_clip, write_clip
 
     frames = read_clip(source)[0][:16].copy()
-    for frame in frames:
+    for frame in frames[4:12]:
         for text, y in (("PATIENT: JOHN DOE  ID 48213", 50), ("Surgeon: Dr Mary Smith 2021-03-14", 450)):
             cv2.rectangle(frame, (10, y - 34), (700, y + 12), (0, 0, 0), -1)
             cv2.putText(frame, text, (20, y), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2, cv2.LINE_AA)
     return write_clip(frames, out, fps=8)
 
 
-def test_text_prescreen_reads_burned_in_text(tmp_path, sample_clips):
-    import shutil
+needs_tesseract = pytest.mark.skipif(__import__("shutil").which("tesseract") is None,
+                                     reason="needs Debian's tesseract-ocr (scripts/install_system_deps.sh)")
 
-    if shutil.which("tesseract") is None:
-        pytest.skip("optional: needs Debian's tesseract-ocr (privacy.text_prescreen is off by default)")
+
+@needs_tesseract
+def test_text_screen_reads_every_frame_and_keeps_no_text(tmp_path, sample_clips):
     from ophora.curation.privacy import TextScreen
 
-    screen = TextScreen(load_config(overrides=["privacy.text_prescreen.enabled=true"])["privacy"]["text_prescreen"])
+    screen = TextScreen(load_config()["privacy"]["text_prescreen"])
     flagged = screen(clip(subtitled_video(sample_clips[0], tmp_path / "subtitled.mp4")))
-    assert flagged.drop_reason and flagged.drop_reason.startswith("privacy: on-screen text read locally")
-    assert flagged.measurements["text_frames"] == 3 and "PATIENT" in flagged.measurements["sample"]
-    for sample in sample_clips:
-        result = screen(clip(sample))
-        assert result.drop_reason is None and result.measurements["text_frames"] == 0
+    assert flagged.drop_reason == "privacy: on-screen text read locally in 8/16 frames"
+    assert json.loads(flagged.measurements["hit_frames"]) == list(range(4, 12))
+    assert "PATIENT" not in json.dumps(flagged.measurements)  # the kind and frame numbers, never the text
+    result = screen(clip(sample_clips[1]))
+    assert result.drop_reason is None and result.measurements["text_frames"] == 0
+    assert result.measurements["ocr_frames"] == 0  # the cheap pass fired nowhere: no OCR cost on clean surgery
+
+
+@needs_tesseract
+def test_text_cascade_finds_what_ocr_of_every_whole_frame_finds(sample_clips):
+    """Recall of the cascade against Tesseract on every whole frame, on a random burned-in corpus (seeded;
+    bench/bench_curation.py measures it on more frames)."""
+    from ophora.curation.screen_corpus import burned_in_frames
+    from ophora.generation.video import read_clip
+
+    from ophora.curation.privacy import TextScreen
+
+    screen = TextScreen(load_config()["privacy"]["text_prescreen"])
+    frames = burned_in_frames(list(read_clip(sample_clips[0])[0]), 10, seed=11)
+    recall = screen.cascade_recall(frames)
+    assert recall["ocr_frames"] >= 3 and recall["recall"] >= 0.8, recall

@@ -15,7 +15,7 @@ from ophora.curation.cli import main
 from ophora.curation.config import load_config
 from ophora.curation.inputs import read_tasks
 from ophora.curation.pipeline import output_paths, run_pipeline
-from ophora.curation.release import RELEASE_COLUMNS
+from ophora.curation.release import RELEASE_COLUMNS, release
 from ophora.training.manifest import read_manifest
 
 PHI_STRINGS = ("John", "Smith", "1950", "123456", "Jones", "Mercy", "555-0199")
@@ -41,8 +41,7 @@ def curated(tmp_path_factory, sample_clips, lowres_video):
     manifest = folder / "clips.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     out = tmp_path_factory.mktemp("curated") / "curated.parquet"
-    config = load_config(overrides=["privacy.face_prescreen.enabled=false"])
-    run_pipeline(read_tasks(manifest), config, out, workers=1)
+    run_pipeline(read_tasks(manifest), load_config(), out, workers=1)  # every frame screened, as release demands
     return out
 
 
@@ -57,7 +56,7 @@ def test_curated_manifest_keeps_narration_private(curated):
     frame = pd.read_parquet(curated)
     assert "caption" not in frame.columns and "narration" not in frame.columns
     private = output_paths(curated)["narration"]
-    assert private.stat().st_mode & 0o077 == 0  # owner only
+    assert private.stat().st_mode & 0o077 == 0 and curated.stat().st_mode & 0o077 == 0  # owner only
     assert "John Smith" in pd.read_parquet(private)["narration"].iloc[0]
     rows = frame.set_index("clip_id")
     assert rows.loc["John-Smith-1", "decision"] == "keep"
@@ -130,6 +129,20 @@ def test_release_rescreens_instructions_and_fails_closed(curated, tmp_path):
     assert card["counts"]["released_clips"] == 1 and card["counts"]["withheld_at_release"] == 1
     assert card["reasons_detail"]["release: PHI found in the instruction on re-screening"] == 1
     assert b"Miller" not in (out / "manifest.parquet").read_bytes()
+
+
+def test_release_refuses_clips_whose_frames_were_not_all_screened(curated, tmp_path):
+    """A manifest from a run with a screen off (or an older version that sampled frames) is not released."""
+    edited = tmp_path / "curated.parquet"
+    frame = pd.read_parquet(curated)
+    frame.loc[frame["clip_id"] == "hydro", "text_end_frame"] = 12  # the last frames never looked at
+    frame.loc[frame["clip_id"] == "John-Smith-1", ["face_first_frame", "face_end_frame"]] = None
+    frame.to_parquet(edited, index=False)
+    output_paths(edited)["config"].write_text(output_paths(curated)["config"].read_text())
+    card = release(edited, tmp_path / "release", progress=False)
+    assert card["counts"]["released_clips"] == 0
+    assert card["reasons_detail"]["release: not every frame was screened for on-screen text"] == 1
+    assert card["reasons_detail"]["release: not every frame was screened for faces"] == 1
 
 
 def test_release_refuses_a_manifest_without_its_settings(curated, tmp_path, capsys):

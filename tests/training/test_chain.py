@@ -26,9 +26,8 @@ def test_curated_release_to_tpt_to_p2ft_to_a_model_the_app_loads(sample_clips, t
                  ).to_csv(clips, index=False)
     curated, release, data = tmp_path / "curated" / "curated.parquet", tmp_path / "release", tmp_path / "data"
     tpt, p2ft = tmp_path / "ophora-tpt", tmp_path / "ophora-p2ft"
-    # The face pre-screen is switched off for speed only (the clips are generated, no faces); it has its own tests.
-    assert main(["curate", "--input", str(clips), "--out", str(curated),
-                 "--set", "privacy.face_prescreen.enabled=false"]) == 0
+    # The face and text screens stay on: the release refuses clips whose frames were not all screened.
+    assert main(["curate", "--input", str(clips), "--out", str(curated)]) == 0
     assert main(["curate", "release", str(curated), "--out", str(release), "--quiet"]) == 0
     released = pd.read_parquet(release / "manifest.parquet")
     assert len(released) == 2

@@ -1,0 +1,130 @@
+"""Release only what was screened: each released video is exactly its clip's training window, cut and
+re-encoded; every frame is screened (a name burned into 20 of 49 frames, a face on 9 of 49 frames drop their
+window); frames of a dropped neighbouring window never appear; SEI user data does not survive; releasing again
+replaces the earlier release whole. Sources are made from the real Ophora clips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import pandas as pd
+import pytest
+
+from ophora.curation.config import load_config
+from ophora.curation.inputs import read_tasks
+from ophora.curation.pipeline import run_pipeline
+from ophora.curation.release import release
+from ophora.generation.video import read_clip, write_clip
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+SEI_SECRET = "OKAFOR_NGOZI_MRN48213"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tesseract") is None,
+                                                   reason="needs Debian's tesseract-ocr (scripts/install_system_deps.sh)")]
+
+
+def burn_name(frame: np.ndarray) -> np.ndarray:
+    frame = frame.copy()  # on a dark band, as recorders burn it in (white on bright tissue: see docs' limits)
+    cv2.rectangle(frame, (30, 410), (520, 452), (0, 0, 0), -1)
+    cv2.putText(frame, "NGOZI OKAFOR 03/04/1950", (40, 440), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2,
+                cv2.LINE_AA)
+    return frame
+
+
+def paste_face(frame: np.ndarray, face: np.ndarray) -> np.ndarray:
+    frame = frame.copy()
+    photo = cv2.resize(face, (round(face.shape[1] * 440 / face.shape[0]), 440))
+    frame[20:460, 280:280 + photo.shape[1]] = photo
+    return frame
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory, sample_clips, grace_hopper_rgb):
+    """One 98-frame source: window A (frames 0-48) has a name on frames 10-29, window B (49-97) is clean;
+    a second source shows a face on frames 20-28 of 49; the clean real clip carries SEI user data."""
+    folder = tmp_path_factory.mktemp("windows")
+    first, second = (read_clip(path)[0] for path in sample_clips)
+    named = np.stack([burn_name(f) if 10 <= i < 30 else f for i, f in enumerate(first)])
+    write_clip(np.concatenate([named, second]), folder / "two_windows.mp4", fps=8)
+    faced = np.stack([paste_face(f, grace_hopper_rgb) if 20 <= i < 29 else f for i, f in enumerate(second)])
+    write_clip(faced, folder / "face.mp4", fps=8)
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-i", str(sample_clips[0]), "-c", "copy", "-bsf:v",
+                    f"h264_metadata=sei_user_data=086f3693-b7b3-4f2c-9653-21492feee5b8+{SEI_SECRET}",
+                    str(folder / "sei.mp4")], check=True)
+    assert SEI_SECRET.encode() in (folder / "sei.mp4").read_bytes()
+    caption = "Inject fluid under the capsule with a cannula to free the nucleus."
+    rows = [{"clip_id": "A-named", "video": "two_windows.mp4", "start": 0.0, "end": 6.125, "caption": caption},
+            {"clip_id": "B-clean", "video": "two_windows.mp4", "start": 6.125, "end": 12.25, "caption": caption},
+            {"clip_id": "face", "video": "face.mp4", "caption": caption},
+            {"clip_id": "sei", "video": "sei.mp4", "caption": caption}]
+    pd.DataFrame(rows).to_csv(folder / "clips.csv", index=False)
+    out = folder / "curated.parquet"
+    # dynamics off: the pasted photo would read as two cuts and drop its clip before the face screen
+    config = load_config(overrides=["dynamics.enabled=false"])
+    frame = run_pipeline(read_tasks(folder / "clips.csv"), config, out, workers=1).set_index("clip_id")
+    return folder, out, frame, np.concatenate([named, second])
+
+
+def test_every_frame_is_screened_and_hits_drop_their_window(sources):
+    _, _, frame, _ = sources
+    assert frame.loc["A-named", "decision"] == "drop" and frame.loc["A-named", "drop_stage"] == "text"
+    assert frame.loc["A-named", "reason"].startswith("privacy: on-screen text read locally in ")
+    hits = json.loads(frame.loc["A-named", "text_hit_frames"])
+    assert hits and all(10 <= i < 30 for i in hits)  # the frame numbers of the hits, not the text
+    assert frame.loc["face", "decision"] == "drop" and frame.loc["face", "drop_stage"] == "face"
+    assert frame.loc["face", "reason"].startswith("privacy: face detected locally in ")
+    hits = json.loads(frame.loc["face", "face_hit_frames"])
+    assert set(range(21, 28)) <= set(hits)
+    for clip in ("B-clean", "sei"):
+        row = frame.loc[clip]
+        assert row["decision"] == "keep", row["reason"]
+        assert row["face_frames_checked"] == row["text_frames_checked"] == 49  # every frame, not a sample
+
+
+@pytest.fixture(scope="module")
+def released(sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("released") / "release"
+    return out, release(sources[1], out, progress=False)
+
+
+def test_release_holds_exactly_the_screened_windows(sources, released):
+    _, _, _, source_frames = sources
+    out, card = released
+    assert card["counts"]["released_clips"] == 2
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert manifest["frames"].tolist() == [49, 49] and manifest["start_s"].isna().all()
+    videos = sorted((out / "videos").iterdir())
+    assert [v.name for v in videos] == sorted(manifest["video"].str.removeprefix("videos/"))
+    for video in videos:
+        frames = read_clip(video)[0]
+        assert len(frames) == 49
+    window_b = read_clip(out / manifest["video"].iloc[0])[0].astype(np.int16)
+    # the released B is frames 49-97 of the source (re-encoded), never a frame of the dropped window A
+    assert np.abs(window_b - source_frames[49:].astype(np.int16)).mean() < 4
+    assert min(np.abs(window_b[0] - f.astype(np.int16)).mean() for f in source_frames[:49]) > 8
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert SEI_SECRET.encode() not in data and b"OKAFOR" not in data, path.name
+            assert path.suffix != ".mp4" or b"x264 - core" not in data  # no SEI at all, the encoder's included
+
+
+def test_releasing_again_replaces_the_earlier_release(sources, released, tmp_path):
+    _, curated, _, _ = sources
+    out, _ = released
+    stale = out / "videos" / "stale-from-an-earlier-run.mp4"
+    stale.write_bytes(b"old")
+    release(curated, out, progress=False)
+    assert not stale.exists() and len(list((out / "videos").iterdir())) == 2
+    assert [p.name for p in out.parent.iterdir()] == ["release"]  # nothing left beside it
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    from ophora.curation.release import ReleaseError
+
+    with pytest.raises(ReleaseError, match="not an earlier release"):
+        release(curated, tmp_path / "other", progress=False)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
