@@ -12,17 +12,18 @@ from pathlib import Path
 
 import gradio as gr
 
+from app import glossary as words
 from app.history import ROW_HEADERS, History, HistoryError
 from app.security import AdminSession, require_admin, stage_file
 from app.service import GenerationService, explain_error, format_step
 from app.wording import user_error
-from ophora.generation.engine import MAX_SEED, SEED_NOTE, GenerationCancelled, GenerationRequest
+from ophora.generation.engine import MAX_SEED, GenerationCancelled, GenerationRequest
 from ophora.generation.preflight import check_output_folder
 from ophora.generation.request import GenerationInputError
 from ophora.vocabulary import find_phase, load_phases
 
 NATIVE = "native"
-FRAME_CHOICES = [("model's native", NATIVE)] + [(str(n), n) for n in (9, 17, 25, 33, 41, 49)]
+FRAME_CHOICES = [(words.FRAMES_NATIVE, NATIVE)] + [(str(n), n) for n in (9, 17, 25, 33, 41, 49)]
 GPU = "gpu"  # the one concurrency group every GPU event joins (limit 1)
 
 
@@ -116,31 +117,33 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
             with gr.Column(scale=3):
                 template = gr.Dropdown(template_choices(), label="Phase template (fills the instruction)",
                                        value=None, elem_id="template")
-                prompt = gr.Textbox(label="Instruction", lines=3, elem_id="prompt",
+                prompt = gr.Textbox(label=words.INSTRUCTION, lines=3, elem_id="prompt",
                                     placeholder="e.g. Inject balanced salt solution under the capsule rim with a cannula")
-                negative = gr.Textbox(label="Negative prompt", lines=1)
+                negative = gr.Textbox(label=words.NEGATIVE, lines=1)
                 with gr.Row():
-                    seed = gr.Textbox(value="12345", label=f"Seed (0 to {MAX_SEED})", elem_id="seed", scale=4,
-                                      info=SEED_NOTE.split(" --deterministic")[0])
+                    seed = gr.Textbox(value="12345", label=words.SEED, elem_id="seed", scale=4,
+                                      info=words.SEED_INFO)
                     dice = gr.Button("Random seed", scale=1, min_width=80, elem_id="dice")
                 with gr.Row():
-                    steps = gr.Slider(1, 500, value=50, step=1, label="Steps (published: 50)", elem_id="steps")
-                    guidance = gr.Slider(1, 15, value=6, step=0.5, label="Guidance (published: 6)")
-                    frames = gr.Dropdown(FRAME_CHOICES, value=NATIVE, label="Frames (8N+1)", elem_id="frames")
-                with gr.Accordion("Advanced: size and memory", open=False):
+                    steps = gr.Slider(1, 500, value=50, step=1, label=words.STEPS, elem_id="steps")
+                    guidance = gr.Slider(1, 15, value=6, step=0.5, label=words.GUIDANCE)
+                    frames = gr.Dropdown(FRAME_CHOICES, value=NATIVE, label=words.FRAMES, elem_id="frames")
+                with gr.Accordion(words.ADVANCED, open=False, elem_id="advanced"):
                     with gr.Row():
-                        height = gr.Number(None, label="Height (empty: the model's native)", precision=0)
-                        width = gr.Number(None, label="Width (empty: the model's native)", precision=0)
-                        fps = gr.Number(8, label="fps", precision=0)
+                        # A placeholder keeps an empty Number empty (sent as None = the model's size), not 0.
+                        height = gr.Number(None, label=words.HEIGHT, precision=0, elem_id="height",
+                                           placeholder=words.NATIVE_PLACEHOLDER)
+                        width = gr.Number(None, label=words.WIDTH, precision=0, elem_id="width",
+                                          placeholder=words.NATIVE_PLACEHOLDER)
+                        fps = gr.Number(8, label=words.FPS, precision=0, elem_id="fps", placeholder="8")
                     opts = service.option_values()
                     with gr.Row():
-                        memory = gr.Dropdown(["auto", "none", "model_offload", "sequential_offload"],
-                                             value=opts["memory"], label="Memory mode")
-                        quant = gr.Dropdown(["auto", "none", "int8"], value=opts["quantization"], label="8-bit")
-                        precision = gr.Dropdown(["auto", "fp16", "bf16", "fp32"], value=opts["precision"],
-                                                label="Precision")
-                        slicing = gr.Checkbox(opts["vae_slicing"], label="VAE slicing")
-                        tiling = gr.Checkbox(opts["vae_tiling"], label="VAE tiling")
+                        memory = gr.Dropdown(words.MEMORY_CHOICES, value=opts["memory"], label=words.MEMORY)
+                        quant = gr.Dropdown(words.EIGHT_BIT_CHOICES, value=opts["quantization"], label=words.EIGHT_BIT)
+                        precision = gr.Dropdown(words.PRECISION_CHOICES, value=opts["precision"],
+                                                label=words.PRECISION)
+                        slicing = gr.Checkbox(opts["vae_slicing"], label=words.SLICING)
+                        tiling = gr.Checkbox(opts["vae_tiling"], label=words.TILING)
                     reload_btn = gr.Button("Apply (reloads the model)", size="sm")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="generate-btn")

@@ -18,6 +18,7 @@ import yaml
 
 from app.history import History, HistoryEntry, HistoryError
 from app.security import AdminSession, SignInGuard, client_key, require_admin, stage_file, stage_text
+from app import glossary as words
 from app.wording import quiet, readable_table, yaml_problem
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
 from ophora.study.parity import WAIVABLE
@@ -130,7 +131,6 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             with gr.Row():
                 study = gr.Dropdown([], label="Study", allow_custom_value=True, elem_id="study-pick", scale=3)
                 refresh = gr.Button("Refresh", scale=1, size="sm")
-            message = gr.Markdown(elem_id="study-message")
             with gr.Accordion("Create a study", open=False, elem_id="create-accordion"):
                 with gr.Tab("From a form"):
                     with gr.Row():
@@ -144,8 +144,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f_phase = gr.Checkbox(True, label="Ask raters to name the phase")
                         f_turing = gr.Checkbox(True, label="Ask real or synthetic (visual Turing test)")
                         f_repeats = gr.Number(0, label="Repeat readings per rater", precision=0)
-                        f_washout = gr.Number(None, label="Washout before a repeat (days; empty: after all "
-                                                          "first readings)", elem_id="f-washout")
+                        f_washout = gr.Number(None, label="Days before a repeat reading", elem_id="f-washout",
+                                              placeholder=words.WASHOUT_PLACEHOLDER)
                         f_seed = gr.Number(0, label="Order seed", precision=0)
                     f_raters = gr.Textbox(label="Raters (comma-separated names)", elem_id="f-raters")
                     gr.Markdown("**What raters see**: every clip, real or generated, is re-encoded to these "
@@ -154,8 +154,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f_width = gr.Number(720, label="Width (px)", precision=0, elem_id="f-width")
                         f_height = gr.Number(480, label="Height (px)", precision=0, elem_id="f-height")
                         f_fps = gr.Number(8, label="Frames per second", precision=0, elem_id="f-fps")
-                        f_seconds = gr.Number(None, label="Length in seconds (empty: no trimming)",
-                                              elem_id="f-seconds")
+                        f_seconds = gr.Number(None, label="Length in seconds", elem_id="f-seconds",
+                                              placeholder=words.SECONDS_PLACEHOLDER)
                         f_fit = gr.Radio([("Crop to the study's shape (no bars)", "crop"),
                                           ("Letterbox every clip", "letterbox")], value="crop",
                                          label="Other shapes", elem_id="f-fit")
@@ -164,13 +164,15 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                              ("Each clip's own text", "per_clip")], value="phase_template",
                             label="Instruction shown to raters", elem_id="f-instruction-source")
                     create = gr.Button("Create study", variant="primary", elem_id="create-study")
+                    create_msg = gr.Markdown(elem_id="create-message")
                 with gr.Tab("From a YAML file"):
                     gr.Markdown("A study file as in `studies/example_cataract.yaml`; relative folders are read "
                                 "from the folder the app was started in, else from its `studies/` folder (where "
                                 "the project's study files and example clips are).")
                     y_file = gr.File(label="Study YAML", file_types=[".yaml", ".yml"], type="filepath")
                     y_text = gr.Code(language="yaml", label="…or paste it here")
-                    create_yaml = gr.Button("Create from YAML", variant="primary")
+                    create_yaml = gr.Button("Create from YAML", variant="primary", elem_id="create-yaml")
+                    create_yaml_msg = gr.Markdown(elem_id="create-yaml-message")
                 with gr.Row():
                     codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
                                          elem_id="rater-codes", scale=3)
@@ -190,6 +192,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 real_upload = gr.File(label="…or upload real clips", file_count="multiple", type="filepath",
                                       file_types=list(VIDEO_SUFFIXES))
                 import_real = gr.Button("Import real clips", elem_id="import-real")
+                import_msg = gr.Markdown(elem_id="import-message")
                 parity_note = gr.Markdown(visible=False, elem_id="parity-note")
                 parity_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="parity-table",
                                             label="Clip sets as raters would see them")
@@ -205,6 +208,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         with gr.Row():
                             add_rater = gr.Button("Add: issue access codes", elem_id="add-rater")
                             reissue = gr.Button("Issue new codes (old ones stop working)", elem_id="reissue-code")
+                        rater_msg = gr.Markdown(elem_id="rater-message")
                     with gr.Column(scale=3):
                         issued = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
                                               elem_id="issued-codes")
@@ -220,6 +224,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                     lock_reason = gr.Textbox(label="Reason for locking (audit log)", scale=2, elem_id="lock-reason")
                     lock_btn = gr.Button("Lock for analysis", variant="stop", elem_id="lock-study", scale=1)
                     delete_btn = gr.Button("Delete draft study", variant="stop", elem_id="delete-study", scale=1)
+                life_msg = gr.Markdown(elem_id="lifecycle-message")
                 gr.Markdown("**Correct a clip nobody has rated yet** (its id is in the clip key; the change and "
                             "the reason go to the audit log):", padding=True)
                 with gr.Row():
@@ -230,6 +235,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                     fix_set = gr.Textbox(label="New clip set (relabel)", elem_id="fix-set")
                     relabel_btn = gr.Button("Relabel clip", elem_id="relabel-clip")
                     remove_btn = gr.Button("Remove clip", variant="stop", elem_id="remove-clip")
+                fix_msg = gr.Markdown(elem_id="fix-message")
                 with gr.Row():
                     key_btn = gr.Button("Download the clip key (which clip is which: keep it from raters)",
                                         elem_id="clip-key", scale=2)
@@ -243,20 +249,34 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 with gr.Row():
                     fig_criterion = gr.Plot(label="Scores by criterion")
                     fig_phase = gr.Plot(label="Scores by phase")
-                scores_table = gr.Dataframe(label="Mean scores (95% CI, raters and clips random)", interactive=False,
-                                            elem_id="scores-table", visible=False)
-                differences_table = gr.Dataframe(label="Differences between models (Holm-adjusted p)",
-                                                 interactive=False, elem_id="differences-table", visible=False)
-                auc_table = gr.Dataframe(label="Real or synthetic? AUC per model (Obuchowski-Rockette; rrrc = "
-                                               "raters and clips random)", interactive=False, elem_id="auc-table",
-                                         visible=False)
-                reliability = gr.Dataframe(label="Reliability per clip set (ICC, Krippendorff's alpha)",
+                scores_table = gr.Dataframe(label="Mean scores, with the range that holds the true mean 95 times "
+                                                  "in 100", interactive=False, elem_id="scores-table", visible=False)
+                differences_table = gr.Dataframe(label="Differences between clip sources", interactive=False,
+                                                 elem_id="differences-table", visible=False)
+                auc_table = gr.Dataframe(label="Could raters tell real from synthetic? (AUC per source)",
+                                         interactive=False, elem_id="auc-table", visible=False)
+                reliability = gr.Dataframe(label="Do raters agree with each other?", interactive=False,
+                                           visible=False, elem_id="reliability-table")
+                intra_table = gr.Dataframe(label="Does a rater agree with themself on a second look?",
                                            interactive=False, visible=False)
-                intra_table = gr.Dataframe(label="Intra-rater agreement (repeat readings)", interactive=False,
-                                           visible=False)
-                turing_table = gr.Dataframe(label="Real or synthetic? accuracy by model", interactive=False,
+                turing_table = gr.Dataframe(label="Real or synthetic: answers by source", interactive=False,
                                             visible=False)
                 phase_table = gr.Dataframe(label="Phase named correctly", interactive=False, visible=False)
+                columns_note = gr.Markdown(elem_id="columns-note")
+                with gr.Accordion("Details for statisticians", open=False, elem_id="statistician-details"):
+                    gr.Markdown("Full precision, with the methods: mean scores from a crossed random-effects model "
+                                "(raters and clips random, Satterthwaite degrees of freedom); differences with "
+                                "Holm-adjusted p-values; AUC from the Obuchowski-Rockette analysis, three ways "
+                                "(rrrc: raters and clips random; frrc: these raters only; rrfc: these clips "
+                                "only); ICC and Krippendorff's alpha for agreement. The exports hold the same.")
+                    detail_scores = gr.Dataframe(label="Mean scores with variance components", interactive=False,
+                                                 visible=False, elem_id="detail-scores")
+                    detail_differences = gr.Dataframe(label="Differences", interactive=False, visible=False)
+                    detail_auc = gr.Dataframe(label="AUC, all three analyses", interactive=False, visible=False,
+                                              elem_id="detail-auc")
+                    detail_reliability = gr.Dataframe(label="Agreement, all measures", interactive=False,
+                                                      visible=False)
+                results_msg = gr.Markdown(elem_id="results-message")
                 export = gr.Button("Export (HTML report, CSV tables, unblinding key)", elem_id="export")
                 export_files = gr.File(label="Exports", file_count="multiple", elem_id="export-files")
             with gr.Accordion("Plan a study", open=False, elem_id="plan-accordion"):
@@ -280,6 +300,11 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
 
     def store():
         return store_getter()
+
+    def near(event, elem_id: str):
+        """Scroll the message beside the control that caused it into view (the panel is taller than a screen)."""
+        return event.then(None, js=f"() => document.getElementById('{elem_id}')?.scrollIntoView("
+                                    f"{{block: 'nearest', behavior: 'smooth'}})")
 
     def studies_update(selected=None):
         names = store().studies()
@@ -327,7 +352,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                        f"then import them under *Import clips* (where an acceptable difference can be accepted), "
                        f"or delete this draft and create it again.")
         rows = [[name, code] for name, code in codes_.items()]
-        note = (f"Created **{definition.slug}** (a draft) with {len(rows)} raters and {added} clips. Copy or download "
+        note = (f"Created **{definition.slug}** (a draft) with {words.plural(len(rows), 'rater')} and "
+                f"{words.plural(added, 'clip')}. Copy or download "
                 f"the codes now: they are not shown again. Open the study for rating when it is set up.{refused}")
         return (note, rows, studies_update(definition.slug), studies_update(definition.slug),
                 codes_download(definition.slug, codes_, "created"))
@@ -352,9 +378,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return after_create(definition)
 
     hist_out = history_study if history_study is not None else gr.State()
-    create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
+    create_event = create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
                              f_seed, f_width, f_height, f_fps, f_seconds, f_fit, f_instruction_source, f_washout],
-                 [message, codes, study, hist_out, codes_csv], api_name="study_create")
+                 [create_msg, codes, study, hist_out, codes_csv], api_name="study_create")
+    near(create_event, "create-message")
 
     @guarded
     def on_create_yaml(file, text):
@@ -372,8 +399,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         definition = yaml_definition(data, raw, [Path.cwd(), Path.cwd() / "studies"])
         return after_create(definition, definition.clips())
 
-    create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out, codes_csv],
-                      api_name="study_create_yaml")
+    near(create_yaml.click(on_create_yaml, [admin_state, y_file, y_text],
+                           [create_yaml_msg, codes, study, hist_out, codes_csv], api_name="study_create_yaml"),
+         "create-yaml-message")
 
     def need_study(slug):
         if not slug:
@@ -417,10 +445,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                          accept=with_earlier_waivers(slug, accepted), phase=phase or None)
         except ParityError as error:
             return parity_refusal(error, accepted)
-        return imported(f"Imported {added} of {len(ids)} clips into **{slug}** (blinded copies; already-imported "
-                        f"clips are skipped).", accepted)
+        return imported(f"Imported {added} of {words.plural(len(ids), 'clip')} into **{slug}** (blinded copies; "
+                        f"clips imported before are skipped).", accepted)
 
-    parity_outputs = [message, parity_note, parity_table, accept]
+    parity_outputs = [import_msg, parity_note, parity_table, accept]
     import_hist.click(on_import_history, [admin_state, study, hist_ids, hist_phase, accept], parity_outputs,
                       api_name="study_import_history")
 
@@ -444,7 +472,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                          accept_differences=with_earlier_waivers(slug, accepted))
         except ParityError as error:
             return parity_refusal(error, accepted)
-        return imported(f"Imported {added} real clips into **{slug}**.", accepted)
+        return imported(f"Imported {words.plural(added, 'real clip')} into **{slug}**.", accepted)
 
     import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload, accept],
                       parity_outputs, api_name="study_import_real")
@@ -461,8 +489,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"Access codes for **{', '.join(issued_)}** issued (shown once).", [[n, c] for n, c in issued_.items()],
                 codes_download(slug, issued_, "added"))
 
-    add_rater.click(on_add_rater, [admin_state, study, rater_name], [message, issued, issued_csv],
-                    api_name="study_add_rater")
+    near(add_rater.click(on_add_rater, [admin_state, study, rater_name], [rater_msg, issued, issued_csv],
+                         api_name="study_add_rater"), "raters-panel")
 
     @guarded
     def on_reissue(slug, names):
@@ -470,15 +498,15 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"New access codes for **{', '.join(issued_)}**; their old codes no longer work.",
                 [[n, c] for n, c in issued_.items()], codes_download(slug, issued_, "reissued"))
 
-    reissue.click(on_reissue, [admin_state, study, rater_name], [message, issued, issued_csv],
-                  api_name="study_reissue_code")
+    near(reissue.click(on_reissue, [admin_state, study, rater_name], [rater_msg, issued, issued_csv],
+                       api_name="study_reissue_code"), "raters-panel")
 
     def status_text(slug) -> str:
         stage = store().status(slug)
         what = {"draft": "being set up: raters cannot rate yet. Open it once clips and raters are in.",
-                "open": "open: raters rate. Lock it before the analysis you report.",
-                "locked": "locked for analysis: no rating can be added or changed."}[stage]
-        return f"**Life cycle**: study **{slug}** is **{stage}**, {what}"
+                "open": "raters can rate now. Lock it before the analysis you report.",
+                "locked": "no rating can be added or changed; the results are final."}[stage]
+        return f"**Life cycle**: study **{slug}** is **{stage}**: {what}"
 
     @guarded
     def on_status(slug):
@@ -495,7 +523,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         store().open_study(need_study(slug))
         return f"Opened **{slug}**: raters can sign in at a rater station now.", status_text(slug)
 
-    open_btn.click(on_open, [admin_state, study], [message, lifecycle], api_name="study_open")
+    near(open_btn.click(on_open, [admin_state, study], [life_msg, lifecycle], api_name="study_open"),
+         "lifecycle-panel")
 
     def confirmed(slug, typed) -> str:
         """Lock and delete cannot be undone: the lead types the study's short name, as on code hosting sites."""
@@ -511,8 +540,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"Locked **{slug}**: ratings are frozen for analysis (recorded in the audit log).", status_text(slug),
                 "")
 
-    lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [message, lifecycle, confirm],
-                   api_name="study_lock")
+    near(lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [life_msg, lifecycle, confirm],
+                        api_name="study_lock"), "lifecycle-panel")
 
     @guarded
     def on_delete(slug, typed):
@@ -520,8 +549,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"Deleted the draft study **{slug}** and its {removed} blinded files.", "", studies_update(),
                 studies_update())
 
-    delete_btn.click(on_delete, [admin_state, study, confirm], [message, confirm, study, hist_out],
-                     api_name="study_delete")
+    near(delete_btn.click(on_delete, [admin_state, study, confirm], [life_msg, confirm, study, hist_out],
+                          api_name="study_delete"), "lifecycle-panel")
 
     def clip_fix(clip_id, reason) -> tuple[str, str]:
         clip_id = (clip_id or "").strip()
@@ -538,8 +567,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                       clip_set=(clip_set or "").strip() or None)
         return f"Relabelled clip {clip_id}: phase {record.get('phase')}, clip set {record.get('clip_set')} (audited)."
 
-    relabel_btn.click(on_relabel, [admin_state, study, fix_clip, fix_reason, fix_phase, fix_set], message,
-                      api_name="study_relabel_clip")
+    near(relabel_btn.click(on_relabel, [admin_state, study, fix_clip, fix_reason, fix_phase, fix_set], fix_msg,
+                           api_name="study_relabel_clip"), "fix-message")
 
     @guarded
     def on_remove(slug, clip_id, reason):
@@ -547,7 +576,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         store().remove_clip(need_study(slug), clip_id, reason=reason)
         return f"Removed clip {clip_id} from **{slug}** and from every rater's order (audited)."
 
-    remove_btn.click(on_remove, [admin_state, study, fix_clip, fix_reason], message, api_name="study_remove_clip")
+    near(remove_btn.click(on_remove, [admin_state, study, fix_clip, fix_reason], fix_msg,
+                          api_name="study_remove_clip"), "fix-message")
 
     @guarded
     def on_clip_key(slug):
@@ -572,22 +602,29 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 f"Under way: {finished} of {len(progress)} raters finished; the results use the ratings so far.")
         if results.ratings.empty:
             hidden = readable_table(None)
-            return (rows, "No ratings yet.", None, None, hidden, hidden, hidden, hidden, hidden, hidden, hidden,
-                    "No ratings yet.")
+            return (rows, "No ratings yet.", None, None, *[hidden] * 11, "", "No ratings yet.")
 
         def shown(table):
-            return readable_table(readable_labels(table))
+            return readable_table(readable_labels(table), clinician=True)
 
+        def full(table):
+            return readable_table(readable_labels(table), digits=6)
+
+        auc = results.turing_auc
+        main_auc = auc[auc["analysis"] == "rrrc"] if "analysis" in auc else auc
+        clinician_tables = [results.by_model_criterion, results.score_differences.drop(columns=["a", "b"]), main_auc,
+                            results.reliability, results.intra_rater, results.turing_by_model,
+                            results.phase_accuracy]
+        shown_columns = [c for t in clinician_tables if len(t) for c in t.columns]
         return (rows, summary_markdown(results), figure_by_criterion(results.ratings),
-                figure_by_phase(results.ratings),
-                shown(results.by_model_criterion.drop(columns=["var_rater", "var_clip", "var_error"])),
-                shown(results.score_differences.drop(columns=["a", "b"])), shown(results.turing_auc),
-                shown(results.reliability), shown(results.intra_rater), shown(results.turing_by_model),
-                shown(results.phase_accuracy), note)
+                figure_by_phase(results.ratings), *[shown(t) for t in clinician_tables],
+                full(results.by_model_criterion), full(results.score_differences.drop(columns=["a", "b"])),
+                full(auc), full(results.reliability), words.explanations(words.for_clinicians(shown_columns)), note)
 
     show_results.click(on_results, [admin_state, study],
                        [progress_table, summary, fig_criterion, fig_phase, scores_table, differences_table, auc_table,
-                        reliability, intra_table, turing_table, phase_table, message],
+                        reliability, intra_table, turing_table, phase_table, detail_scores, detail_differences,
+                        detail_auc, detail_reliability, columns_note, results_msg],
                        api_name="study_results")
 
     @guarded

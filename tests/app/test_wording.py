@@ -34,7 +34,7 @@ def test_result_tables_are_rounded_with_readable_headers_and_hidden_when_empty()
                           "n_raters": [3]})
     update = readable_table(frame)
     shown = update["value"]
-    assert list(shown.columns) == ["Criterion", "ICC", "CI low", "N raters"]
+    assert list(shown.columns) == ["Question", "Icc", "95% interval from", "N raters"]
     assert shown.iloc[0].tolist() == ["realism", 0.0833, 0.0, 3]
     assert update["visible"] is True
     assert readable_table(frame.iloc[0:0])["visible"] is False and readable_table(None)["visible"] is False
