@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,11 @@ PAPER_CRITERIA = [
 ]
 RATER_STATION_NOTE = ("Raters rate at a **rater station**: `python launch.py --mode rater --db <this database>` "
                       "(it has only the Rate tab; history, provenance and this tab do not exist there).")
+
+
+def phase_options(phases) -> list[tuple[str, str]]:
+    """Phase choices shown by name ('Capsule polishing'), sent by id ('capsule-polishing')."""
+    return [(words.phase_name(p), p) for p in phases]
 
 
 def import_history_clips(store, slug: str, entries: list[HistoryEntry], accept=(), phase: str | None = None) -> int:
@@ -134,7 +140,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             with gr.Accordion("Create a study", open=False, elem_id="create-accordion"):
                 with gr.Tab("From a form"):
                     with gr.Row():
-                        f_slug = gr.Textbox(label="Short name (slug)", placeholder="realism-2026", elem_id="f-slug")
+                        f_slug = gr.Textbox(label="Short name (letters, digits and dashes; empty: from the title)",
+                                            placeholder="realism-2026", elem_id="f-slug")
                         f_title = gr.Textbox(label="Title", elem_id="f-title")
                     f_instr = gr.Textbox(label="Instructions for raters", lines=2,
                                          value="Rate each clip on every criterion. Your answers are saved as you go.")
@@ -182,7 +189,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 hist_ids = gr.Dropdown([], multiselect=True, label="Generated clips from the history",
                                        elem_id="import-history-ids")
                 with gr.Row():
-                    hist_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                    hist_phase = gr.Dropdown(phase_options(p.id for p in load_phases()), value=None, allow_custom_value=True,
                                              label="Phase for clips whose prompt names none",
                                              elem_id="import-history-phase", scale=2)
                     import_hist = gr.Button("Import selected history clips", elem_id="import-history", scale=1)
@@ -230,7 +237,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 with gr.Row():
                     fix_clip = gr.Textbox(label="Clip id", placeholder="c0123456789abcdef", elem_id="fix-clip-id")
                     fix_reason = gr.Textbox(label="Reason (required)", elem_id="fix-reason", scale=2)
-                    fix_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                    fix_phase = gr.Dropdown(phase_options(p.id for p in load_phases()), value=None, allow_custom_value=True,
                                             label="New phase (relabel)", elem_id="fix-phase")
                     fix_set = gr.Textbox(label="New clip set (relabel)", elem_id="fix-set")
                     relabel_btn = gr.Button("Relabel clip", elem_id="relabel-clip")
@@ -329,8 +336,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         if not guard.check(given, password, client_key(request)):
             raise quiet(gr.Error("Wrong admin password."))
         ids = [e.id for e in history.entries(limit=500)] if history else []
-        phases = (list(store().definition(store().studies()[-1]).phases) if store().studies()
-                  else [p.name for p in load_phases()])
+        phases = phase_options(store().definition(store().studies()[-1]).phases if store().studies()
+                               else (p.id for p in load_phases()))
         return (AdminSession(signed_in=True), "Signed in as study lead.", gr.update(visible=True), studies_update(),
                 gr.update(choices=ids), gr.update(choices=phases), gr.update(choices=phases), "",
                 gr.update(visible=False))
@@ -369,6 +376,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
     @guarded
     def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed, width, height, fps, seconds,
                   fit, instruction_source, washout_days):
+        if not (title or "").strip():
+            raise gr.Error("Give the study a title (raters see it at the top of every clip).")
+        slug = (slug or "").strip() or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:63] or "study"
         blinding = {"width": whole(width, "Width"), "height": whole(height, "Height"),
                     "fps": whole(fps, "Frames per second"),
                     "max_seconds": float(seconds) if seconds not in (None, "") else None, "fit": fit or None}
@@ -512,7 +522,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
     def on_status(slug):
         if not slug:  # e.g. the last study was deleted
             return "**Life cycle**: no study picked.", gr.update(), gr.update()
-        phases = list(store().definition(slug).phases)
+        phases = phase_options(store().definition(slug).phases)
         return status_text(slug), gr.update(choices=phases), gr.update(choices=phases)
 
     study.change(on_status, [admin_state, study], [lifecycle, real_phase, hist_phase], api_name="study_status",
@@ -565,7 +575,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         clip_id, reason = clip_fix(clip_id, reason)
         record = store().relabel_clip(need_study(slug), clip_id, reason=reason, phase=phase or None,
                                       clip_set=(clip_set or "").strip() or None)
-        return f"Relabelled clip {clip_id}: phase {record.get('phase')}, clip set {record.get('clip_set')} (audited)."
+        return (f"Relabelled clip {clip_id}: phase {words.phase_name(record.get('phase'))}, clip set "
+                f"{record.get('clip_set')} (recorded in the audit log).")
 
     near(relabel_btn.click(on_relabel, [admin_state, study, fix_clip, fix_reason, fix_phase, fix_set], fix_msg,
                            api_name="study_relabel_clip"), "fix-message")
