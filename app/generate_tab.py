@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from app import glossary as words
+from app.fields import optional_number, optional_number_box
 from app.history import ROW_HEADERS, History, HistoryError
 from app.security import AdminSession, require_admin, stage_file
 from app.service import GenerationService, explain_error, format_step
@@ -39,17 +40,9 @@ def parse_seed(text) -> int:
 
 
 def _whole_or_native(value, name: str) -> int | None:
-    """Empty (or "native") means the model's native size; anything else must be a whole number (0 is an error,
-    reported by the request checks with the valid values)."""
-    if value is None or value == "" or value == NATIVE:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise user_error(f"{name} must be a whole number or empty for the model's native size; got {value!r}.") from None
-    if not number.is_integer():
-        raise user_error(f"{name} must be a whole number; got {value!r}.")
-    return int(number)
+    """Empty (or "native") means the model's native value; anything else must be a whole number (0 is an
+    error, reported by the request checks with the valid values)."""
+    return None if value == NATIVE else optional_number(value, name, whole=True)
 
 
 def random_seed() -> str:
@@ -130,12 +123,10 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
                     frames = gr.Dropdown(FRAME_CHOICES, value=NATIVE, label=words.FRAMES, elem_id="frames")
                 with gr.Accordion(words.ADVANCED, open=False, elem_id="advanced"):
                     with gr.Row():
-                        # A placeholder keeps an empty Number empty (sent as None = the model's size), not 0.
-                        height = gr.Number(None, label=words.HEIGHT, precision=0, elem_id="height",
-                                           placeholder=words.NATIVE_PLACEHOLDER)
-                        width = gr.Number(None, label=words.WIDTH, precision=0, elem_id="width",
-                                          placeholder=words.NATIVE_PLACEHOLDER)
-                        fps = gr.Number(8, label=words.FPS, precision=0, elem_id="fps", placeholder="8")
+                        # Text boxes: an empty field is sent empty (the model's size), never 0 (see app.fields).
+                        height = optional_number_box(words.HEIGHT, words.NATIVE_PLACEHOLDER, "height")
+                        width = optional_number_box(words.WIDTH, words.NATIVE_PLACEHOLDER, "width")
+                        fps = optional_number_box(words.FPS, "empty: 8", "fps", value=8)
                     opts = service.option_values()
                     with gr.Row():
                         memory = gr.Dropdown(words.MEMORY_CHOICES, value=opts["memory"], label=words.MEMORY)

@@ -142,3 +142,34 @@ def phase_name(phase_id) -> str:
         if phase.id == phase_id or phase.name == phase_id:
             return phase.name
     return str(phase_id)
+
+
+# ---------------------------------------------------------------------------------------------- study messages
+# Study-file keys and CLI flags as the Studies tab names them (the same checks serve the YAML file and the CLI).
+FORM_FIELDS = {
+    "blinding.max_seconds": "Length in seconds", "blinding.width": "Width in pixels",
+    "blinding.height": "Height in pixels", "blinding.fps": "Frames per second", "blinding.fit": "Other shapes",
+    "blinding": "What raters see", "repeats.after_days": "Days before a repeat reading",
+    "repeats.count": "Repeat readings per rater", "repeats": "Repeat readings per rater",
+    "instruction_source": "Instruction shown to raters", "criteria": "Criteria", "raters": "Raters",
+    "title": "Title", "slug": "Short name",
+}
+
+
+def in_app_words(message: str) -> str:
+    """A study check's message as the Studies tab says it: field names instead of study-file keys, 'accept this
+    difference below' instead of a CLI flag, the length to set in Study settings in seconds a person reads."""
+    text = re.sub(r"^study form: ", "", str(message))
+    text = re.sub(r"set blinding\.max_seconds to (?:at most )?(\d+(?:\.\d+)?)",
+                  lambda m: f"set Length in seconds to {math.floor(float(m.group(1)) * 10) / 10:g} in Study "
+                            f"settings", text)
+    text = re.sub(r",? or accept it with --accept-difference \w+", ", or tick \"accept this difference\" below",
+                  text)
+    text = re.sub(r"use instruction_source: phase_template",
+                  "choose \"The phase's wording, for every clip\" under Instruction shown to raters", text)
+    for key in sorted(FORM_FIELDS, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.]){re.escape(key)}(?![\w.])", FORM_FIELDS[key], text)
+    text = text.replace("Input should be greater than 0", "must be more than 0")
+    text = re.sub(r" \(got (\{.*?\}|\[.*?\])\)", "", text)  # a whole structure echoed back says nothing more
+    text = re.sub(r"(\d+\.\d{3,})", lambda m: number(float(m.group(1))), text)
+    return text[:1].upper() + text[1:]

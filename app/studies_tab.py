@@ -20,6 +20,7 @@ import yaml
 from app.history import History, HistoryEntry, HistoryError
 from app.security import AdminSession, SignInGuard, client_key, require_admin, stage_file, stage_text
 from app import glossary as words
+from app.fields import optional_number, optional_number_box
 from app.wording import quiet, readable_table, yaml_problem
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
 from ophora.study.parity import WAIVABLE
@@ -137,7 +138,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             with gr.Row():
                 study = gr.Dropdown([], label="Study", allow_custom_value=True, elem_id="study-pick", scale=3)
                 refresh = gr.Button("Refresh", scale=1, size="sm")
-            with gr.Accordion("Create a study", open=False, elem_id="create-accordion"):
+            with gr.Accordion("Study settings: create a study, or change a draft", open=False,
+                              elem_id="create-accordion"):
                 with gr.Tab("From a form"):
                     with gr.Row():
                         f_slug = gr.Textbox(label="Short name (letters, digits and dashes; empty: from the title)",
@@ -151,18 +153,17 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f_phase = gr.Checkbox(True, label="Ask raters to name the phase")
                         f_turing = gr.Checkbox(True, label="Ask real or synthetic (visual Turing test)")
                         f_repeats = gr.Number(0, label="Repeat readings per rater", precision=0)
-                        f_washout = gr.Number(None, label="Days before a repeat reading", elem_id="f-washout",
-                                              placeholder=words.WASHOUT_PLACEHOLDER)
+                        f_washout = optional_number_box("Days before a repeat reading", words.WASHOUT_PLACEHOLDER,
+                                                        "f-washout")
                         f_seed = gr.Number(0, label="Order seed", precision=0)
                     f_raters = gr.Textbox(label="Raters (comma-separated names)", elem_id="f-raters")
                     gr.Markdown("**What raters see**: every clip, real or generated, is re-encoded to these "
                                 "settings, so size, rate and length cannot tell the source.")
                     with gr.Row():
-                        f_width = gr.Number(720, label="Width (px)", precision=0, elem_id="f-width")
-                        f_height = gr.Number(480, label="Height (px)", precision=0, elem_id="f-height")
-                        f_fps = gr.Number(8, label="Frames per second", precision=0, elem_id="f-fps")
-                        f_seconds = gr.Number(None, label="Length in seconds", elem_id="f-seconds",
-                                              placeholder=words.SECONDS_PLACEHOLDER)
+                        f_width = optional_number_box("Width in pixels", "empty: 720", "f-width", value=720)
+                        f_height = optional_number_box("Height in pixels", "empty: 480", "f-height", value=480)
+                        f_fps = optional_number_box("Frames per second", "empty: 8", "f-fps", value=8)
+                        f_seconds = optional_number_box("Length in seconds", words.SECONDS_PLACEHOLDER, "f-seconds")
                         f_fit = gr.Radio([("Crop to the study's shape (no bars)", "crop"),
                                           ("Letterbox every clip", "letterbox")], value="crop",
                                          label="Other shapes", elem_id="f-fit")
@@ -170,7 +171,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                             [("The phase's wording, for every clip", "phase_template"),
                              ("Each clip's own text", "per_clip")], value="phase_template",
                             label="Instruction shown to raters", elem_id="f-instruction-source")
-                    create = gr.Button("Create study", variant="primary", elem_id="create-study")
+                    with gr.Row():
+                        create = gr.Button("Create study", variant="primary", elem_id="create-study")
+                        load_draft = gr.Button("Show the picked draft's settings here", elem_id="load-draft")
+                        save_draft = gr.Button("Save these settings to the picked draft", elem_id="save-draft")
                     create_msg = gr.Markdown(elem_id="create-message")
                 with gr.Tab("From a YAML file"):
                     gr.Markdown("A study file as in `studies/example_cataract.yaml`; relative folders are read "
@@ -204,8 +208,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 parity_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="parity-table",
                                             label="Clip sets as raters would see them")
                 accept = gr.CheckboxGroup([], visible=False, elem_id="parity-accept",
-                                          label="Accept these differences, then import again (the waiver is recorded "
-                                                "in the study, the audit log and every report)")
+                                          label="Tick a difference to accept it, then import again (recorded in the "
+                                                "study, the audit log and every report)")
             with gr.Column(variant="panel", elem_id="raters-panel"):
                 gr.Markdown("**Raters**: codes issued here appear beside the buttons, shown once; "
                             "download them as CSV to hand out.", padding=True)
@@ -326,7 +330,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             except gr.Error as error:
                 raise quiet(error) from None
             except (StudyError, StudyDefinitionError, HistoryError, RuntimeError, OSError, ValueError) as error:
-                raise quiet(gr.Error(str(error), duration=None)) from None
+                raise quiet(gr.Error(words.in_app_words(str(error)), duration=None)) from None
         wrapper.__name__ = fn.__name__
         return wrapper
 
@@ -353,8 +357,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             added = store().import_clips(definition.slug, list(clips)) if clips else 0
         except StudyError as error:
             added = 0
-            why = ("\n".join(f"- {p}" for p in error.report.problems) if isinstance(error, ParityError)
-                   else f"- {error}")
+            why = ("\n".join(f"- {words.in_app_words(p)}" for p in error.report.problems)
+                   if isinstance(error, ParityError) else f"- {words.in_app_words(str(error))}")
             refused = (f"\n\n**Its clips were not imported:**\n{why}\n\nChange the clips or the study settings, "
                        f"then import them under *Import clips* (where an acceptable difference can be accepted), "
                        f"or delete this draft and create it again.")
@@ -365,23 +369,17 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (note, rows, studies_update(definition.slug), studies_update(definition.slug),
                 codes_download(definition.slug, codes_, "created"))
 
-    def whole(value, name: str):
-        """gr.Number gives floats; the study schema wants whole numbers for sizes and rates."""
-        if value is None or value == "":
-            return None
-        if float(value) != int(value):
-            raise gr.Error(f"{name} must be a whole number, got {value}.")
-        return int(value)
-
     @guarded
     def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed, width, height, fps, seconds,
                   fit, instruction_source, washout_days):
         if not (title or "").strip():
             raise gr.Error("Give the study a title (raters see it at the top of every clip).")
         slug = (slug or "").strip() or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:63] or "study"
-        blinding = {"width": whole(width, "Width"), "height": whole(height, "Height"),
-                    "fps": whole(fps, "Frames per second"),
-                    "max_seconds": float(seconds) if seconds not in (None, "") else None, "fit": fit or None}
+        blinding = {"width": optional_number(width, "Width", whole=True),
+                    "height": optional_number(height, "Height", whole=True),
+                    "fps": optional_number(fps, "Frames per second", whole=True),
+                    "max_seconds": optional_number(seconds, "Length in seconds"), "fit": fit or None}
+        washout_days = optional_number(washout_days, "Days before a repeat reading")
         definition = form_definition(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed,
                                      config.studies_dir / str(slug or "study") / "incoming", blinding=blinding,
                                      instruction_source=instruction_source, washout_days=washout_days)
@@ -392,6 +390,51 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                              f_seed, f_width, f_height, f_fps, f_seconds, f_fit, f_instruction_source, f_washout],
                  [create_msg, codes, study, hist_out, codes_csv], api_name="study_create")
     near(create_event, "create-message")
+
+    draft_fields = [f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_width, f_height, f_fps,
+                    f_seconds, f_fit, f_instruction_source]
+
+    @guarded
+    def on_load_draft(slug):
+        slug = need_study(slug)
+        if store().status(slug) != "draft":
+            raise gr.Error(f"{slug} is {store().status(slug)}: only a draft's settings can change.")
+        d = store().definition(slug)
+        b = d.blinding
+        criteria = yaml.safe_dump([c.model_dump(exclude_none=True) for c in d.criteria], sort_keys=False)
+        return (slug, d.title, d.instructions, criteria, d.ask_phase, d.turing_test, ", ".join(d.raters),
+                str(b.width), str(b.height), str(b.fps), "" if b.max_seconds is None else f"{b.max_seconds:g}",
+                b.fit, d.instruction_source,
+                f"Settings of the draft **{slug}** are shown above. Change them, then save them to the draft "
+                f"(repeat readings and the order seed stay as they are).")
+
+    near(load_draft.click(on_load_draft, [admin_state, study], [*draft_fields, create_msg],
+                          api_name="study_load_draft"), "create-message")
+
+    @guarded
+    def on_save_draft(picked, title, instr, crit, ask_phase, turing, raters, width, height, fps, seconds, fit,
+                      instruction_source):
+        import dataclasses
+
+        slug = need_study(picked)
+        old = store().definition(slug)
+        blinding = {"width": optional_number(width, "Width", whole=True),
+                    "height": optional_number(height, "Height", whole=True),
+                    "fps": optional_number(fps, "Frames per second", whole=True),
+                    "max_seconds": optional_number(seconds, "Length in seconds"), "fit": fit or None}
+        new = form_definition(slug, title, instr, crit, ask_phase, turing, raters, 0, old.seed,
+                              config.studies_dir / slug / "incoming", blinding=blinding,
+                              instruction_source=instruction_source)
+        new = dataclasses.replace(new, clip_sets=old.clip_sets, repeats=old.repeats, phases=old.phases,
+                                  raters=tuple(dict.fromkeys([*old.raters, *new.raters])))
+        added = store().update_draft(slug, new)
+        note = (f" Access codes for {words.plural(len(added), 'new rater')} are beside this message (shown once)."
+                if added else "")
+        return (f"Saved the settings of the draft **{slug}**; imported clips now show as raters will see them."
+                + note, [[n, c] for n, c in added.items()], codes_download(slug, added, "added"))
+
+    near(save_draft.click(on_save_draft, [admin_state, study, *draft_fields[1:]], [create_msg, codes, codes_csv],
+                          api_name="study_save_draft"), "create-message")
 
     @guarded
     def on_create_yaml(file, text):
@@ -426,13 +469,16 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         waivable = [p for p in props if p in WAIVABLE]
         fixed_only = [p for p in report.problems if p.split(":", 1)[0] not in WAIVABLE]
         lines = ["**Import refused: raters could tell these clip sets apart after blinding.** Nothing was imported."]
-        lines += [f"- {p}" for p in report.problems]
+        lines += [f"- {words.in_app_words(p)}" for p in report.problems]
         if fixed_only:
-            lines.append("Length and instruction differences cannot be accepted: change the clips or the study.")
+            lines.append("Length and instruction differences cannot be accepted: change the clips, or change this "
+                         "draft under *Study settings* (Show the picked draft's settings, change, save), then "
+                         "import again.")
         if waivable:
             lines.append("To go ahead anyway, tick the differences you accept below and import again.")
-        choices = [(f"{prop}: {WAIVABLE[prop]}", prop) for prop in waivable]
-        return ("Import refused: see the table under *Import clips*.", gr.update(visible=True, value="\n".join(lines)),
+        choices = [(f"Accept this difference: {WAIVABLE[prop]}", prop) for prop in waivable]
+        return ("Import refused: what differs and what to do are just below.",
+                gr.update(visible=True, value="\n".join(lines)),
                 gr.update(visible=True, value=report.table),
                 gr.update(visible=bool(choices), choices=choices, value=[a for a in accepted or [] if a in waivable]))
 

@@ -328,7 +328,7 @@ def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_stu
     sign_in_admin(lead, ADMIN_PASSWORD)
     with pytest.raises(Exception, match="even"):
         lead.predict(*form_args("odd-study", "x", width=145), api_name="/study_create")
-    with pytest.raises(Exception, match="max_seconds"):
+    with pytest.raises(Exception, match="Length in seconds: must be more than 0"):
         lead.predict(*form_args("zero-study", "x", seconds=0), api_name="/study_create")
     message, codes, *_, codes_csv = lead.predict(*form_args("cycle-study", "gil"), api_name="/study_create")
     [[_, code]] = table_rows(codes)
@@ -408,7 +408,7 @@ def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, 
         make_video(small / f"case_{i}.mp4", 20 + i, size="64x48")
     message, note, table, accept = lead.predict("parity-study", str(small), "hydrodissection", [], [],
                                                 api_name="/study_import_real")
-    assert "Import refused" in message and "size" in note["value"] and "Nothing was imported" in note["value"]
+    assert "Import refused" in message and "Size: " in note["value"] and "accept-difference" not in note["value"] and "Nothing was imported" in note["value"]
     rows = {row[0]: row for row in table_rows(value_of(table))}
     assert set(rows) == {"studio-history", "studio-real"}
     assert [value for _, value in accept["choices"]] == ["size"] and accept["visible"] is True
@@ -426,8 +426,22 @@ def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, 
     make_video(short / "case_short.mp4", 30, size="144x96", seconds=0.5)
     message, note, _, accept = lead.predict("parity-study", str(short), "hydrodissection", [], [],
                                             api_name="/study_import_real")
-    assert "Import refused" in message and "case_short.mp4" in note["value"] and "length" in note["value"]
+    assert "Import refused" in message and "case_short.mp4" in note["value"] and "Length: " in note["value"]
     assert accept["visible"] is False  # a short clip cannot be accepted, only replaced
+    # What to do, in the app's words: shorten the clips in Study settings; the draft's settings can change.
+    assert "set Length in seconds to 0.5 in Study settings" in note["value"] and "max_seconds" not in note["value"]
+    shown = lead.predict("parity-study", api_name="/study_load_draft")
+    assert shown[0] == "parity-study" and shown[10] == "1" and "hal" in shown[6]
+    saved, new_codes, _ = lead.predict("parity-study", *shown[1:6], "hal, ida", *shown[7:10], "0.5", *shown[11:13],
+                                       api_name="/study_save_draft")
+    assert "Saved the settings" in saved and [row[0] for row in table_rows(new_codes)] == ["ida"]
+    message, *_ = lead.predict("parity-study", str(short), "hydrodissection", [], [], api_name="/study_import_real")
+    assert "Imported 1 real clip " in message
+    with StudyStore(studio.config.database_url) as db:
+        assert db.definition("parity-study").blinding.max_seconds == 0.5
+        clips = db.clips_frame("parity-study")
+        assert db.audit_log("parity-study").action.isin(["update_draft"]).sum() == 1
+    assert len(clips) == 5 and {read_clip(Path(p))[0].shape[0] for p in clips.blinded_path} == {4}  # all re-blinded
 
 
 def test_rater_sees_when_repeats_unlock(studio, rater_station, seeded_study, client_for):
