@@ -140,10 +140,12 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
                     go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
             with gr.Column(scale=2):
-                video = gr.Video(label="Clip", loop=True, autoplay=True, elem_id="gen-video", interactive=False)
+                video = gr.Video(label="Clip", loop=True, autoplay=True, elem_id="gen-video", interactive=False,
+                                 show_label=False)  # a label would cover the clip's SYNTHETIC mark
                 warnings = gr.Markdown()
                 download = gr.File(label="Download (MP4 + provenance JSON)", file_count="multiple")
-                provenance = gr.JSON(label="Provenance")
+                with gr.Accordion("Provenance: the technical record kept with the clip", open=False):
+                    provenance = gr.JSON(show_label=False)
 
     with gr.Tab("History", id="history"):
         gr.Markdown("Every clip generated here, newest first; kept on disk across restarts. Select an id to "
@@ -165,7 +167,8 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
         history_msg = gr.Markdown()
         with gr.Row():
             history_video = gr.Video(label="Clip", loop=True, interactive=False)
-            history_prov = gr.JSON(label="Provenance")
+            with gr.Accordion("Provenance: the technical record kept with the clip", open=False):
+                history_prov = gr.JSON(show_label=False)
 
     # ------------------------------------------------------------------ handlers
     def on_generate(p, n, s, st, g, f, h, w, r, request: gr.Request, progress=gr.Progress()):

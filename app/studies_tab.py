@@ -505,8 +505,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f"clips imported before are skipped).", accepted)
 
     parity_outputs = [import_msg, parity_note, parity_table, accept]
-    import_hist.click(on_import_history, [admin_state, study, hist_ids, hist_phase, accept], parity_outputs,
-                      api_name="study_import_history")
+    near(import_hist.click(on_import_history, [admin_state, study, hist_ids, hist_phase, accept], parity_outputs,
+                           api_name="study_import_history"), "import-message")
 
     @guarded
     def on_import_real(slug, folder, phase, uploads, accepted):
@@ -530,8 +530,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             return parity_refusal(error, accepted)
         return imported(f"Imported {words.plural(added, 'real clip')} into **{slug}**.", accepted)
 
-    import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload, accept],
-                      parity_outputs, api_name="study_import_real")
+    near(import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload, accept],
+                           parity_outputs, api_name="study_import_real"), "import-message")
 
     def rater_names(text) -> list[str]:
         names = [n.strip() for n in (text or "").replace("\n", ",").split(",") if n.strip()]

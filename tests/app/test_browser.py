@@ -165,13 +165,13 @@ def test_studio_forms_work_with_their_defaults(page, studio, rater_station, seed
     page.get_by_text("Details for statisticians").click()
 
     # Create study with a title only (the short name comes from it; every number field left as it is).
-    page.get_by_text("Create a study").click()
+    page.get_by_text("Study settings: create a study").click()
     page.fill("#f-title textarea, #f-title input", "Browser defaults")
     assert page.input_value("#f-seconds input") == "" and page.input_value("#f-washout input") == ""
     page.click("#create-study")
     page.wait_for_selector("#create-message >> text=Created browser-defaults", timeout=30_000)
     in_view(page, "#create-message")
-    page.get_by_text("Create a study").click()
+    page.get_by_text("Study settings: create a study").click()
     # Import the generated clip: pick it, press Import.
     page.get_by_text("Import clips").click()
     page.locator("#import-history-ids input").click()
