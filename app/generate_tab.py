@@ -181,7 +181,7 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
         entry = history.add(result.frames, result.provenance, fps=result.request.fps,
                             extra={"phase": phase} if phase else None)
         note = "\n".join(f"- ⚠️ {w_}" for w_ in result.warnings)
-        message = f"Saved to history as **{entry.id}** ({result.seconds:.1f} s).\n{note}"
+        message = f"Saved to history as **{entry.id}** (made in {words.duration(result.seconds)}).\n{note}"
         ids = [e.id for e in history.entries(limit=200)]
         return (stage_file(entry.path), message, [stage_file(entry.path), stage_file(entry.path.with_suffix(".json"))],
                 entry.provenance, history_table(history), gr.update(choices=ids, value=entry.id))

@@ -43,7 +43,7 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
             with gr.Column():
                 position = gr.State(0)
                 featured = gr.Video(label="Gallery", autoplay=True, loop=True, interactive=False, elem_id="kiosk-gallery",
-                                    buttons=[])
+                                    buttons=[], show_label=False)  # a label would cover the SYNTHETIC mark
                 caption = gr.Markdown(elem_id="kiosk-caption")
                 timer = gr.Timer(GALLERY_SECONDS)
             with gr.Column():
@@ -51,7 +51,7 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
                 go = gr.Button("Generate my clip", variant="primary", elem_id="kiosk-generate")
                 wait = gr.Markdown(elem_id="kiosk-wait")
                 mine = gr.Video(label="Your clip", autoplay=True, loop=True, interactive=False, elem_id="kiosk-video",
-                                buttons=[])
+                                buttons=[], show_label=False)
 
     def next_clip(index: int):
         clips = gallery_clips(gallery_dir)
@@ -108,7 +108,7 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
         write_clip(result.frames, out, fps=result.request.fps, provenance=result.provenance, synthetic_mark=True)
         total = time.monotonic() - asked
         waited = max(0.0, total - result.seconds)
-        wait_note = f", of which {duration(waited)} waiting in line" if waited >= 1 else ""
+        wait_note = f", of which {duration(waited)} waiting in line" if waited >= 1 else ", with no wait"
         yield stage_file(out), f"Done: your clip took {duration(total)}{wait_note}."
 
     def on_leave(request: gr.Request):

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 OOM_MESSAGE = ("The GPU ran out of memory for this clip. Nothing was saved. Try fewer frames or a smaller size, "
                "or under Advanced choose \"Move parts to the CPU\" for GPU memory saving and/or smaller weights "
-               "(8-bit), then Apply.")
+               "(8-bit), then Apply. (For whoever starts the app: `--memory model_offload`.)")
 
 
 def explain_error(error: BaseException) -> str:

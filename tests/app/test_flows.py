@@ -508,5 +508,5 @@ blinding: {{width: 144, height: 96, fps: 8}}
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
     message, codes, *_, codes_csv = lead.predict(None, text, api_name="/study_create_yaml")
-    assert "with 1 rater and 0 clips" in message and "not imported" in message and "size" in message
+    assert "with 1 rater and 0 clips" in message and "not imported" in message and "Size: " in message
     assert table_rows(codes)[0][0] == "kim" and video_path(codes_csv).is_file()
