@@ -12,18 +12,20 @@ from pathlib import Path
 
 import gradio as gr
 
+from app import glossary as words
+from app.fields import optional_number, optional_number_box
 from app.history import ROW_HEADERS, History, HistoryError
 from app.security import AdminSession, require_admin, stage_file
 from app.service import GenerationService, explain_error, format_step
 from app.wording import user_error
-from ophora.generation.engine import MAX_SEED, SEED_NOTE, GenerationCancelled, GenerationRequest
+from ophora.generation.engine import MAX_SEED, GenerationCancelled, GenerationRequest
 from ophora.generation.options import SPEED_LABELS, SPEEDS
 from ophora.generation.preflight import check_output_folder
 from ophora.generation.request import GenerationInputError
 from ophora.vocabulary import find_phase, load_phases
 
 NATIVE = "native"
-FRAME_CHOICES = [("model's native", NATIVE)] + [(str(n), n) for n in (9, 17, 25, 33, 41, 49)]
+FRAME_CHOICES = [(words.FRAMES_NATIVE, NATIVE)] + [(str(n), n) for n in (9, 17, 25, 33, 41, 49)]
 GPU = "gpu"  # the one concurrency group every GPU event joins (limit 1)
 
 
@@ -39,17 +41,9 @@ def parse_seed(text) -> int:
 
 
 def _whole_or_native(value, name: str) -> int | None:
-    """Empty (or "native") means the model's native size; anything else must be a whole number (0 is an error,
-    reported by the request checks with the valid values)."""
-    if value is None or value == "" or value == NATIVE:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise user_error(f"{name} must be a whole number or empty for the model's native size; got {value!r}.") from None
-    if not number.is_integer():
-        raise user_error(f"{name} must be a whole number; got {value!r}.")
-    return int(number)
+    """Empty (or "native") means the model's native value; anything else must be a whole number (0 is an
+    error, reported by the request checks with the valid values)."""
+    return None if value == NATIVE else optional_number(value, name, whole=True)
 
 
 def random_seed() -> str:
@@ -119,42 +113,44 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
             with gr.Column(scale=3):
                 template = gr.Dropdown(template_choices(), label="Phase template (fills the instruction)",
                                        value=None, elem_id="template")
-                prompt = gr.Textbox(label="Instruction", lines=3, elem_id="prompt",
+                prompt = gr.Textbox(label=words.INSTRUCTION, lines=3, elem_id="prompt",
                                     placeholder="e.g. Inject balanced salt solution under the capsule rim with a cannula")
-                negative = gr.Textbox(label="Negative prompt", lines=1)
+                negative = gr.Textbox(label=words.NEGATIVE, lines=1)
                 with gr.Row():
-                    seed = gr.Textbox(value="12345", label=f"Seed (0 to {MAX_SEED})", elem_id="seed", scale=4,
-                                      info=SEED_NOTE.split(" --deterministic")[0])
+                    seed = gr.Textbox(value="12345", label=words.SEED, elem_id="seed", scale=4,
+                                      info=words.SEED_INFO)
                     dice = gr.Button("Random seed", scale=1, min_width=80, elem_id="dice")
                 with gr.Row():
-                    steps = gr.Slider(1, 500, value=50, step=1, label="Steps (published: 50)", elem_id="steps")
-                    guidance = gr.Slider(1, 15, value=6, step=0.5, label="Guidance (published: 6)")
-                    frames = gr.Dropdown(FRAME_CHOICES, value=NATIVE, label="Frames (8N+1)", elem_id="frames")
-                with gr.Accordion("Advanced: size and memory", open=False):
+                    steps = gr.Slider(1, 500, value=50, step=1, label=words.STEPS, elem_id="steps")
+                    guidance = gr.Slider(1, 15, value=6, step=0.5, label=words.GUIDANCE)
+                    frames = gr.Dropdown(FRAME_CHOICES, value=NATIVE, label=words.FRAMES, elem_id="frames")
+                with gr.Accordion(words.ADVANCED, open=False, elem_id="advanced"):
                     with gr.Row():
-                        height = gr.Number(None, label="Height (empty: the model's native)", precision=0)
-                        width = gr.Number(None, label="Width (empty: the model's native)", precision=0)
-                        fps = gr.Number(8, label="fps", precision=0)
+                        # Text boxes: an empty field is sent empty (the model's size), never 0 (see app.fields).
+                        height = optional_number_box(words.HEIGHT, words.NATIVE_PLACEHOLDER, "height")
+                        width = optional_number_box(words.WIDTH, words.NATIVE_PLACEHOLDER, "width")
+                        fps = optional_number_box(words.FPS, "empty: 8", "fps", value=8)
                         speed = gr.Dropdown([(SPEED_LABELS[name], name) for name in SPEEDS], value="exact",
-                                            label="Speed (measured in docs/gpu.md)", elem_id="speed")
+                                            label=words.SPEED, elem_id="speed")
                     opts = service.option_values()
                     with gr.Row():
-                        memory = gr.Dropdown(["auto", "none", "model_offload", "sequential_offload"],
-                                             value=opts["memory"], label="Memory mode")
-                        quant = gr.Dropdown(["auto", "none", "int8"], value=opts["quantization"], label="8-bit")
-                        precision = gr.Dropdown(["auto", "fp16", "bf16", "fp32"], value=opts["precision"],
-                                                label="Precision")
-                        slicing = gr.Checkbox(opts["vae_slicing"], label="VAE slicing")
-                        tiling = gr.Checkbox(opts["vae_tiling"], label="VAE tiling")
+                        memory = gr.Dropdown(words.MEMORY_CHOICES, value=opts["memory"], label=words.MEMORY)
+                        quant = gr.Dropdown(words.EIGHT_BIT_CHOICES, value=opts["quantization"], label=words.EIGHT_BIT)
+                        precision = gr.Dropdown(words.PRECISION_CHOICES, value=opts["precision"],
+                                                label=words.PRECISION)
+                        slicing = gr.Checkbox(opts["vae_slicing"], label=words.SLICING)
+                        tiling = gr.Checkbox(opts["vae_tiling"], label=words.TILING)
                     reload_btn = gr.Button("Apply (reloads the model)", size="sm")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
             with gr.Column(scale=2):
-                video = gr.Video(label="Clip", loop=True, autoplay=True, elem_id="gen-video", interactive=False)
+                video = gr.Video(label="Clip", loop=True, autoplay=True, elem_id="gen-video", interactive=False,
+                                 show_label=False)  # a label would cover the clip's SYNTHETIC mark
                 warnings = gr.Markdown()
                 download = gr.File(label="Download (MP4 + provenance JSON)", file_count="multiple")
-                provenance = gr.JSON(label="Provenance")
+                with gr.Accordion("Provenance: the technical record kept with the clip", open=False):
+                    provenance = gr.JSON(show_label=False)
 
     with gr.Tab("History", id="history"):
         gr.Markdown("Every clip generated here, newest first; kept on disk across restarts. Select an id to "
@@ -176,7 +172,8 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
         history_msg = gr.Markdown()
         with gr.Row():
             history_video = gr.Video(label="Clip", loop=True, interactive=False)
-            history_prov = gr.JSON(label="Provenance")
+            with gr.Accordion("Provenance: the technical record kept with the clip", open=False):
+                history_prov = gr.JSON(show_label=False)
 
     # ------------------------------------------------------------------ handlers
     def on_generate(p, n, s, st, g, f, h, w, r, sp, request: gr.Request, progress=gr.Progress()):
@@ -189,7 +186,7 @@ def build_generate_tab(service: GenerationService, history: History, store_gette
         entry = history.add(result.frames, result.provenance, fps=result.request.fps,
                             extra={"phase": phase} if phase else None)
         note = "\n".join(f"- ⚠️ {w_}" for w_ in result.warnings)
-        message = f"Saved to history as **{entry.id}** ({result.seconds:.1f} s).\n{note}"
+        message = f"Saved to history as **{entry.id}** (made in {words.duration(result.seconds)}).\n{note}"
         ids = [e.id for e in history.entries(limit=200)]
         return (stage_file(entry.path), message, [stage_file(entry.path), stage_file(entry.path.with_suffix(".json"))],
                 entry.provenance, history_table(history), gr.update(choices=ids, value=entry.id))

@@ -13,14 +13,44 @@ import time
 import gradio as gr
 
 from app.security import RaterSession, require_rater, stage_file
+from app.glossary import phase_name
 from app.wording import quiet
 from ophora.study.store import StudyError
 
 MAX_CRITERIA = 8
 
-SHORTCUTS = ("Keys: **1-9** score the next unscored criterion · **Space** play/pause · **,** / **.** one frame "
-             "back/forward · **L** loop on/off · **R** / **S** real / synthetic · **Ctrl+Enter** submit · "
-             "**Alt+←** previous clip · **Tab** next question, **arrows** change its answer")
+SHORTCUTS = ("Keys: **1-9** score the next unanswered question · the **letter** beside a phase picks it · "
+             "**R** / **S** real / synthetic · **Enter** submit · **P** play/pause · **,** / **.** one frame "
+             "back/forward · **Alt+←** previous clip · **Tab** next question, **arrows** or **Space** choose")
+# Keys for the phases: letters that no other shortcut uses (L: loop, P: play, R/S: real/synthetic).
+PHASE_KEYS = "abcdefghijkmnoqtuvwxyz"
+MISSING = "Please choose an answer here."
+
+
+PHASE_QUESTION = "Which surgical phase is shown?"
+TURING_QUESTION = "Real or synthetic?"
+SURE_QUESTION = "How sure are you?"
+
+
+def criterion_label(criterion: dict) -> str:
+    """'Construction realism: Are the eye, tissues and instruments plausible?' (never the criterion's id)."""
+    name = criterion["name"].replace("_", " ").capitalize()
+    return name + (f": {criterion['description']}" if criterion["description"] else "")
+
+
+def normalize_code(text: str) -> str:
+    """An access code as issued ('1a2b3c-4d5e6f-...'), whatever case or dashes the rater typed: raters read
+    codes off paper and phones; the code's 96 random bits make the loose spelling safe."""
+    raw = "".join(ch for ch in (text or "").lower() if ch.isalnum())
+    if len(raw) == 24 and all(ch in "0123456789abcdef" for ch in raw):
+        return "-".join(raw[i:i + 6] for i in range(0, 24, 6))
+    return (text or "").strip()
+
+
+def phase_choices(phases) -> list[tuple[str, str]]:
+    """'A · Incision' -> 'incision': the key to press, then the phase's name (never its id)."""
+    return [(f"{PHASE_KEYS[i].upper()} · {phase_name(p)}" if i < len(PHASE_KEYS) else phase_name(p), p)
+            for i, p in enumerate(phases)]
 
 
 def _choices(scale: dict) -> list[tuple[str, int]]:
@@ -64,24 +94,24 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
                 with gr.Column(scale=5, min_width=400):
                     about = gr.Markdown(elem_id="rate-about")
                     video = gr.Video(label="Clip", loop=True, autoplay=True, interactive=False, elem_id="rate-video",
-                                     buttons=[], height=440, show_label=False)
+                                     buttons=[], height=380, show_label=False)
                     instruction = gr.Markdown(elem_id="rate-instruction")
-                    gr.Markdown(SHORTCUTS, elem_id="rate-keys")
-                with gr.Column(scale=4, min_width=380, elem_id="rate-questions"):
-                    radios = [gr.Radio([], label=f"criterion {i + 1}", visible=False, elem_id=f"crit-{i}",
-                                       elem_classes=["criterion"]) for i in range(MAX_CRITERIA)]
-                    phase = gr.Dropdown([], label="Which surgical phase is shown?", visible=False, elem_id="rate-phase")
-                    with gr.Row(equal_height=False):
-                        turing = gr.Radio([("Real", "real"), ("Synthetic", "synthetic")],
-                                          label="Real or synthetic?", visible=False, elem_id="rate-turing",
-                                          scale=2, min_width=150)
-                        confidence = gr.Radio([], label="How sure are you?", visible=False, elem_id="rate-confidence",
-                                              scale=3, min_width=250)
-                    with gr.Row(equal_height=True):  # side by side, so changing an answer still fits the screen
+                    with gr.Row(equal_height=True):  # beside the clip, so all questions and Submit fit the screen
                         comment = gr.Textbox(label="Comment (optional; Ctrl+Enter submits)", lines=1, max_lines=3,
                                              elem_id="rate-comment")
                         reason = gr.Textbox(label="Why change your earlier answer? (required)", visible=False,
                                             elem_id="rate-reason")
+                    gr.Markdown(SHORTCUTS, elem_id="rate-keys")
+                with gr.Column(scale=4, min_width=380, elem_id="rate-questions"):
+                    radios = [gr.Radio([], label=f"criterion {i + 1}", visible=False, elem_id=f"crit-{i}",
+                                       elem_classes=["criterion"]) for i in range(MAX_CRITERIA)]
+                    phase = gr.Radio([], label=PHASE_QUESTION, visible=False, elem_id="rate-phase")
+                    with gr.Row(equal_height=False):
+                        turing = gr.Radio([("Real", "real"), ("Synthetic", "synthetic")],
+                                          label=TURING_QUESTION, visible=False, elem_id="rate-turing",
+                                          scale=2, min_width=150)
+                        confidence = gr.Radio([], label=SURE_QUESTION, visible=False, elem_id="rate-confidence",
+                                              scale=3, min_width=250)
                     with gr.Row():
                         back = gr.Button("← Previous", elem_id="rate-back", min_width=80)
                         submit = gr.Button("Submit", variant="primary", elem_id="rate-submit", min_width=80)
@@ -100,12 +130,11 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
             head = f"{message} · {head}"
         if sess.position is None:
             sess.clip_id, sess.rated = None, False
-            if progress.finished:
-                done = "All clips are rated: thank you! You can go back to change an answer."
-            else:  # only repeat readings in their washout are left: say when they unlock
-                done = f"{progress.message} You can go back to change an answer."
+            # The finished screen says thank you and shows nothing else (no player, no Submit).
+            done = (f"**All {progress.total} clips are rated. Thank you!**" if progress.finished
+                    else progress.message)  # only repeat readings in their washout are left: when they unlock
             hidden = [gr.update(visible=False, value=None) for _ in radios]
-            return (sess, f"{head}\n\n{done}", gr.update(visible=False), gr.update(visible=True), "", None, "",
+            return (sess, f"{message}. {done}" if message else done, gr.update(visible=False), gr.update(visible=False), "", None, "",
                     *hidden, gr.update(visible=False), gr.update(visible=False), gr.update(visible=False), "",
                     gr.update(visible=False, value=""))
         item = store.item_at(sess.code, sess.position)
@@ -118,9 +147,9 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
         for i, radio in enumerate(radios):
             if i < len(item.criteria):
                 c = item.criteria[i]
-                label = c["name"].replace("_", " ").capitalize() + (f": {c['description']}" if c["description"] else "")
-                updates.append(gr.update(visible=True, choices=_choices(c), label=label, info=_anchors(c) or None,
-                                         value=scores.get(c["name"])))
+                updates.append(gr.update(visible=True, choices=_choices(c), label=criterion_label(c),
+                                         info=_anchors(c) or None,
+                                         value=scores.get(c["name"]), elem_classes=["criterion"]))
             else:
                 updates.append(gr.update(visible=False, choices=[], value=None))
         state = (" · You answered this clip before: your answers are filled in. To change them, edit what you "
@@ -131,10 +160,12 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
         return (sess, f"{head}{state}", gr.update(visible=False), gr.update(visible=True), about_text,
                 stage_file(item.video_path, name=f"{item.clip_id}.mp4"),
                 f"**Instruction:** {item.instruction}" if item.instruction else "", *updates,
-                gr.update(visible=item.ask_phase, choices=list(item.phases), value=earlier.get("phase")),
-                gr.update(visible=item.turing_test, value=earlier.get("turing")),
+                gr.update(visible=item.ask_phase, choices=phase_choices(item.phases), value=earlier.get("phase"),
+                          label=PHASE_QUESTION, elem_classes=[]),
+                gr.update(visible=item.turing_test, value=earlier.get("turing"), label=TURING_QUESTION,
+                          elem_classes=[]),
                 gr.update(visible=item.turing_test, choices=_choices(conf), info=_anchors(conf) or None,
-                          value=earlier.get("confidence")),
+                          value=earlier.get("confidence"), label=SURE_QUESTION, elem_classes=[]),
                 earlier.get("comment") or "",
                 gr.update(visible=sess.rated, value=""))
 
@@ -152,9 +183,10 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
     @guarded
     def on_sign_in(access_code: str):
         store = store_getter()
-        name = store.rater_name(access_code or "")
+        access_code = normalize_code(access_code)
+        name = store.rater_name(access_code)
         item = store.next_item(access_code)
-        sess = RaterSession(code=access_code.strip(), name=name, position=item.position if item else None)
+        sess = RaterSession(code=access_code, name=name, position=item.position if item else None)
         return render(sess, "Welcome back: you continue where you stopped" if item and item.position > 1 else "")
 
     def changes(earlier: dict, scores: dict, ph, tu, conf, note) -> dict:
@@ -191,9 +223,16 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
             store.change_rating(sess.code, sess.clip_id, reason=why, position=sess.position, **diff)
             message = f"Changed your answer for clip {sess.position}"
         else:
-            missing = [n for n in names if n not in scores]
-            if missing:
-                raise gr.Error(f"Score every criterion before submitting; missing: {', '.join(missing)}.")
+            missing = [(radios[i], criterion_label(c)) for i, c in enumerate(item.criteria) if c["name"] not in scores]
+            missing += [(component, label) for component, label, asked, value in (
+                (phase, PHASE_QUESTION, item.ask_phase, ph), (turing, TURING_QUESTION, item.turing_test, tu),
+                (confidence, SURE_QUESTION, item.turing_test, conf)) if asked and value in (None, "")]
+            if missing:  # shown once, beside each unanswered question (no toast, no red badges); JS focuses it
+                keep = [gr.update() for _ in outputs]
+                for component, label in missing:
+                    keep[outputs.index(component)] = gr.update(label=f"{MISSING} {label}",
+                                                               elem_classes=[*component.elem_classes, "missing"])
+                return tuple(keep)
             store.submit_rating(sess.code, sess.clip_id, scores, phase=ph or None, turing=tu or None,
                                 confidence=conf, comment=note or None, seconds=seconds, position=sess.position)
             message = f"Saved clip {sess.position}"
@@ -224,29 +263,59 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
         sess.position = _step(store, sess.code, sess.position + 1, progress.total + 1, 1, also=progress.next_position)
         return render(sess)
 
-    sign_in.click(on_sign_in, code, outputs, api_name="rate_sign_in", show_progress="minimal")
-    code.submit(on_sign_in, code, outputs, api_visibility="undocumented", show_progress="minimal")
-    submit.click(on_submit, [session, *radios, phase, turing, confidence, comment, reason], outputs,
-                 api_name="rate_submit", show_progress="minimal")
-    back.click(on_back, session, outputs, api_name="rate_back", show_progress="minimal")
-    forward.click(on_forward, session, outputs, api_name="rate_next", show_progress="minimal")
+    # After every screen change, focus goes where the rater continues: the first unanswered question marked
+    # missing, else the first question of the clip (Tab-free keyboard rating).
+    for event in (sign_in.click(on_sign_in, code, outputs, api_name="rate_sign_in", show_progress="minimal"),
+                  code.submit(on_sign_in, code, outputs, api_visibility="undocumented", show_progress="minimal"),
+                  submit.click(on_submit, [session, *radios, phase, turing, confidence, comment, reason], outputs,
+                               api_name="rate_submit", show_progress="minimal"),
+                  back.click(on_back, session, outputs, api_name="rate_back", show_progress="minimal"),
+                  forward.click(on_forward, session, outputs, api_name="rate_next", show_progress="minimal")):
+        event.then(None, js=FOCUS_JS)
 
 
 # Compact spacing on the rater page only, so a clip and all its questions fit 1280x800 after sign-in.
 RATE_CSS = """
 #rate-page {gap: 6px}
 h1 {font-size: 1.4rem !important; margin: 0 !important}
-#rate-panel .block {padding: 6px 10px}
+#rate-panel .block {padding: 4px 8px}
 #rate-panel fieldset .wrap {gap: 4px}
 #rate-panel fieldset label {padding: 3px 9px}
 #rate-panel [data-testid="block-info"] {margin-bottom: 2px}
 #rate-keys, #rate-keys p {font-size: 0.8rem}
+#rate-panel .missing {outline: 2px solid #c0392b; border-radius: 6px}
+#rate-phase .wrap {gap: 2px 3px}
+#rate-phase label {padding: 1px 6px !important; font-size: 0.78rem}
+"""
+
+FOCUS_JS = """
+() => {
+  // The page re-renders over a few frames: keep placing the focus for a moment, until the rater presses a key.
+  const started = Date.now();
+  let typed = false;
+  const stop = () => { typed = true; };
+  document.addEventListener('keydown', stop, {once: true, capture: true});
+  const place = () => {
+    if (typed || Date.now() - started > 2000) { document.removeEventListener('keydown', stop, true); return; }
+    const visible = (el) => el && el.offsetParent !== null;
+    const groups = [...document.querySelectorAll('#rate-panel fieldset')].filter(visible);
+    const target = groups.find(g => g.closest('.missing')) || groups[0];
+    if (target && !target.contains(document.activeElement)) {
+      (target.querySelector('input:checked') || target.querySelector('input'))?.focus();
+      target.scrollIntoView({block: 'nearest'});
+    }
+    setTimeout(place, 100);
+  };
+  place();
+}
 """
 
 RATE_JS = """
 <script>
 (() => {
+  const PHASE_KEYS = '%s';
   const q = (sel) => document.querySelector(sel);
+  const choose = (input) => { if (input) { input.click(); input.focus(); } };
   // Native radio groups: Gradio names every option differently, which makes each option its own tab stop
   // and disables the arrow keys. One shared name per question gives one tab stop and arrows inside.
   const groupRadios = () => {
@@ -268,7 +337,14 @@ RATE_JS = """
     const video = q('#rate-video video');
     if (ev.altKey && ev.key === 'ArrowLeft') { q('#rate-back')?.click(); ev.preventDefault(); return; }
     if (ev.ctrlKey || ev.altKey || ev.metaKey) return;
-    if (video && ev.key === ' ') { video.paused ? video.play() : video.pause(); ev.preventDefault(); return; }
+    // Space and Enter choose the focused answer; Enter on a chosen answer (keys move the focus to what they
+    // choose) or outside the questions submits. The video has its own key (P).
+    if (ev.target.type === 'radio' && (ev.key === ' ' || (ev.key === 'Enter' && !ev.target.checked))) {
+      ev.target.click(); ev.preventDefault(); return;
+    }
+    if (ev.key === 'Enter' && tag !== 'BUTTON') { q('#rate-submit')?.click(); ev.preventDefault(); return; }
+    if (ev.key === ' ' && tag !== 'BUTTON') { ev.preventDefault(); return; }
+    if (video && (ev.key === 'p' || ev.key === 'P')) { video.paused ? video.play() : video.pause(); return; }
     if (video && (ev.key === ',' || ev.key === '.')) {
       video.pause(); video.currentTime = Math.max(0, video.currentTime + (ev.key === '.' ? 1 : -1) / 8);
       ev.preventDefault(); return;
@@ -276,15 +352,20 @@ RATE_JS = """
     if (video && (ev.key === 'l' || ev.key === 'L')) { video.loop = !video.loop; return; }
     if (ev.key === 'r' || ev.key === 'R' || ev.key === 's' || ev.key === 'S') {
       const value = (ev.key.toLowerCase() === 'r') ? 'real' : 'synthetic';
-      q(`#rate-turing input[value="${value}"]`)?.click(); return;
+      choose(q(`#rate-turing input[value="${value}"]`)); return;
+    }
+    if (/^[a-z]$/i.test(ev.key)) {
+      const index = PHASE_KEYS.indexOf(ev.key.toLowerCase());
+      const options = [...document.querySelectorAll('#rate-phase input[type=radio]')];
+      if (index >= 0 && options[index] && q('#rate-phase').offsetParent !== null) { choose(options[index]); return; }
     }
     if (/^[0-9]$/.test(ev.key)) {
       const groups = [...document.querySelectorAll('.criterion')].filter(g => g.offsetParent !== null);
       groups.push(q('#rate-confidence'));
       const open = groups.find(g => g && g.offsetParent !== null && !g.querySelector('input:checked'));
-      open?.querySelector(`input[value="${ev.key}"]`)?.click();
+      choose(open?.querySelector(`input[value="${ev.key}"]`));
     }
   });
 })();
 </script>
-"""
+""" % PHASE_KEYS

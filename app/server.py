@@ -80,7 +80,7 @@ def build_app(config: AppConfig, service=None, store=None):
 
             gr.Markdown(service.banner() if service.loaded is None else "", elem_id="banner")
             with gr.Tabs():
-                build_kiosk_tab(service, config.gallery_dir, config.kiosk_dir, config.kiosk_max_steps,
+                build_kiosk_tab(service, config.gallery_dir, config.kiosk_dir, config.kiosk_max_steps, demo,
                                 speed=config.kiosk_speed)
     demo.queue(default_concurrency_limit=4)
     demo.ophora_service = service  # the notebook and tests reach the loaded pipeline through the app

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import asdict, replace
 
+from app.glossary import duration
 from ophora.generation.engine import (GenerationCancelled, GenerationInputError, GenerationRequest,
                                       GenerationResult, StepProgress, generate, model_spec)
 from ophora.generation.loading import LoadedPipeline, LoadOptions, ModelLoadError, load_pipeline
@@ -21,7 +22,8 @@ from ophora.generation.request import check_request, resolve_request
 logger = logging.getLogger(__name__)
 
 OOM_MESSAGE = ("The GPU ran out of memory for this clip. Nothing was saved. Try fewer frames or a smaller size, "
-               "or restart with `--memory model_offload` (or `sequential_offload`) and/or `--quantization int8`.")
+               "or under Advanced choose \"Move parts to the CPU\" for GPU memory saving and/or smaller weights "
+               "(8-bit), then Apply. (For whoever starts the app: `--memory model_offload`.)")
 
 
 def explain_error(error: BaseException) -> str:
@@ -90,9 +92,16 @@ class GenerationService:
         return self.load(replace(self.options, **changes))
 
     def banner(self) -> str:
+        """Which model makes the clips, in plain words; the precision and memory choices (and why) sit behind
+        "Technical details" for the operator."""
         if self.loaded is not None:
+            from ophora.generation.tiny import TINY_NOTICE
+
             note = f"\n\n⚠️ {self.load_error}" if self.load_error else ""
-            return f"**Model in use.** {self.loaded.report}{note}"
+            where = "the GPU" if self.loaded.plan.device.startswith("cuda") else "the processor (no GPU: slow)"
+            plain = TINY_NOTICE if self.loaded.is_tiny else f"Clips are made by {self.loaded.options.model} on {where}."
+            return (f"**Model in use.** {plain}{note}\n\n<details><summary>Technical details</summary>\n\n"
+                    f"{self.loaded.report}\n\n</details>")
         return (f"**No model loaded: generation is unavailable.** {self.load_error or ''}\n\n"
                 f"Rating and studies still work.")
 
@@ -119,6 +128,8 @@ class GenerationService:
             with self._gpu:
                 with self._state:
                     self._waiting -= 1
+                if event.is_set():  # cancelled while waiting (a kiosk visitor closed the tab): never start
+                    raise GenerationCancelled("Cancelled before it started.")
                 start = time.perf_counter()
                 last = [start]
                 clip_steps: list[float] = []
@@ -167,7 +178,16 @@ class GenerationService:
         now = time.monotonic()
         with self._state:
             self._line = {k: v for k, v in self._line.items() if now - v[0] < stale_after_s}
-            joined, _ = self._line.setdefault(key, (now, steps))
+            self._line.setdefault(key, (now, steps))
+        return self.place_in_line(key) or (1, None)
+
+    def place_in_line(self, key: str) -> tuple[int, float | None] | None:
+        """(place, seconds until done) of a visitor already in line, as in ``join_line``; ``None`` once they
+        left it (their tab was closed), so asking never puts anyone back in line."""
+        with self._state:
+            if key not in self._line:
+                return None
+            joined, steps = self._line[key]
             waiting = [(k, n) for k, (t, n) in sorted(self._line.items(), key=lambda kv: kv[1][0])
                        if t < joined and k != self._current_key]
             step_s = sum(self._step_seconds) / len(self._step_seconds) if self._step_seconds else None
@@ -180,6 +200,15 @@ class GenerationService:
         if current is not None:
             wait += (current[1] - current[0]) * step_s + overhead
         return place, wait + steps * step_s + overhead
+
+    def running_step(self, key: str) -> tuple[int, int] | None:
+        """(steps done, steps total) while ``key``'s clip is on the GPU, else ``None``."""
+        with self._state:
+            return self._current if self._current_key == key else None
+
+    def step_seconds(self) -> float | None:
+        with self._state:
+            return sum(self._step_seconds) / len(self._step_seconds) if self._step_seconds else None
 
     def leave_line(self, key: str) -> None:
         with self._state:
@@ -201,5 +230,5 @@ class GenerationService:
 
 
 def format_step(progress: StepProgress) -> str:
-    eta = f", about {progress.eta_s:.0f} s left" if progress.eta_s is not None else ""
-    return f"Denoising step {progress.step}/{progress.total}{eta}"
+    eta = f", about {duration(progress.eta_s)} left" if progress.eta_s is not None else ""
+    return f"Refining step {progress.step} of {progress.total}{eta}"

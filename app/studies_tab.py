@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 
 from app.history import History, HistoryEntry, HistoryError
 from app.security import AdminSession, SignInGuard, client_key, require_admin, stage_file, stage_text
+from app import glossary as words
+from app.fields import optional_number, optional_number_box
 from app.wording import quiet, readable_table, yaml_problem
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
 from ophora.study.parity import WAIVABLE
@@ -37,6 +40,11 @@ PAPER_CRITERIA = [
 ]
 RATER_STATION_NOTE = ("Raters rate at a **rater station**: `python launch.py --mode rater --db <this database>` "
                       "(it has only the Rate tab; history, provenance and this tab do not exist there).")
+
+
+def phase_options(phases) -> list[tuple[str, str]]:
+    """Phase choices shown by name ('Capsule polishing'), sent by id ('capsule-polishing')."""
+    return [(words.phase_name(p), p) for p in phases]
 
 
 def import_history_clips(store, slug: str, entries: list[HistoryEntry], accept=(), phase: str | None = None) -> int:
@@ -130,11 +138,12 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             with gr.Row():
                 study = gr.Dropdown([], label="Study", allow_custom_value=True, elem_id="study-pick", scale=3)
                 refresh = gr.Button("Refresh", scale=1, size="sm")
-            message = gr.Markdown(elem_id="study-message")
-            with gr.Accordion("Create a study", open=False, elem_id="create-accordion"):
+            with gr.Accordion("Study settings: create a study, or change a draft", open=False,
+                              elem_id="create-accordion"):
                 with gr.Tab("From a form"):
                     with gr.Row():
-                        f_slug = gr.Textbox(label="Short name (slug)", placeholder="realism-2026", elem_id="f-slug")
+                        f_slug = gr.Textbox(label="Short name (letters, digits and dashes; empty: from the title)",
+                                            placeholder="realism-2026", elem_id="f-slug")
                         f_title = gr.Textbox(label="Title", elem_id="f-title")
                     f_instr = gr.Textbox(label="Instructions for raters", lines=2,
                                          value="Rate each clip on every criterion. Your answers are saved as you go.")
@@ -144,18 +153,17 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         f_phase = gr.Checkbox(True, label="Ask raters to name the phase")
                         f_turing = gr.Checkbox(True, label="Ask real or synthetic (visual Turing test)")
                         f_repeats = gr.Number(0, label="Repeat readings per rater", precision=0)
-                        f_washout = gr.Number(None, label="Washout before a repeat (days; empty: after all "
-                                                          "first readings)", elem_id="f-washout")
+                        f_washout = optional_number_box("Days before a repeat reading", words.WASHOUT_PLACEHOLDER,
+                                                        "f-washout")
                         f_seed = gr.Number(0, label="Order seed", precision=0)
                     f_raters = gr.Textbox(label="Raters (comma-separated names)", elem_id="f-raters")
                     gr.Markdown("**What raters see**: every clip, real or generated, is re-encoded to these "
                                 "settings, so size, rate and length cannot tell the source.")
                     with gr.Row():
-                        f_width = gr.Number(720, label="Width (px)", precision=0, elem_id="f-width")
-                        f_height = gr.Number(480, label="Height (px)", precision=0, elem_id="f-height")
-                        f_fps = gr.Number(8, label="Frames per second", precision=0, elem_id="f-fps")
-                        f_seconds = gr.Number(None, label="Length in seconds (empty: no trimming)",
-                                              elem_id="f-seconds")
+                        f_width = optional_number_box("Width in pixels", "empty: 720", "f-width", value=720)
+                        f_height = optional_number_box("Height in pixels", "empty: 480", "f-height", value=480)
+                        f_fps = optional_number_box("Frames per second", "empty: 8", "f-fps", value=8)
+                        f_seconds = optional_number_box("Length in seconds", words.SECONDS_PLACEHOLDER, "f-seconds")
                         f_fit = gr.Radio([("Crop to the study's shape (no bars)", "crop"),
                                           ("Letterbox every clip", "letterbox")], value="crop",
                                          label="Other shapes", elem_id="f-fit")
@@ -163,14 +171,19 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                             [("The phase's wording, for every clip", "phase_template"),
                              ("Each clip's own text", "per_clip")], value="phase_template",
                             label="Instruction shown to raters", elem_id="f-instruction-source")
-                    create = gr.Button("Create study", variant="primary", elem_id="create-study")
+                    with gr.Row():
+                        create = gr.Button("Create study", variant="primary", elem_id="create-study")
+                        load_draft = gr.Button("Show the picked draft's settings here", elem_id="load-draft")
+                        save_draft = gr.Button("Save these settings to the picked draft", elem_id="save-draft")
+                    create_msg = gr.Markdown(elem_id="create-message")
                 with gr.Tab("From a YAML file"):
                     gr.Markdown("A study file as in `studies/example_cataract.yaml`; relative folders are read "
                                 "from the folder the app was started in, else from its `studies/` folder (where "
                                 "the project's study files and example clips are).")
                     y_file = gr.File(label="Study YAML", file_types=[".yaml", ".yml"], type="filepath")
                     y_text = gr.Code(language="yaml", label="…or paste it here")
-                    create_yaml = gr.Button("Create from YAML", variant="primary")
+                    create_yaml = gr.Button("Create from YAML", variant="primary", elem_id="create-yaml")
+                    create_yaml_msg = gr.Markdown(elem_id="create-yaml-message")
                 with gr.Row():
                     codes = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
                                          elem_id="rater-codes", scale=3)
@@ -180,7 +193,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 hist_ids = gr.Dropdown([], multiselect=True, label="Generated clips from the history",
                                        elem_id="import-history-ids")
                 with gr.Row():
-                    hist_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                    hist_phase = gr.Dropdown(phase_options(p.id for p in load_phases()), value=None, allow_custom_value=True,
                                              label="Phase for clips whose prompt names none",
                                              elem_id="import-history-phase", scale=2)
                     import_hist = gr.Button("Import selected history clips", elem_id="import-history", scale=1)
@@ -190,12 +203,13 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 real_upload = gr.File(label="…or upload real clips", file_count="multiple", type="filepath",
                                       file_types=list(VIDEO_SUFFIXES))
                 import_real = gr.Button("Import real clips", elem_id="import-real")
+                import_msg = gr.Markdown(elem_id="import-message")
                 parity_note = gr.Markdown(visible=False, elem_id="parity-note")
                 parity_table = gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id="parity-table",
                                             label="Clip sets as raters would see them")
                 accept = gr.CheckboxGroup([], visible=False, elem_id="parity-accept",
-                                          label="Accept these differences, then import again (the waiver is recorded "
-                                                "in the study, the audit log and every report)")
+                                          label="Tick a difference to accept it, then import again (recorded in the "
+                                                "study, the audit log and every report)")
             with gr.Column(variant="panel", elem_id="raters-panel"):
                 gr.Markdown("**Raters**: codes issued here appear beside the buttons, shown once; "
                             "download them as CSV to hand out.", padding=True)
@@ -205,6 +219,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                         with gr.Row():
                             add_rater = gr.Button("Add: issue access codes", elem_id="add-rater")
                             reissue = gr.Button("Issue new codes (old ones stop working)", elem_id="reissue-code")
+                        rater_msg = gr.Markdown(elem_id="rater-message")
                     with gr.Column(scale=3):
                         issued = gr.Dataframe(headers=["rater", "access code (shown once)"], interactive=False,
                                               elem_id="issued-codes")
@@ -220,16 +235,18 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                     lock_reason = gr.Textbox(label="Reason for locking (audit log)", scale=2, elem_id="lock-reason")
                     lock_btn = gr.Button("Lock for analysis", variant="stop", elem_id="lock-study", scale=1)
                     delete_btn = gr.Button("Delete draft study", variant="stop", elem_id="delete-study", scale=1)
+                life_msg = gr.Markdown(elem_id="lifecycle-message")
                 gr.Markdown("**Correct a clip nobody has rated yet** (its id is in the clip key; the change and "
                             "the reason go to the audit log):", padding=True)
                 with gr.Row():
                     fix_clip = gr.Textbox(label="Clip id", placeholder="c0123456789abcdef", elem_id="fix-clip-id")
                     fix_reason = gr.Textbox(label="Reason (required)", elem_id="fix-reason", scale=2)
-                    fix_phase = gr.Dropdown([p.name for p in load_phases()], value=None, allow_custom_value=True,
+                    fix_phase = gr.Dropdown(phase_options(p.id for p in load_phases()), value=None, allow_custom_value=True,
                                             label="New phase (relabel)", elem_id="fix-phase")
                     fix_set = gr.Textbox(label="New clip set (relabel)", elem_id="fix-set")
                     relabel_btn = gr.Button("Relabel clip", elem_id="relabel-clip")
                     remove_btn = gr.Button("Remove clip", variant="stop", elem_id="remove-clip")
+                fix_msg = gr.Markdown(elem_id="fix-message")
                 with gr.Row():
                     key_btn = gr.Button("Download the clip key (which clip is which: keep it from raters)",
                                         elem_id="clip-key", scale=2)
@@ -243,20 +260,34 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 with gr.Row():
                     fig_criterion = gr.Plot(label="Scores by criterion")
                     fig_phase = gr.Plot(label="Scores by phase")
-                scores_table = gr.Dataframe(label="Mean scores (95% CI, raters and clips random)", interactive=False,
-                                            elem_id="scores-table", visible=False)
-                differences_table = gr.Dataframe(label="Differences between models (Holm-adjusted p)",
-                                                 interactive=False, elem_id="differences-table", visible=False)
-                auc_table = gr.Dataframe(label="Real or synthetic? AUC per model (Obuchowski-Rockette; rrrc = "
-                                               "raters and clips random)", interactive=False, elem_id="auc-table",
-                                         visible=False)
-                reliability = gr.Dataframe(label="Reliability per clip set (ICC, Krippendorff's alpha)",
+                scores_table = gr.Dataframe(label="Mean scores, with the range that holds the true mean 95 times "
+                                                  "in 100", interactive=False, elem_id="scores-table", visible=False)
+                differences_table = gr.Dataframe(label="Differences between clip sources", interactive=False,
+                                                 elem_id="differences-table", visible=False)
+                auc_table = gr.Dataframe(label="Could raters tell real from synthetic? (AUC per source)",
+                                         interactive=False, elem_id="auc-table", visible=False)
+                reliability = gr.Dataframe(label="Do raters agree with each other?", interactive=False,
+                                           visible=False, elem_id="reliability-table")
+                intra_table = gr.Dataframe(label="Does a rater agree with themself on a second look?",
                                            interactive=False, visible=False)
-                intra_table = gr.Dataframe(label="Intra-rater agreement (repeat readings)", interactive=False,
-                                           visible=False)
-                turing_table = gr.Dataframe(label="Real or synthetic? accuracy by model", interactive=False,
+                turing_table = gr.Dataframe(label="Real or synthetic: answers by source", interactive=False,
                                             visible=False)
                 phase_table = gr.Dataframe(label="Phase named correctly", interactive=False, visible=False)
+                columns_note = gr.Markdown(elem_id="columns-note")
+                with gr.Accordion("Details for statisticians", open=False, elem_id="statistician-details"):
+                    gr.Markdown("Full precision, with the methods: mean scores from a crossed random-effects model "
+                                "(raters and clips random, Satterthwaite degrees of freedom); differences with "
+                                "Holm-adjusted p-values; AUC from the Obuchowski-Rockette analysis, three ways "
+                                "(rrrc: raters and clips random; frrc: these raters only; rrfc: these clips "
+                                "only); ICC and Krippendorff's alpha for agreement. The exports hold the same.")
+                    detail_scores = gr.Dataframe(label="Mean scores with variance components", interactive=False,
+                                                 visible=False, elem_id="detail-scores")
+                    detail_differences = gr.Dataframe(label="Differences", interactive=False, visible=False)
+                    detail_auc = gr.Dataframe(label="AUC, all three analyses", interactive=False, visible=False,
+                                              elem_id="detail-auc")
+                    detail_reliability = gr.Dataframe(label="Agreement, all measures", interactive=False,
+                                                      visible=False)
+                results_msg = gr.Markdown(elem_id="results-message")
                 export = gr.Button("Export (HTML report, CSV tables, unblinding key)", elem_id="export")
                 export_files = gr.File(label="Exports", file_count="multiple", elem_id="export-files")
             with gr.Accordion("Plan a study", open=False, elem_id="plan-accordion"):
@@ -281,6 +312,11 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
     def store():
         return store_getter()
 
+    def near(event, elem_id: str):
+        """Scroll the message beside the control that caused it into view (the panel is taller than a screen)."""
+        return event.then(None, js=f"() => document.getElementById('{elem_id}')?.scrollIntoView("
+                                    f"{{block: 'nearest', behavior: 'smooth'}})")
+
     def studies_update(selected=None):
         names = store().studies()
         value = selected if selected in names else (names[-1] if names else None)
@@ -294,7 +330,7 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             except gr.Error as error:
                 raise quiet(error) from None
             except (StudyError, StudyDefinitionError, HistoryError, RuntimeError, OSError, ValueError) as error:
-                raise quiet(gr.Error(str(error), duration=None)) from None
+                raise quiet(gr.Error(words.in_app_words(str(error)), duration=None)) from None
         wrapper.__name__ = fn.__name__
         return wrapper
 
@@ -304,8 +340,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         if not guard.check(given, password, client_key(request)):
             raise quiet(gr.Error("Wrong admin password."))
         ids = [e.id for e in history.entries(limit=500)] if history else []
-        phases = (list(store().definition(store().studies()[-1]).phases) if store().studies()
-                  else [p.name for p in load_phases()])
+        phases = phase_options(store().definition(store().studies()[-1]).phases if store().studies()
+                               else (p.id for p in load_phases()))
         return (AdminSession(signed_in=True), "Signed in as study lead.", gr.update(visible=True), studies_update(),
                 gr.update(choices=ids), gr.update(choices=phases), gr.update(choices=phases), "",
                 gr.update(visible=False))
@@ -321,40 +357,84 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
             added = store().import_clips(definition.slug, list(clips)) if clips else 0
         except StudyError as error:
             added = 0
-            why = ("\n".join(f"- {p}" for p in error.report.problems) if isinstance(error, ParityError)
-                   else f"- {error}")
+            why = ("\n".join(f"- {words.in_app_words(p)}" for p in error.report.problems)
+                   if isinstance(error, ParityError) else f"- {words.in_app_words(str(error))}")
             refused = (f"\n\n**Its clips were not imported:**\n{why}\n\nChange the clips or the study settings, "
                        f"then import them under *Import clips* (where an acceptable difference can be accepted), "
                        f"or delete this draft and create it again.")
         rows = [[name, code] for name, code in codes_.items()]
-        note = (f"Created **{definition.slug}** (a draft) with {len(rows)} raters and {added} clips. Copy or download "
+        note = (f"Created **{definition.slug}** (a draft) with {words.plural(len(rows), 'rater')} and "
+                f"{words.plural(added, 'clip')}. Copy or download "
                 f"the codes now: they are not shown again. Open the study for rating when it is set up.{refused}")
         return (note, rows, studies_update(definition.slug), studies_update(definition.slug),
                 codes_download(definition.slug, codes_, "created"))
 
-    def whole(value, name: str):
-        """gr.Number gives floats; the study schema wants whole numbers for sizes and rates."""
-        if value is None or value == "":
-            return None
-        if float(value) != int(value):
-            raise gr.Error(f"{name} must be a whole number, got {value}.")
-        return int(value)
-
     @guarded
     def on_create(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed, width, height, fps, seconds,
                   fit, instruction_source, washout_days):
-        blinding = {"width": whole(width, "Width"), "height": whole(height, "Height"),
-                    "fps": whole(fps, "Frames per second"),
-                    "max_seconds": float(seconds) if seconds not in (None, "") else None, "fit": fit or None}
+        if not (title or "").strip():
+            raise gr.Error("Give the study a title (raters see it at the top of every clip).")
+        slug = (slug or "").strip() or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:63] or "study"
+        blinding = {"width": optional_number(width, "Width", whole=True),
+                    "height": optional_number(height, "Height", whole=True),
+                    "fps": optional_number(fps, "Frames per second", whole=True),
+                    "max_seconds": optional_number(seconds, "Length in seconds"), "fit": fit or None}
+        washout_days = optional_number(washout_days, "Days before a repeat reading")
         definition = form_definition(slug, title, instr, crit, ask_phase, turing, raters, repeats, seed,
                                      config.studies_dir / str(slug or "study") / "incoming", blinding=blinding,
                                      instruction_source=instruction_source, washout_days=washout_days)
         return after_create(definition)
 
     hist_out = history_study if history_study is not None else gr.State()
-    create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
+    create_event = create.click(on_create, [admin_state, f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_repeats,
                              f_seed, f_width, f_height, f_fps, f_seconds, f_fit, f_instruction_source, f_washout],
-                 [message, codes, study, hist_out, codes_csv], api_name="study_create")
+                 [create_msg, codes, study, hist_out, codes_csv], api_name="study_create")
+    near(create_event, "create-message")
+
+    draft_fields = [f_slug, f_title, f_instr, f_criteria, f_phase, f_turing, f_raters, f_width, f_height, f_fps,
+                    f_seconds, f_fit, f_instruction_source]
+
+    @guarded
+    def on_load_draft(slug):
+        slug = need_study(slug)
+        if store().status(slug) != "draft":
+            raise gr.Error(f"{slug} is {store().status(slug)}: only a draft's settings can change.")
+        d = store().definition(slug)
+        b = d.blinding
+        criteria = yaml.safe_dump([c.model_dump(exclude_none=True) for c in d.criteria], sort_keys=False)
+        return (slug, d.title, d.instructions, criteria, d.ask_phase, d.turing_test, ", ".join(d.raters),
+                str(b.width), str(b.height), str(b.fps), "" if b.max_seconds is None else f"{b.max_seconds:g}",
+                b.fit, d.instruction_source,
+                f"Settings of the draft **{slug}** are shown above. Change them, then save them to the draft "
+                f"(repeat readings and the order seed stay as they are).")
+
+    near(load_draft.click(on_load_draft, [admin_state, study], [*draft_fields, create_msg],
+                          api_name="study_load_draft"), "create-message")
+
+    @guarded
+    def on_save_draft(picked, title, instr, crit, ask_phase, turing, raters, width, height, fps, seconds, fit,
+                      instruction_source):
+        import dataclasses
+
+        slug = need_study(picked)
+        old = store().definition(slug)
+        blinding = {"width": optional_number(width, "Width", whole=True),
+                    "height": optional_number(height, "Height", whole=True),
+                    "fps": optional_number(fps, "Frames per second", whole=True),
+                    "max_seconds": optional_number(seconds, "Length in seconds"), "fit": fit or None}
+        new = form_definition(slug, title, instr, crit, ask_phase, turing, raters, 0, old.seed,
+                              config.studies_dir / slug / "incoming", blinding=blinding,
+                              instruction_source=instruction_source)
+        new = dataclasses.replace(new, clip_sets=old.clip_sets, repeats=old.repeats, phases=old.phases,
+                                  raters=tuple(dict.fromkeys([*old.raters, *new.raters])))
+        added = store().update_draft(slug, new)
+        note = (f" Access codes for {words.plural(len(added), 'new rater')} are beside this message (shown once)."
+                if added else "")
+        return (f"Saved the settings of the draft **{slug}**; imported clips now show as raters will see them."
+                + note, [[n, c] for n, c in added.items()], codes_download(slug, added, "added"))
+
+    near(save_draft.click(on_save_draft, [admin_state, study, *draft_fields[1:]], [create_msg, codes, codes_csv],
+                          api_name="study_save_draft"), "create-message")
 
     @guarded
     def on_create_yaml(file, text):
@@ -372,8 +452,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         definition = yaml_definition(data, raw, [Path.cwd(), Path.cwd() / "studies"])
         return after_create(definition, definition.clips())
 
-    create_yaml.click(on_create_yaml, [admin_state, y_file, y_text], [message, codes, study, hist_out, codes_csv],
-                      api_name="study_create_yaml")
+    near(create_yaml.click(on_create_yaml, [admin_state, y_file, y_text],
+                           [create_yaml_msg, codes, study, hist_out, codes_csv], api_name="study_create_yaml"),
+         "create-yaml-message")
 
     def need_study(slug):
         if not slug:
@@ -388,13 +469,16 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         waivable = [p for p in props if p in WAIVABLE]
         fixed_only = [p for p in report.problems if p.split(":", 1)[0] not in WAIVABLE]
         lines = ["**Import refused: raters could tell these clip sets apart after blinding.** Nothing was imported."]
-        lines += [f"- {p}" for p in report.problems]
+        lines += [f"- {words.in_app_words(p)}" for p in report.problems]
         if fixed_only:
-            lines.append("Length and instruction differences cannot be accepted: change the clips or the study.")
+            lines.append("Length and instruction differences cannot be accepted: change the clips, or change this "
+                         "draft under *Study settings* (Show the picked draft's settings, change, save), then "
+                         "import again.")
         if waivable:
             lines.append("To go ahead anyway, tick the differences you accept below and import again.")
-        choices = [(f"{prop}: {WAIVABLE[prop]}", prop) for prop in waivable]
-        return ("Import refused: see the table under *Import clips*.", gr.update(visible=True, value="\n".join(lines)),
+        choices = [(f"Accept this difference: {WAIVABLE[prop]}", prop) for prop in waivable]
+        return ("Import refused: what differs and what to do are just below.",
+                gr.update(visible=True, value="\n".join(lines)),
                 gr.update(visible=True, value=report.table),
                 gr.update(visible=bool(choices), choices=choices, value=[a for a in accepted or [] if a in waivable]))
 
@@ -417,12 +501,12 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                          accept=with_earlier_waivers(slug, accepted), phase=phase or None)
         except ParityError as error:
             return parity_refusal(error, accepted)
-        return imported(f"Imported {added} of {len(ids)} clips into **{slug}** (blinded copies; already-imported "
-                        f"clips are skipped).", accepted)
+        return imported(f"Imported {added} of {words.plural(len(ids), 'clip')} into **{slug}** (blinded copies; "
+                        f"clips imported before are skipped).", accepted)
 
-    parity_outputs = [message, parity_note, parity_table, accept]
-    import_hist.click(on_import_history, [admin_state, study, hist_ids, hist_phase, accept], parity_outputs,
-                      api_name="study_import_history")
+    parity_outputs = [import_msg, parity_note, parity_table, accept]
+    near(import_hist.click(on_import_history, [admin_state, study, hist_ids, hist_phase, accept], parity_outputs,
+                           api_name="study_import_history"), "import-message")
 
     @guarded
     def on_import_real(slug, folder, phase, uploads, accepted):
@@ -444,10 +528,10 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                          accept_differences=with_earlier_waivers(slug, accepted))
         except ParityError as error:
             return parity_refusal(error, accepted)
-        return imported(f"Imported {added} real clips into **{slug}**.", accepted)
+        return imported(f"Imported {words.plural(added, 'real clip')} into **{slug}**.", accepted)
 
-    import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload, accept],
-                      parity_outputs, api_name="study_import_real")
+    near(import_real.click(on_import_real, [admin_state, study, real_folder, real_phase, real_upload, accept],
+                           parity_outputs, api_name="study_import_real"), "import-message")
 
     def rater_names(text) -> list[str]:
         names = [n.strip() for n in (text or "").replace("\n", ",").split(",") if n.strip()]
@@ -461,8 +545,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"Access codes for **{', '.join(issued_)}** issued (shown once).", [[n, c] for n, c in issued_.items()],
                 codes_download(slug, issued_, "added"))
 
-    add_rater.click(on_add_rater, [admin_state, study, rater_name], [message, issued, issued_csv],
-                    api_name="study_add_rater")
+    near(add_rater.click(on_add_rater, [admin_state, study, rater_name], [rater_msg, issued, issued_csv],
+                         api_name="study_add_rater"), "raters-panel")
 
     @guarded
     def on_reissue(slug, names):
@@ -470,21 +554,21 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"New access codes for **{', '.join(issued_)}**; their old codes no longer work.",
                 [[n, c] for n, c in issued_.items()], codes_download(slug, issued_, "reissued"))
 
-    reissue.click(on_reissue, [admin_state, study, rater_name], [message, issued, issued_csv],
-                  api_name="study_reissue_code")
+    near(reissue.click(on_reissue, [admin_state, study, rater_name], [rater_msg, issued, issued_csv],
+                       api_name="study_reissue_code"), "raters-panel")
 
     def status_text(slug) -> str:
         stage = store().status(slug)
         what = {"draft": "being set up: raters cannot rate yet. Open it once clips and raters are in.",
-                "open": "open: raters rate. Lock it before the analysis you report.",
-                "locked": "locked for analysis: no rating can be added or changed."}[stage]
-        return f"**Life cycle**: study **{slug}** is **{stage}**, {what}"
+                "open": "raters can rate now. Lock it before the analysis you report.",
+                "locked": "no rating can be added or changed; the results are final."}[stage]
+        return f"**Life cycle**: study **{slug}** is **{stage}**: {what}"
 
     @guarded
     def on_status(slug):
         if not slug:  # e.g. the last study was deleted
             return "**Life cycle**: no study picked.", gr.update(), gr.update()
-        phases = list(store().definition(slug).phases)
+        phases = phase_options(store().definition(slug).phases)
         return status_text(slug), gr.update(choices=phases), gr.update(choices=phases)
 
     study.change(on_status, [admin_state, study], [lifecycle, real_phase, hist_phase], api_name="study_status",
@@ -495,7 +579,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         store().open_study(need_study(slug))
         return f"Opened **{slug}**: raters can sign in at a rater station now.", status_text(slug)
 
-    open_btn.click(on_open, [admin_state, study], [message, lifecycle], api_name="study_open")
+    near(open_btn.click(on_open, [admin_state, study], [life_msg, lifecycle], api_name="study_open"),
+         "lifecycle-panel")
 
     def confirmed(slug, typed) -> str:
         """Lock and delete cannot be undone: the lead types the study's short name, as on code hosting sites."""
@@ -511,8 +596,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"Locked **{slug}**: ratings are frozen for analysis (recorded in the audit log).", status_text(slug),
                 "")
 
-    lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [message, lifecycle, confirm],
-                   api_name="study_lock")
+    near(lock_btn.click(on_lock, [admin_state, study, confirm, lock_reason], [life_msg, lifecycle, confirm],
+                        api_name="study_lock"), "lifecycle-panel")
 
     @guarded
     def on_delete(slug, typed):
@@ -520,8 +605,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         return (f"Deleted the draft study **{slug}** and its {removed} blinded files.", "", studies_update(),
                 studies_update())
 
-    delete_btn.click(on_delete, [admin_state, study, confirm], [message, confirm, study, hist_out],
-                     api_name="study_delete")
+    near(delete_btn.click(on_delete, [admin_state, study, confirm], [life_msg, confirm, study, hist_out],
+                          api_name="study_delete"), "lifecycle-panel")
 
     def clip_fix(clip_id, reason) -> tuple[str, str]:
         clip_id = (clip_id or "").strip()
@@ -536,10 +621,11 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         clip_id, reason = clip_fix(clip_id, reason)
         record = store().relabel_clip(need_study(slug), clip_id, reason=reason, phase=phase or None,
                                       clip_set=(clip_set or "").strip() or None)
-        return f"Relabelled clip {clip_id}: phase {record.get('phase')}, clip set {record.get('clip_set')} (audited)."
+        return (f"Relabelled clip {clip_id}: phase {words.phase_name(record.get('phase'))}, clip set "
+                f"{record.get('clip_set')} (recorded in the audit log).")
 
-    relabel_btn.click(on_relabel, [admin_state, study, fix_clip, fix_reason, fix_phase, fix_set], message,
-                      api_name="study_relabel_clip")
+    near(relabel_btn.click(on_relabel, [admin_state, study, fix_clip, fix_reason, fix_phase, fix_set], fix_msg,
+                           api_name="study_relabel_clip"), "fix-message")
 
     @guarded
     def on_remove(slug, clip_id, reason):
@@ -547,7 +633,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         store().remove_clip(need_study(slug), clip_id, reason=reason)
         return f"Removed clip {clip_id} from **{slug}** and from every rater's order (audited)."
 
-    remove_btn.click(on_remove, [admin_state, study, fix_clip, fix_reason], message, api_name="study_remove_clip")
+    near(remove_btn.click(on_remove, [admin_state, study, fix_clip, fix_reason], fix_msg,
+                          api_name="study_remove_clip"), "fix-message")
 
     @guarded
     def on_clip_key(slug):
@@ -575,22 +662,29 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         note = f"{check[:1].upper()}{check[1:]}. {note}".strip()
         if results.ratings.empty:
             hidden = readable_table(None)
-            return (rows, "No ratings yet.", None, None, hidden, hidden, hidden, hidden, hidden, hidden, hidden,
-                    "No ratings yet.")
+            return (rows, "No ratings yet.", None, None, *[hidden] * 11, "", "No ratings yet.")
 
         def shown(table):
-            return readable_table(readable_labels(table))
+            return readable_table(readable_labels(table), clinician=True)
 
+        def full(table):
+            return readable_table(readable_labels(table), digits=6)
+
+        auc = results.turing_auc
+        main_auc = auc[auc["analysis"] == "rrrc"] if "analysis" in auc else auc
+        clinician_tables = [results.by_model_criterion, results.score_differences.drop(columns=["a", "b"]), main_auc,
+                            results.reliability, results.intra_rater, results.turing_by_model,
+                            results.phase_accuracy]
+        shown_columns = [c for t in clinician_tables if len(t) for c in t.columns]
         return (rows, summary_markdown(results), figure_by_criterion(results.ratings),
-                figure_by_phase(results.ratings),
-                shown(results.by_model_criterion.drop(columns=["var_rater", "var_clip", "var_error"])),
-                shown(results.score_differences.drop(columns=["a", "b"])), shown(results.turing_auc),
-                shown(results.reliability), shown(results.intra_rater), shown(results.turing_by_model),
-                shown(results.phase_accuracy), note)
+                figure_by_phase(results.ratings), *[shown(t) for t in clinician_tables],
+                full(results.by_model_criterion), full(results.score_differences.drop(columns=["a", "b"])),
+                full(auc), full(results.reliability), words.explanations(words.for_clinicians(shown_columns)), note)
 
     show_results.click(on_results, [admin_state, study],
                        [progress_table, summary, fig_criterion, fig_phase, scores_table, differences_table, auc_table,
-                        reliability, intra_table, turing_table, phase_table, message],
+                        reliability, intra_table, turing_table, phase_table, detail_scores, detail_differences,
+                        detail_auc, detail_reliability, columns_note, results_msg],
                        api_name="study_results")
 
     @guarded

@@ -11,6 +11,8 @@ import math
 
 import gradio as gr
 
+from app.glossary import ANALYSIS_NAMES, column_name, duration, for_clinicians
+
 logger = logging.getLogger("app")
 
 
@@ -49,14 +51,7 @@ def queue_message(place: int, wait_s: float | None) -> str:
     where = "Your clip is next" if place <= 1 else f"You are {ordinal(place)} in line"
     if wait_s is None:
         return f"{where}. The wait estimate appears once the first clip has started."
-    return f"{where}, about {_duration(wait_s)}."
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(1, round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    return f"{round(seconds / 60)} min"
+    return f"{where}, about {duration(wait_s)}."
 
 
 def round_value(value, digits: int = 3):
@@ -70,21 +65,17 @@ def round_value(value, digits: int = 3):
     return float(f"{value:.{digits}g}")
 
 
-def readable_header(name) -> str:
-    """'turing_accuracy' -> 'Turing accuracy'; 'ci_low' -> 'CI low'."""
-    words = str(name).replace("_", " ").split()
-    words = [w.upper() if w.lower() in {"ci", "icc", "id", "n", "fid", "fvd"} else w for w in words]
-    text = " ".join(words)
-    return text[:1].upper() + text[1:]
-
-
-def readable_table(frame, digits: int = 3):
-    """A results table for a person: rounded numbers, readable headers; a ``gr.update`` that hides the
-    table when it has no rows (an empty Dataframe shows "1 2 3" as headers)."""
+def readable_table(frame, digits: int = 3, clinician: bool = False):
+    """A results table for a person: rounded numbers, plain column names (see ``app.glossary``); with
+    ``clinician`` only the columns a clinician reads (the rest is for the statisticians' details). A
+    ``gr.update`` that hides the table when it has no rows (an empty Dataframe shows "1 2 3" as headers)."""
     if frame is None or len(frame) == 0:
         return gr.update(value=None, visible=False)
-    shown = frame.copy()
+    shown = frame[for_clinicians(frame.columns)].copy() if clinician else frame.copy()
     for column in shown.columns:
         shown[column] = shown[column].map(lambda v: round_value(v, digits))
-    shown.columns = [readable_header(c) for c in shown.columns]
+        if column in ("analysis",):
+            shown[column] = shown[column].map(lambda v: ANALYSIS_NAMES.get(v, v))
+    shown.columns = [column_name(c) for c in shown.columns]
     return gr.update(value=shown, visible=True)
+

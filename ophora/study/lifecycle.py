@@ -11,6 +11,7 @@ import os
 import random
 import secrets
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -268,6 +269,60 @@ class StudyLifeCycle(StoreCore):
         """``draft`` (set up; no ratings yet), ``open`` (raters rate) or ``locked`` (frozen for analysis)."""
         with self._read.begin() as s:
             return self._study(s, slug).status
+
+    def update_draft(self, slug: str, definition: StudyDefinition, *, actor: str = "admin") -> dict[str, str]:
+        """Change a draft's settings (title, instructions, criteria, questions, picture, raters) until it opens:
+        the study lead fixes what an import refusal names without deleting the study. Imported clips are
+        blinded again from their originals when the picture settings change (refused, naming the clip, if an
+        original is gone or changed); raters newly listed are added; returns their codes. Repeats and the
+        order seed cannot change (raters' orders are drawn from them)."""
+        created: list[Path] = []
+        staging: Path | None = None
+        try:
+            with self._writing() as s:
+                study = self._study(s, slug)
+                if study.status != "draft":
+                    raise StudyError(f"study {slug!r} is {study.status}: its settings can no longer change")
+                old = self._definition(study)
+                if definition.slug != slug:
+                    raise StudyError(f"the short name of study {slug!r} cannot change")
+                if (definition.repeats, definition.seed) != (old.repeats, old.seed):
+                    raise StudyError("repeat readings and the order seed cannot change after creation; "
+                                     "delete this draft and create it again to change them")
+                _check_unique_raters(definition.raters)
+                copies: list[tuple[Path, Path]] = []
+                staged: dict[Path, Path] = {}
+                if definition.blinding != old.blinding:
+                    for clip in s.scalars(select(Clip).where(Clip.study_id == study.id)).all():
+                        source = Path(clip.original_path)
+                        if not source.is_file() or blinding.sha256_of(source) != clip.sha256:
+                            raise StudyError(f"the original of clip {clip.blind_id} ({source.name}) is no longer on "
+                                             f"this machine; remove that clip, change the settings, then import it "
+                                             f"again")
+                        final = Path(clip.blinded_path)
+                        staging = staging or Path(tempfile.mkdtemp(prefix=".update-", dir=final.parent))
+                        staged[final] = blinding.blind_copy(source, staging / final.name, definition.blinding)
+                        copies.append((final, final))
+                        copies += [(final, Path(alias)) for alias in s.scalars(
+                            select(Assignment.alias_path).where(Assignment.clip_id == clip.id,
+                                                                Assignment.alias_path.is_not(None)))]
+                study.title = definition.title
+                study.definition_yaml = yaml.safe_dump(_definition_to_dict(definition), sort_keys=False)
+                with self._lock:
+                    self._definitions.pop(study.id, None)
+                self._audit(s, study.id, actor, "update_draft", old=_definition_to_dict(old),
+                            new=_definition_to_dict(definition), admin=True)
+                known = set(s.scalars(select(Rater.name).where(Rater.study_id == study.id)))
+                codes = {name: self._add_rater(s, study, name, actor, created)
+                         for name in definition.raters if name not in known}
+                _write_blinded(copies, staged, [])  # replaced in place: a failed call leaves the old files
+        except BaseException:
+            _remove(created)
+            raise
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        return codes
 
     def open_study(self, slug: str, *, actor: str = "admin") -> None:
         """draft -> open: raters can start. Needs at least one clip and one rater."""

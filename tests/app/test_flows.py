@@ -107,7 +107,7 @@ def test_history_rerun_and_survives_restart(studio, seeded_study, client_for):
 def test_two_raters_rate_change_and_results(studio, rater_station, seeded_study, client_for):
     alice, bob = client_for(rater_station.url), client_for(rater_station.url)
     final = rate_all(alice, seeded_study.codes["alice"], score=4)
-    assert "4/4 rated" in final["status"]
+    assert final["status"].endswith("**All 4 clips are rated. Thank you!**")  # and nothing else on screen
     rate_all(bob, seeded_study.codes["bob"], score=2)
     # Alice goes back one clip; changing the answer needs a reason and is audited.
     back = rater_screen(alice.predict(api_name="/rate_back"))
@@ -125,14 +125,19 @@ def test_two_raters_rate_change_and_results(studio, rater_station, seeded_study,
 
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
-    (progress, summary, fig_c, fig_p, scores, differences, auc, reliability, intra, turing, phase,
-     note) = lead.predict("app-study", api_name="/study_results")
+    (progress, summary, fig_c, fig_p, scores, differences, auc, reliability, intra, turing, phase, d_scores, _,
+     d_auc, _, columns_note, note) = lead.predict("app-study", api_name="/study_results")
     assert note.startswith("Record verified: ") and "chain head " in note  # what the figures came from
     rows = {r[0]: r for r in table_rows(progress)}
     assert rows["alice"][1:3] == [4, 4] and rows["bob"][1:3] == [4, 4] and rows["carol"][1] == 0
     assert fig_c is not None and fig_p is not None
     assert table_rows(reliability) and table_rows(turing) and table_rows(scores)
     assert "raters scored" in summary and "Real clips:" in summary
+    # Plain column names for a clinician, explained in one line; method names, degrees of freedom and variance
+    # components only in the statisticians' details.
+    assert "Standard error" in value_of(scores)["headers"] and "Degrees of freedom" not in value_of(scores)["headers"]
+    assert {"Degrees of freedom", "Readers x cases variance"} <= set(value_of(d_scores)["headers"])
+    assert "*Standard error*: how much" in columns_note
     for table in (reliability, turing, scores):  # rounded to 3 significant digits, headers in words
         shown = value_of(table)
         assert all("_" not in header for header in shown["headers"])
@@ -186,15 +191,15 @@ def test_import_rejects_corrupt_video(studio, seeded_study, client_for, tmp_path
 def test_kiosk_generates_in_queue_and_has_no_admin(kiosk, studio, seeded_study, client_for):
     client = client_for(kiosk.url)
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/kiosk_generate", "/kiosk_random_seed"}
+    assert names == {"/kiosk_generate"}  # a visitor picks a step; no seed or other technical field
     from ophora.vocabulary import load_phases
 
-    clip, message = client.predict(load_phases()[0].templates[0], "5", api_name="/kiosk_generate")
+    clip, message = client.predict(load_phases()[0].templates[0], api_name="/kiosk_generate")
     frames, _ = read_clip(video_path(clip))
-    assert frames.shape[0] == 9 and "Done" in message
+    assert frames.shape[0] == 9 and message.startswith("Done: your clip took ")
     # The visitor's copy (the served file, no sidecar) still carries its provenance and says synthetic.
     provenance = json.loads(read_container_metadata(video_path(clip))["comment"])
-    assert provenance["synthetic"] is True and provenance["seed"] == 5
+    assert provenance["synthetic"] is True and isinstance(provenance["seed"], int)
 
 
 def test_kiosk_file_names_ignore_the_client_session_hash(kiosk, app_data, client_for):
@@ -203,16 +208,15 @@ def test_kiosk_file_names_ignore_the_client_session_hash(kiosk, app_data, client
     client.session_hash = "../../kiosk-escape"
     from ophora.vocabulary import load_phases
 
-    clip, _ = client.predict(load_phases()[0].templates[0], "6", api_name="/kiosk_generate")
+    clip, _ = client.predict(load_phases()[0].templates[0], api_name="/kiosk_generate")
     assert video_path(clip).is_file()
     assert not list(app_data.parent.glob("kiosk-escape*")) and not list(app_data.glob("kiosk-escape*"))
     assert all(p.parent == app_data / "kiosk" for p in (app_data / "kiosk").rglob("*.mp4"))
 
 
-def test_kiosk_queue_shows_place_and_runs_one_job_at_a_time(kiosk, studio, client_for):
-    """While the GPU is busy, a second visitor waits in the queue with a place and an ETA, not beside the first."""
-    from gradio_client.utils import Status
-
+def test_kiosk_status_line_goes_from_waiting_to_running_to_done(kiosk, studio, client_for):
+    """While the GPU is busy, each visitor's one status line shows their place and wait, then the step and time
+    left, then the total time including the wait; the GPU still runs one clip at a time."""
     from ophora.vocabulary import load_phases
 
     template = load_phases()[0].templates[0]
@@ -223,25 +227,20 @@ def test_kiosk_queue_shows_place_and_runs_one_job_at_a_time(kiosk, studio, clien
         assert time.time() < deadline, "the studio job never started"
         time.sleep(0.1)
     first, second = client_for(kiosk.url), client_for(kiosk.url)
-    first_job = first.submit(template, "8", api_name="/kiosk_generate")
+    first_job = first.submit(template, api_name="/kiosk_generate")
     time.sleep(1.0)
-    second_job = second.submit(template, "9", api_name="/kiosk_generate")
-    deadline, seen = time.time() + 30, None
-    while time.time() < deadline:
-        status = second_job.status()
-        if status.code == Status.IN_QUEUE and status.rank is not None:
-            seen = status
-            break
-        time.sleep(0.1)
-    assert seen is not None, "the second visitor was never shown a place in the queue"
-    assert seen.rank == 0 and seen.queue_size >= 1  # next in line behind the visitor on the GPU
-    running = first_job.status()  # the first visitor holds the queue's one GPU slot, waiting for the lock
-    assert running.code in (Status.PROCESSING, Status.PROGRESS) and running.rank is None
-    assert running.progress_data and running.progress_data[0].desc == "Waiting for the GPU"
-    assert seen.eta is not None  # earlier kiosk clips give Gradio a typical duration
+    second_job = second.submit(template, api_name="/kiosk_generate")
+    deadline = time.time() + 30
+    while not any("3rd in line" in out[1] for out in second_job.outputs()):
+        assert time.time() < deadline, f"no place for the second visitor: {second_job.outputs()}"
+        time.sleep(0.2)
+    assert any(re.match(r"You are 2nd in line, about \d+ (s|min)\.$", out[1]) for out in first_job.outputs())
     operator.predict(api_name="/cancel")
     assert "Cancelled" in long_job.result(timeout=60)[1]
-    assert "Done" in first_job.result(timeout=120)[1] and "Done" in second_job.result(timeout=120)[1]
+    first_done, second_done = first_job.result(timeout=120)[1], second_job.result(timeout=120)[1]
+    lines = [out[1] for out in second_job.outputs()]
+    assert re.match(r"Done: your clip took \d+ s, of which \d+ s waiting in line\.$", second_done), lines
+    assert first_done.startswith("Done: your clip took "), first_done
 
 
 def test_rerun_from_history_reproduces_the_clip(studio, seeded_study, client_for):
@@ -330,7 +329,7 @@ def test_study_life_cycle_from_the_studies_tab(studio, rater_station, seeded_stu
     sign_in_admin(lead, ADMIN_PASSWORD)
     with pytest.raises(Exception, match="even"):
         lead.predict(*form_args("odd-study", "x", width=145), api_name="/study_create")
-    with pytest.raises(Exception, match="max_seconds"):
+    with pytest.raises(Exception, match="Length in seconds: must be more than 0"):
         lead.predict(*form_args("zero-study", "x", seconds=0), api_name="/study_create")
     message, codes, *_, codes_csv = lead.predict(*form_args("cycle-study", "gil"), api_name="/study_create")
     [[_, code]] = table_rows(codes)
@@ -410,7 +409,7 @@ def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, 
         make_video(small / f"case_{i}.mp4", 20 + i, size="64x48")
     message, note, table, accept = lead.predict("parity-study", str(small), "hydrodissection", [], [],
                                                 api_name="/study_import_real")
-    assert "Import refused" in message and "size" in note["value"] and "Nothing was imported" in note["value"]
+    assert "Import refused" in message and "Size: " in note["value"] and "accept-difference" not in note["value"] and "Nothing was imported" in note["value"]
     rows = {row[0]: row for row in table_rows(value_of(table))}
     assert set(rows) == {"studio-history", "studio-real"}
     assert [value for _, value in accept["choices"]] == ["size"] and accept["visible"] is True
@@ -428,8 +427,22 @@ def test_import_refuses_clip_sets_raters_could_tell_apart(studio, seeded_study, 
     make_video(short / "case_short.mp4", 30, size="144x96", seconds=0.5)
     message, note, _, accept = lead.predict("parity-study", str(short), "hydrodissection", [], [],
                                             api_name="/study_import_real")
-    assert "Import refused" in message and "case_short.mp4" in note["value"] and "length" in note["value"]
+    assert "Import refused" in message and "case_short.mp4" in note["value"] and "Length: " in note["value"]
     assert accept["visible"] is False  # a short clip cannot be accepted, only replaced
+    # What to do, in the app's words: shorten the clips in Study settings; the draft's settings can change.
+    assert "set Length in seconds to 0.5 in Study settings" in note["value"] and "max_seconds" not in note["value"]
+    shown = lead.predict("parity-study", api_name="/study_load_draft")
+    assert shown[0] == "parity-study" and shown[10] == "1" and "hal" in shown[6]
+    saved, new_codes, _ = lead.predict("parity-study", *shown[1:6], "hal, ida", *shown[7:10], "0.5", *shown[11:13],
+                                       api_name="/study_save_draft")
+    assert "Saved the settings" in saved and [row[0] for row in table_rows(new_codes)] == ["ida"]
+    message, *_ = lead.predict("parity-study", str(short), "hydrodissection", [], [], api_name="/study_import_real")
+    assert "Imported 1 real clip " in message
+    with StudyStore(studio.config.database_url) as db:
+        assert db.definition("parity-study").blinding.max_seconds == 0.5
+        clips = db.clips_frame("parity-study")
+        assert db.audit_log("parity-study").action.isin(["update_draft"]).sum() == 1
+    assert len(clips) == 5 and {read_clip(Path(p))[0].shape[0] for p in clips.blinded_path} == {4}  # all re-blinded
 
 
 def test_rater_sees_when_repeats_unlock(studio, rater_station, seeded_study, client_for):
@@ -496,5 +509,5 @@ blinding: {{width: 144, height: 96, fps: 8}}
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
     message, codes, *_, codes_csv = lead.predict(None, text, api_name="/study_create_yaml")
-    assert "with 1 raters and 0 clips" in message and "not imported" in message and "size" in message
+    assert "with 1 rater and 0 clips" in message and "not imported" in message and "Size: " in message
     assert table_rows(codes)[0][0] == "kim" and video_path(codes_csv).is_file()

@@ -34,7 +34,7 @@ def test_result_tables_are_rounded_with_readable_headers_and_hidden_when_empty()
                           "n_raters": [3]})
     update = readable_table(frame)
     shown = update["value"]
-    assert list(shown.columns) == ["Criterion", "ICC", "CI low", "N raters"]
+    assert list(shown.columns) == ["Question", "Icc", "95% interval from", "N raters"]
     assert shown.iloc[0].tolist() == ["realism", 0.0833, 0.0, 3]
     assert update["visible"] is True
     assert readable_table(frame.iloc[0:0])["visible"] is False and readable_table(None)["visible"] is False
@@ -127,3 +127,26 @@ def test_user_errors_log_one_line_not_a_traceback(caplog):
     assert error.print_exception is False and other.print_exception is False  # Gradio prints no traceback
     assert [r.getMessage() for r in caplog.records] == ["user error: Seed must be a whole number.",
                                                         "user error: Wrong admin password."]
+
+
+def test_glossary_says_study_checks_in_the_apps_words():
+    from app.glossary import duration, in_app_words, plural
+
+    assert [plural(n, "real clip") for n in (0, 1, 2)] == ["0 real clips", "1 real clip", "2 real clips"]
+    assert [duration(s) for s in (0.2, 40.4, 300, 5400)] == ["1 s", "40 s", "5 min", "1 h 30 min"]
+    text = in_app_words("length: clips are shorter: a.mp4; remove them or set blinding.max_seconds to at most 1.125")
+    assert text.endswith("set Length in seconds to 1.1 in Study settings")  # at most: rounded down
+    assert in_app_words("size: smaller; or accept it with --accept-difference size").endswith(
+        'or tick "accept this difference" below')
+    assert in_app_words("study form: blinding.fps: Input should be greater than 0 (got 0)") == \
+        "Frames per second: must be more than 0 (got 0)"
+
+
+def test_access_codes_are_read_in_any_case_with_or_without_dashes():
+    from app.rate_tab import normalize_code
+    from ophora.study.store import new_access_code
+
+    code = new_access_code()
+    assert {normalize_code(c) for c in (code, code.upper(), code.replace("-", ""), f" {code.upper()} ",
+                                        code.replace("-", " "))} == {code}
+    assert normalize_code("not-a-code") == "not-a-code"  # anything else goes to the store unchanged (refused)
