@@ -14,6 +14,7 @@ import pytest
 
 from tests.app.conftest import ADMIN_PASSWORD
 from tests.app.helpers import rate_all
+from app import glossary as words
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -123,7 +124,7 @@ def test_studio_forms_work_with_their_defaults(page, studio, rater_station, seed
     page.wait_for_selector("text=/Cancelled after step/", timeout=60_000)
     # Defaults only: a fresh page, a phase template (the one required field), Advanced open, Generate.
     page.reload()
-    page.get_by_text("Advanced: size and memory").click()
+    page.get_by_text(words.ADVANCED).click()
     page.wait_for_selector("#height input", state="visible")
     assert page.input_value("#height input") == "" and page.input_value("#width input") == ""
     page.locator("#template input").click()
@@ -133,7 +134,7 @@ def test_studio_forms_work_with_their_defaults(page, studio, rater_station, seed
     page.wait_for_selector("text=Saved to history", timeout=120_000)
     page.wait_for_selector("#gen-video video", timeout=60_000)
     close_toasts(page)
-    page.get_by_text("Advanced: size and memory").click()  # closed again for the screenshot
+    page.get_by_text(words.ADVANCED).click()  # closed again for the screenshot
     shot(page, "generate")
     assert_plain_words(page, "Generate")
 
