@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from ophora.study.definition import Blinding
+from ophora.study.screening import Borders
 
 FIXED_MTIME = 946684800  # 2000-01-01: file times must not reveal import order (real first, then model A...)
 
@@ -38,10 +39,11 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def video_filter(settings: Blinding) -> str:
+def video_filter(settings: Blinding, borders: Borders | None = None) -> str:
     """The ffmpeg filter chain every clip goes through.
 
-    ``fit: crop`` (default): scale until the frame is covered, then cut the centre to the study size, so no
+    Uniform ``borders`` measured on the clip (black bars, :mod:`ophora.study.screening`) are cropped away
+    first, under either fit, so bars of one clip set never reach raters. ``fit: crop`` (default): scale until the frame is covered, then cut the centre to the study size, so no
     clip has bars whatever its aspect ratio. ``fit: letterbox``: scale to fit inside and pad with black
     (parity refuses clip sets of different aspect ratios there, so every clip gets the same bars)."""
     w, h = settings.width, settings.height
@@ -49,14 +51,15 @@ def video_filter(settings: Blinding) -> str:
         geometry = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}"
     else:
         geometry = f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2"
-    return f"{geometry},fps={settings.fps},setsar=1,format=yuv420p"
+    crop = borders.crop_filter() if borders is not None else None
+    return f"{crop + ',' if crop else ''}{geometry},fps={settings.fps},setsar=1,format=yuv420p"
 
 
-def blind_copy(src: Path, dst: Path, settings: Blinding) -> Path:
-    """Re-encode ``src`` to ``dst`` (H.264 yuv420p, no audio, no metadata, bit-exact muxer), trimmed to
-    exactly the study's frame count when a study length is set."""
+def blind_copy(src: Path, dst: Path, settings: Blinding, borders: Borders | None = None) -> Path:
+    """Re-encode ``src`` to ``dst`` (H.264 yuv420p, no audio, no metadata, bit-exact muxer) without its
+    ``borders``, trimmed to exactly the study's frame count when a study length is set."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    vf = video_filter(settings)
+    vf = video_filter(settings, borders)
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src),
            "-map", "0:v:0", "-map_metadata", "-1", "-map_chapters", "-1", "-sn", "-an", "-dn",
            "-vf", vf, "-c:v", "libx264", "-preset", "medium", "-crf", str(settings.crf),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import random
 import secrets
@@ -20,7 +21,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ophora.study import blinding, chain
+from ophora.study import blinding, chain, screening
 from ophora.study.definition import ClipSpec, StudyDefinition
 from ophora.study.models import Assignment, AuditEntry, Clip, Rater, RecordLink, Study
 from ophora.study.store_core import (ParityError, StoreCore, StudyError, UnknownClipError, UnknownRaterError,
@@ -217,7 +218,11 @@ class StudyLifeCycle(StoreCore):
             for i, (spec, digest) in enumerate(todo):
                 blind_id = blinding.new_blind_id()
                 final = target / f"{blind_id}.mp4"
-                staged[final] = blinding.blind_copy(spec.path, staging / f"{blind_id}.mp4", definition.blinding)
+                screen = report.screens[spec.path]
+                staged[final] = blinding.blind_copy(spec.path, staging / f"{blind_id}.mp4", definition.blinding,
+                                                    screen.borders)
+                if definition.blinding.fit == "crop":
+                    _check_no_borders(spec, staged[final], screen, definition.blinding)
                 rows.append(Clip(study_id=study_id, blind_id=blind_id, clip_set=spec.clip_set, source=spec.source,
                                  model=spec.model, phase=spec.phase, instruction=spec.instruction,
                                  original_path=str(spec.path), sha256=digest, blinded_path=str(final)))
@@ -469,6 +474,20 @@ def _check_spec(definition: StudyDefinition, spec: ClipSpec) -> None:
         raise StudyError(f"{where}: model is empty (use 'real' for real clips, the model name for generated ones)")
     if spec.phase is not None and definition.match_phase(spec.phase) != spec.phase:
         raise StudyError(f"{where}: phase {spec.phase!r} is not one of the study's phases {list(definition.phases)}")
+
+
+def _check_no_borders(spec: ClipSpec, blinded: Path, screen: screening.PictureScreen, settings) -> None:
+    """Fail closed: a blinded copy under ``fit: crop`` has no uniform border left (bars that change within
+    a clip are cropped only as far as every sampled frame had them). Edge lines too narrow to count in the
+    source are not counted once enlarged either."""
+    width, height = screen.picture_size
+    enlarged = max(settings.width / width, settings.height / height, 1.0)
+    left = screening.measure_borders(screening.sample_luma(blinded, settings.frames),
+                                     min_border=math.ceil(screening.MIN_BORDER * enlarged))
+    if left.any:
+        raise StudyError(f"clip {spec.path.name} of clip set {spec.clip_set!r} still shows a uniform border after "
+                         f"blinding ({left.describe()}): its bars change within the clip, so raters could tell it "
+                         f"apart; crop or trim the source so its bars stay the same, or leave it out")
 
 
 def _write_blinded(copies: list[tuple[Path, Path]], staged: dict[Path, Path], created: list[Path]) -> None:
