@@ -29,6 +29,7 @@ from ophora.study.store_core import (ParityError, StoreCore, StudyError, Unknown
                                      new_access_code)
 
 
+PAST = {"relabel": "relabelled", "remove": "removed"}
 IMPORT_LOCK = 0x0F0B  # PostgreSQL advisory lock class of a study's import (the second key is the study id)
 
 
@@ -77,8 +78,9 @@ class StudyLifeCycle(StoreCore):
                 codes = {}
                 for name in names:
                     if s.scalar(select(Rater.id).where(Rater.study_id == study.id, Rater.name == name)) is not None:
-                        raise StudyError(f"rater {name!r} already exists in study {slug!r}; "
-                                         f"use reissue_code() for a new code")
+                        raise StudyError(f"rater {name!r} already exists in study {slug!r}; give them a new "
+                                         f"access code instead: python -m ophora study reissue-code {slug} "
+                                         f"'{name}'")
                     codes[name] = self._add_rater(s, study, name, actor, created)
         except BaseException:
             _remove(created)
@@ -193,7 +195,7 @@ class StudyLifeCycle(StoreCore):
             checked = (frozenset(known), study.accepted_differences)  # what the parity check below compares against
             target = Path(blind_dir or study.blind_dir or "")
         if not str(target) or str(target) == ".":
-            raise StudyError(f"study {slug!r} has no folder for blinded clips; pass blind_dir=")
+            raise StudyError(f"study {slug!r} has no folder for blinded clips; give one (--blind-dir)")
         report = self.check_parity(slug, clips, accept=accept_differences)
         if not report.ok:
             raise ParityError(report)
@@ -364,7 +366,8 @@ class StudyLifeCycle(StoreCore):
             changes = {k: v for k, v in (("clip_set", clip_set), ("source", source), ("model", model),
                                          ("phase", phase), ("instruction", instruction)) if v is not None}
             if not changes:
-                raise StudyError("relabel_clip() was given nothing to change")
+                raise StudyError("give at least one new value: clip set, source, model, phase or instruction "
+                                 "(--clip-set, --source, --model, --phase, --instruction)")
             if "phase" in changes:
                 matched = definition.match_phase(changes["phase"])
                 if matched is None:
@@ -392,7 +395,7 @@ class StudyLifeCycle(StoreCore):
         rated = s.scalar(select(func.count()).select_from(Assignment)
                          .where(Assignment.clip_id == clip.id, Assignment.completed_at.is_not(None)))
         if rated:
-            raise StudyError(f"clip {clip_id} already has {rated} rating(s): it can no longer be {what}d "
+            raise StudyError(f"clip {clip_id} already has {rated} rating(s): it can no longer be {PAST[what]} "
                              f"(ratings are kept; exclude it in the analysis instead)")
         return study, clip
 

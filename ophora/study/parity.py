@@ -33,6 +33,7 @@ UPSCALE_TOLERANCE = 1.05  # scaling up by up to 5% is invisible
 ASPECT_TOLERANCE = 0.01
 # Problems that are about the files, not about what tells clip sets apart (the report's headline differs).
 FILE_PROBLEMS = ("damaged", "label", "blank")
+SETTING_PROBLEMS = ("repeats", "frame")
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,16 @@ class ParityReport:
             return ("Clip sets match: after blinding every clip has the same size, frame rate and length, and "
                     "no clip shows the SYNTHETIC label." + borders)
         lines = []
-        files = [p for p in self.problems if p.split(":", 1)[0] in FILE_PROBLEMS]
-        tells = [p for p in self.problems if p not in files]
+        kind = {p: p.split(":", 1)[0] for p in self.problems}
+        files = [p for p in self.problems if kind[p] in FILE_PROBLEMS]
+        settings = [p for p in self.problems if kind[p] in SETTING_PROBLEMS]
+        tells = [p for p in self.problems if p not in files and p not in settings]
         if files:
             lines.append("These clips cannot be shown to raters, so the import was refused:")
             lines += [f"  - {p}" for p in files]
+        if settings:
+            lines.append("The study's settings do not fit these clips, so the import was refused:")
+            lines += [f"  - {p}" for p in settings]
         if tells:
             lines.append("Raters could tell these clip sets apart after blinding, so the import was refused:")
             lines += [f"  - {p}" for p in tells]
@@ -273,7 +279,14 @@ def check_parity(definition: StudyDefinition, clips: Iterable[ClipSpec], *, acce
     upscale = {name: max(_upscale(screens[s.path].picture_size, b.width, b.height, b.fit) for s in specs)
                for name, specs in sets.items()}
     soft = [n for n, f in upscale.items() if f > UPSCALE_TOLERANCE]
-    if soft and len(soft) < len(sets):
+    pictures = [screens[s.path].picture_size for s in clips]
+    least = min((_upscale(size, b.width, b.height, b.fit) for size in pictures), default=1.0)
+    if least > UPSCALE_TOLERANCE:
+        largest = max(pictures, key=lambda size: size[0] * size[1])
+        problems.append(f"frame: the study frame {b.width}x{b.height} is larger than every clip (each would be "
+                        f"enlarged at least {least:.2f}x, the largest picture is {largest[0]}x{largest[1]}); set "
+                        f"blinding width/height to at most {largest[0]}x{largest[1]}")
+    elif soft and len(soft) < len(sets):
         smallest = min((screens[s.path].picture_size for s in clips), key=lambda size: size[0] * size[1])
         differ("size", f"clip sets {soft} would be enlarged {max(upscale[n] for n in soft):.2f}x to "
                        f"{b.width}x{b.height}, the others not",
@@ -288,6 +301,11 @@ def check_parity(definition: StudyDefinition, clips: Iterable[ClipSpec], *, acce
         differ("aspect", f"under fit: letterbox clips of aspect ratios {all_aspects} get different bars "
                          f"(study frame {b.width}x{b.height})",
                barred or list(sets), "use fit: crop (the default) so every clip fills the frame")
+
+    # Repeats: each is a second reading of a different clip, so there cannot be more than clips.
+    if definition.repeats.count > len(clips) and clips:
+        problems.append(f"repeats: the study asks for {definition.repeats.count} repeat readings per rater but has "
+                        f"{len(clips)} clips; set repeats (count) to at most {len(clips)}")
 
     rows = []
     shown_frames = b.frames or min((round(infos[s.path].seconds * b.fps) for s in clips), default=0)
