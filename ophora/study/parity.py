@@ -279,12 +279,12 @@ def check_parity(definition: StudyDefinition, clips: Iterable[ClipSpec], *, acce
     upscale = {name: max(_upscale(screens[s.path].picture_size, b.width, b.height, b.fit) for s in specs)
                for name, specs in sets.items()}
     soft = [n for n, f in upscale.items() if f > UPSCALE_TOLERANCE]
-    pictures = [screens[s.path].picture_size for s in clips]
-    least = min((_upscale(size, b.width, b.height, b.fit) for size in pictures), default=1.0)
+    sources = [(infos[s.path].width, infos[s.path].height) for s in clips]
+    least = min((_upscale(size, b.width, b.height, b.fit) for size in sources), default=1.0)
     if least > UPSCALE_TOLERANCE:
-        largest = max(pictures, key=lambda size: size[0] * size[1])
+        largest = max(sources, key=lambda size: size[0] * size[1])
         problems.append(f"frame: the study frame {b.width}x{b.height} is larger than every clip (each would be "
-                        f"enlarged at least {least:.2f}x, the largest picture is {largest[0]}x{largest[1]}); set "
+                        f"enlarged at least {least:.2f}x, the largest is {largest[0]}x{largest[1]}); set "
                         f"blinding width/height to at most {largest[0]}x{largest[1]}")
     elif soft and len(soft) < len(sets):
         smallest = min((screens[s.path].picture_size for s in clips), key=lambda size: size[0] * size[1])

@@ -7,11 +7,12 @@ Each clip is screened on a few evenly spaced frames (luma only):
 
 - the label: its sidecar (or MP4 comment) says so, or the corner correlates with the label the project draws
   (:func:`ophora.generation.video.synthetic_mark_layout` gives its exact place and shape);
-- borders: like ffmpeg's ``cropdetect``, lines from each edge inward that are uniform in every sampled frame;
+- borders: like ffmpeg's ``cropdetect``, lines from each edge inward that are dark and uniform in every
+  sampled frame;
   blinding crops them away before fitting the study frame, so no clip set keeps bars another set lacks.
 
 Limits (see docs/studies.md for measured rates): the label is found where the project drew it, at the clip's
-own scale; a label moved, cropped off-centre or redrawn in another font is not recognised. Borders that
+size or rescaled by 0.5x-2x since; a label moved, cropped off or redrawn in another font is not recognised. Borders that
 change within a clip (a bar that appears half-way) are only cropped as far as every sampled frame has them;
 the import therefore measures the blinded copies again and refuses any that still have borders.
 """
@@ -24,9 +25,11 @@ from pathlib import Path
 import numpy as np
 
 SAMPLED_FRAMES = 8
+RESCALES = (1.0, 0.5, 2 / 3, 0.75, 1.5, 2.0)  # a labelled clip may have been rescaled by these factors since
 MARK_THRESHOLD = 0.5  # median correlation with the label; unmarked footage stays below 0.2 (bench/bench_screening.py)
 LINE_STD = 6.0  # a border line varies by less than this (0-255 luma) along its length...
-LINE_DRIFT = 6.0  # ...and stays within this of the outermost line's level
+LINE_DRIFT = 6.0  # ...and stays within this of the outermost line's level...
+DARK_LEVEL = 32  # ...and is dark, as cropdetect's limit (24 of 255, plus coding noise): bars, not a grey scene
 MIN_BORDER = 3  # borders of 1-2 px are coding noise at a frame edge, not bars a rater sees
 EDGE_MARGIN = 2  # crop this much beyond a border: the coded edge of a bar rings into the picture
 MAX_BORDER_SHARE = 0.5  # a clip whose borders leave less than half the picture is not a picture
@@ -103,33 +106,53 @@ def sample_luma(path: str | Path, frames: int | None = None, count: int = SAMPLE
     return np.stack(out[:count + 1])
 
 
-def mark_score(luma: np.ndarray) -> float:
-    """Median over frames of the correlation between the top-left corner and the label's text drawn where
-    the project draws it at this frame height (1: the label; near 0: anything else)."""
+def _label_template(height: int, width: int, scale: float) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """The label's text as drawn on a frame ``height / scale`` pixels high, then resized by ``scale`` (a
+    labelled clip that was rescaled later): its box in this frame and the text's pattern inside it."""
+    import cv2
+
     from ophora.generation.video import draw_mark_text, synthetic_mark_layout
 
-    height, width = luma.shape[1:]
-    layout = synthetic_mark_layout(height)
+    drawn_h, drawn_w = round(height / scale), round(width / scale)
+    layout = synthetic_mark_layout(drawn_h)
     x0, y0, x1, y1 = layout["box"]
-    if x1 > width or y1 > height:
-        return 0.0
-    text = np.zeros((height, width), np.uint8)
-    draw_mark_text(text, layout, colour=255)
-    template = text[y0:y1, x0:x1].astype(np.float64).ravel()
-    template -= template.mean()
-    scores = []
-    for frame in luma:
-        box = frame[y0:y1, x0:x1].astype(np.float64).ravel()
-        box -= box.mean()
-        norm = np.sqrt((box @ box) * (template @ template))
-        scores.append(float(box @ template / norm) if norm > 0 else 0.0)
-    return float(np.median(scores))
+    if x1 > drawn_w or y1 > drawn_h:
+        return None
+    canvas = np.zeros((y1, x1), np.uint8)
+    draw_mark_text(canvas, layout, colour=255)
+    box = tuple(round(v * scale) for v in (x0, y0, x1, y1))
+    if box[2] - box[0] < 8 or box[3] - box[1] < 4:
+        return None
+    pattern = cv2.resize(canvas[y0:y1, x0:x1], (box[2] - box[0], box[3] - box[1]), interpolation=cv2.INTER_AREA)
+    return box, pattern.astype(np.float64)
+
+
+def mark_score(luma: np.ndarray) -> float:
+    """How much the top-left corner looks like the project's label: the median over frames of the correlation
+    with the label's text, drawn where the project draws it at this frame's size or at the size the clip had
+    before a rescale (0.5x to 2x); the best of those (1: the label; near 0: anything else)."""
+    height, width = luma.shape[1:]
+    best = 0.0
+    for scale in RESCALES:
+        template = _label_template(height, width, scale)
+        if template is None:
+            continue
+        (x0, y0, x1, y1), pattern = template
+        pattern = pattern.ravel() - pattern.mean()
+        scores = []
+        for frame in luma:
+            box = frame[y0:y1, x0:x1].astype(np.float64).ravel()
+            box -= box.mean()
+            norm = np.sqrt((box @ box) * (pattern @ pattern))
+            scores.append(float(box @ pattern / norm) if norm > 0 else 0.0)
+        best = max(best, float(np.median(scores)))
+    return best
 
 
 def _border_depth(lines: np.ndarray) -> int:
     """How many lines from the edge (axis 1 of (N, L, K)) are uniform in every frame."""
     level = lines.mean(axis=2)
-    uniform = (lines.std(axis=2) < LINE_STD) & (np.abs(level - level[:, :1]) < LINE_DRIFT)
+    uniform = (lines.std(axis=2) < LINE_STD) & (np.abs(level - level[:, :1]) < LINE_DRIFT) & (level < DARK_LEVEL)
     depth = np.where(uniform.all(axis=1), uniform.shape[1], np.argmin(uniform, axis=1))
     return int(depth.min())
 
