@@ -15,7 +15,7 @@ from ophora.generation.video import read_clip, write_clip
 from ophora.study import ParityError, StudyStore, load_definition
 from ophora.study.blinding import FIXED_MTIME, ffmpeg_exe
 from ophora.study.definition import phase_wording
-from ophora.study.screening import mark_score, measure_borders, sample_luma
+from ophora.study.screening import MARK_THRESHOLD, mark_score, measure_borders, sample_luma
 from tests.study.helpers import full_answer, write_study
 
 SECRET_SEED = "9876543210"
@@ -183,7 +183,7 @@ def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
         #     the label (its corner does not look like the label drawn at this size).
         luma = sample_luma(f)
         assert not measure_borders(luma).any, f"{f.name} has borders after blinding"
-        assert mark_score(luma) < 0.2
+        assert mark_score(luma) < MARK_THRESHOLD
         for word in FORBIDDEN + ["real recording"]:
             assert word not in report.lower(), f"{word!r} in container metadata of {f.name}"
 
