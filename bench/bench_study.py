@@ -7,7 +7,8 @@ Each rater is a thread (as in the app server: one process, one StudyStore) that 
 submit_rating. Two rounds: "burst" (no think time: all 50 press submit at once, all the time; the worst
 case, where SQLite's single writer makes raters queue) and "paced" (each rater pauses a random 0-2x
 --think-ms between clips, still far busier than real raters who watch a clip for seconds). Prints the
-median and p99 latency of submit_rating (the call a rater waits on) and of next_item for each round.
+median and p99 latency of submit_rating (the call a rater waits on) and of next_item for each round, and
+that the record still verifies (`study verify`). `--profile`: one rater alone under cProfile afterwards.
 """
 
 from __future__ import annotations
@@ -99,10 +100,35 @@ def run_round(args, think_ms: float) -> bool:
     print(f"  submit_rating latency: median {statistics.median(submit_ms):.1f} ms, "
           f"p99 {percentile(submit_ms, 99):.1f} ms, max {max(submit_ms):.1f} ms")
     print(f"  next_item latency:     median {statistics.median(next_ms):.1f} ms, p99 {percentile(next_ms, 99):.1f} ms")
-    print(f"  ratings stored: {stored} of {expected}; integrity_check: {integrity_check(store.engine)}")
+    check = store.verify_record("bench")
+    print(f"  ratings stored: {stored} of {expected}; integrity_check: {integrity_check(store.engine)}; "
+          f"{check.line if check.ok else 'RECORD CHECK FAILED: ' + check.problems[0]}")
+    if args.profile and not think_ms:
+        profile_one_rater(store, definition)
     store.close()
     shutil.rmtree(work, ignore_errors=True)
     return stored == expected
+
+
+def profile_one_rater(store: StudyStore, definition) -> None:
+    """--profile: one more rater alone (no contention) submits every clip under cProfile; prints the
+    uncontended time per submission and where it goes."""
+    import cProfile
+    import pstats
+
+    code = store.add_rater("bench", "profiled")
+    prof, wall = cProfile.Profile(), []
+    while (item := store.next_item(code)) is not None:
+        scores = {c["name"]: 3 for c in item.criteria}
+        t0 = time.perf_counter()
+        prof.enable()
+        store.submit_rating(code, item.clip_id, scores, phase="incision", turing="real", confidence=3, seconds=1.0)
+        prof.disable()
+        wall.append((time.perf_counter() - t0) * 1000)
+    stats = pstats.Stats(prof)
+    print(f"[profile] one rater alone: submit_rating median {statistics.median(wall):.1f} ms under cProfile, "
+          f"{stats.total_calls / len(wall):.0f} Python calls per submission; top 12 by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(12)
 
 
 def main() -> int:
@@ -110,6 +136,7 @@ def main() -> int:
     parser.add_argument("--raters", type=int, default=50)
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--think-ms", type=float, default=300.0, help="mean pause between clips in the paced round")
+    parser.add_argument("--profile", action="store_true", help="after the burst round, profile one rater alone")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
                         help="SQLite synchronous mode (FULL, the default, fsyncs every committed rating)")
     args = parser.parse_args()

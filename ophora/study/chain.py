@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Float, bindparam, insert, select
 
 from ophora.study.models import Answer, Assignment, AuditEntry, Clip, Rater, Rating, RecordLink
 
@@ -36,6 +36,9 @@ LIFE_CYCLE = ("open_study", "lock_study", "start_record")
 COLUMNS = {name: tuple(c.name for c in model.__table__.columns if c.name != "code_hash")
            for name, model in CHAINED.items()}
 TABLE_OF = {model: name for name, model in CHAINED.items()}
+# SQLite hands a REAL that holds a whole number back as an int from RETURNING (1 for 1.0): such columns are
+# hashed as floats whichever way the value was read.
+FLOATS = {name: {c.name for c in model.__table__.columns if isinstance(c.type, Float)} for name, model in CHAINED.items()}
 
 
 def _plain(value: Any) -> Any:
@@ -48,7 +51,9 @@ def _plain(value: Any) -> Any:
 
 def row_hash(table: str, values: Mapping[str, Any]) -> str:
     """SHA-256 over the row's covered columns as canonical JSON."""
-    payload = json.dumps({c: _plain(values[c]) for c in COLUMNS[table]}, sort_keys=True, separators=(",", ":"))
+    floats = FLOATS[table]
+    payload = json.dumps({c: _plain(float(values[c]) if c in floats and values[c] is not None else values[c])
+                          for c in COLUMNS[table]}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{table}:{payload}".encode("utf-8")).hexdigest()
 
 

@@ -248,10 +248,10 @@ class StudyLifeCycle(StoreCore):
                 for clip in rows:
                     self._audit(s, study_id, actor, "import_clip",
                                 new={"clip_id": clip.blind_id, "clip_set": clip.clip_set}, admin=True)
-                copies = [(final, final) for final in staged]
+                copies = [(final, final, None) for final in staged]
                 for rater in s.scalars(select(Rater).where(Rater.study_id == study_id)).all():
                     copies += self._extend_order(s, study, rater, definition)
-                _write_blinded(copies, staged, created)
+                _write_blinded(copies, staged, created, definition.blinding)
         except BaseException:
             _remove(created)
             raise
@@ -416,50 +416,57 @@ class StudyLifeCycle(StoreCore):
         s.add(rater)
         s.flush()
         self._audit(s, study.id, actor, "add_rater", new={"rater": rater.name}, admin=True)
-        _write_blinded(self._extend_order(s, study, rater, self._definition(study)), {}, created)
+        definition = self._definition(study)
+        _write_blinded(self._extend_order(s, study, rater, definition), {}, created, definition.blinding)
         return code
 
     def _extend_order(self, s: Session, study: Study, rater: Rater,
-                      definition: StudyDefinition) -> list[tuple[Path, Path]]:
+                      definition: StudyDefinition) -> list[tuple[Path, Path, Path]]:
         """Append clips this rater has not been given yet, in an order seeded by (study seed, rater, count),
-        then the repeat readings (once), so every rater's order is random, independent and reproducible.
-        Returns the repeat copies to write: (blinded file, copy) pairs."""
-        existing = list(s.execute(select(Assignment.clip_id, Assignment.reading).where(Assignment.rater_id == rater.id)))
-        first = {clip_id for clip_id, reading in existing if reading == 0}
-        has_repeats = any(reading > 0 for _, reading in existing)
+        with the repeat readings (once) at random places after their first reading that respect an item
+        washout, so every rater's order is random, independent and reproducible, and a repeat is not told by
+        coming last. Returns the repeat files to encode: (original clip, repeat file, first reading's file)."""
+        existing = list(s.execute(select(Assignment.clip_id, Assignment.reading, Assignment.position)
+                                  .where(Assignment.rater_id == rater.id)))
+        first_at = {clip_id: position for clip_id, reading, position in existing if reading == 0}
+        has_repeats = any(reading > 0 for _, reading, _ in existing)
         clip_ids = sorted(s.scalars(select(Clip.id).where(Clip.study_id == study.id)))
-        new = [c for c in clip_ids if c not in first]
-        copies: list[tuple[Path, Path]] = []
+        new = [c for c in clip_ids if c not in first_at]
         if not new:
-            return copies
+            return []
         rng = random.Random(f"{study.seed}:{rater.name}:{len(existing)}")
         rng.shuffle(new)
-        position = len(existing)
-        for clip_id in new:
-            position += 1
-            s.add(Assignment(rater_id=rater.id, clip_id=clip_id, position=position, reading=0))
+        # The new readings as (clip, reading); an earlier first reading sits at index position - E - 1 < 0.
+        done = len(existing)
+        block: list[tuple[int, int]] = [(c, 0) for c in new]
+        index = {c: p - done - 1 for c, p in first_at.items()}
         if definition.repeats.count and not has_repeats:
-            pool = sorted(first | set(new))
-            gap = definition.repeats.after_items
-            if gap is not None:
-                # Repeats come after every first reading, so a clip at first position p is followed by
-                # (firsts - p) readings: only clips with enough readings after them can meet the washout.
-                positions = dict(s.execute(select(Assignment.clip_id, Assignment.position)
-                                           .where(Assignment.rater_id == rater.id, Assignment.reading == 0)).all())
-                positions.update({c: len(existing) + i + 1 for i, c in enumerate(new)})
-                pool = [c for c in pool if position - positions[c] >= gap]
-                if len(pool) < min(definition.repeats.count, len(positions)):
-                    raise StudyError(f"repeats.after_items is {gap}, but with {len(positions)} clips only "
-                                     f"{len(pool)} can be repeated after that many other readings; lower "
-                                     f"'after_items' or 'count', or add clips")
-            for clip_id in rng.sample(pool, min(definition.repeats.count, len(pool))):
-                position += 1
-                src = Path(s.get(Clip, clip_id).blinded_path)
-                alias_id = blinding.new_blind_id()
-                alias_path = src.with_name(f"{alias_id}{src.suffix}")
-                copies.append((src, alias_path))
-                s.add(Assignment(rater_id=rater.id, clip_id=clip_id, position=position, reading=1,
-                                 alias_id=alias_id, alias_path=str(alias_path)))
+            gap = definition.repeats.after_items or 0
+            # A clip can be repeated only with at least ``gap`` first readings after its own.
+            pool = sorted(c for c in set(first_at) | set(new)
+                          if len(new) - 1 - (index[c] if c in index else new.index(c)) >= gap)
+            wanted = min(definition.repeats.count, len(first_at) + len(new))
+            if len(pool) < wanted:
+                raise StudyError(f"repeats.after_items is {gap}, but with {len(first_at) + len(new)} clips only "
+                                 f"{len(pool)} can be repeated after that many other readings; lower "
+                                 f"'after_items' or 'count', or add clips")
+            for clip_id in rng.sample(pool, wanted):
+                at = index[clip_id] if clip_id in index else block.index((clip_id, 0))
+                block.insert(rng.randint(max(0, at + 1 + gap), len(block)), (clip_id, 1))
+        copies: list[tuple[Path, Path, Path]] = []
+        for position, (clip_id, reading) in enumerate(block, start=done + 1):
+            if reading == 0:
+                s.add(Assignment(rater_id=rater.id, clip_id=clip_id, position=position, reading=0))
+                continue
+            clip = s.get(Clip, clip_id)
+            blinded = Path(clip.blinded_path)
+            alias_id = blinding.new_blind_id()
+            alias_path = blinded.with_name(f"{alias_id}{blinded.suffix}")
+            # Its own encode, from the original (or, if that has gone since import, from the blinded file).
+            original = Path(clip.original_path)
+            copies.append((original if original.is_file() else blinded, alias_path, blinded))
+            s.add(Assignment(rater_id=rater.id, clip_id=clip_id, position=position, reading=1,
+                             alias_id=alias_id, alias_path=str(alias_path)))
         s.flush()
         return copies
 
@@ -493,18 +500,25 @@ def _check_no_borders(spec: ClipSpec, blinded: Path, screen: screening.PictureSc
                          f"apart; crop or trim the source so its bars stay the same, or leave it out")
 
 
-def _write_blinded(copies: list[tuple[Path, Path]], staged: dict[Path, Path], created: list[Path]) -> None:
+def _write_blinded(copies: list[tuple[Path, Path, Path | None]], staged: dict[Path, Path], created: list[Path],
+                   settings) -> None:
     """Write blinded files in a random order (creation order and inode numbers must not follow clip sets
     or reveal repeats), each its own file (no hard links: a link count of 2 would mark a repeat), all with
-    one fixed modification time. ``copies`` are (blinded path, destination) pairs; the bytes come from the
-    staging folder where ``staged`` has them. Every file made is appended to ``created``."""
+    one fixed modification time. ``copies`` are (source, destination, first reading) triples: a destination
+    in ``staged`` gets the bytes encoded there; a repeat reading is encoded now from its source, to another
+    size than its first reading (:func:`blinding.blind_repeat`), without the source's borders. Every file made
+    is appended to ``created``."""
     order = list(copies)
     random.SystemRandom().shuffle(order)
-    for src, dst in order:
-        tmp = dst.with_name(dst.stem + ".part")
-        shutil.copyfile(staged.get(src, src), tmp)
+    for src, dst, first in order:
         created.append(dst)
-        os.replace(tmp, dst)
+        if dst in staged:
+            tmp = dst.with_name(dst.stem + ".part")
+            shutil.copyfile(staged[dst], tmp)
+            os.replace(tmp, dst)
+        else:  # from the original: crop the same borders as its first reading (none on a blinded file)
+            borders = None if first is None or src == first else screening.measure_borders(screening.sample_luma(src))
+            blinding.blind_repeat(src, dst, settings, staged.get(first, first), borders)
         os.utime(dst, (blinding.FIXED_MTIME, blinding.FIXED_MTIME))
 
 

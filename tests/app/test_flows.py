@@ -126,7 +126,8 @@ def test_two_raters_rate_change_and_results(studio, rater_station, seeded_study,
     lead = client_for(studio.url)
     sign_in_admin(lead, ADMIN_PASSWORD)
     (progress, summary, fig_c, fig_p, scores, differences, auc, reliability, intra, turing, phase,
-     _) = lead.predict("app-study", api_name="/study_results")
+     note) = lead.predict("app-study", api_name="/study_results")
+    assert note.startswith("Record verified: ") and "chain head " in note  # what the figures came from
     rows = {r[0]: r for r in table_rows(progress)}
     assert rows["alice"][1:3] == [4, 4] and rows["bob"][1:3] == [4, 4] and rows["carol"][1] == 0
     assert fig_c is not None and fig_p is not None

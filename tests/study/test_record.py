@@ -78,7 +78,7 @@ def test_the_engine_own_changes_keep_the_record_verified(tmp_path, when):
     if when == "open":
         store.open_study(slug)
         item = store.next_item(codes["r1"])
-        store.submit_rating(codes["r1"], item.clip_id, **full_answer(item))
+        store.submit_rating(codes["r1"], item.clip_id, **full_answer(item, seconds=2.0))  # a whole float
         store.change_rating(codes["r1"], item.clip_id, reason="second look", scores={"realism": 1})
     clips = store.clips_frame(slug)["clip_id"].tolist()
     rated = set(store.ratings_frame(slug)["clip_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -317,21 +318,65 @@ def test_repeats_come_after_first_readings_and_feed_intra_rater_reliability(tmp_
         code = store.create_study(definition, blind_dir=tmp_path / "b")["a"]
         store.import_clips(definition.slug, definition.clips())
         store.open_study(definition.slug)
-        items = [item.clip_id for item in _rate_all(store, code)]
+        rated = _rate_all(store, code)
+        items = [item.clip_id for item in rated]
         # Six readings under six different opaque ids: the rater is not told which two are repeats.
         assert len(items) == 6 and len(set(items)) == 6
         frame = store.ratings_frame(definition.slug)
         assert sorted(frame.drop_duplicates(["clip_id", "reading"])["reading"]) == [0, 0, 0, 0, 1, 1]
-        # The analysis sees the repeats as second readings of first-pass clips, at the last two positions.
-        repeats = frame[frame["reading"] == 1]
-        assert set(repeats["clip_id"]) <= set(items[:4]) and set(repeats["position"]) == {5, 6}
+        # The analysis sees the repeats as second readings of first-pass clips, each placed after its first.
+        firsts = frame[frame["reading"] == 0].groupby("clip_id")["position"].first()
+        for repeat in frame[frame["reading"] == 1].drop_duplicates("clip_id").itertuples():
+            assert repeat.position > firsts[repeat.clip_id]
+        last = rated[-1]
         with pytest.raises(AlreadyRatedError):
-            store.submit_rating(code, items[5], {"phase_matching": 1, "realism": 1}, phase="incision",
+            store.submit_rating(code, last.clip_id, {"phase_matching": 1, "realism": 1}, phase="incision",
                                 turing="real", confidence=1)
-        assert store.change_rating(code, items[5], scores={"realism": 5}, reason="repeat fix") == 2
+        assert store.change_rating(code, last.clip_id, scores={"realism": 5}, reason="repeat fix") == 2
         changed = store.ratings_frame(definition.slug)
-        assert changed[(changed["position"] == 6) & (changed["criterion"] == "realism")]["score"].item() == 5
-        assert changed[(changed["position"] != 6) & (changed["criterion"] == "realism")]["score"].eq(3).all()
+        realism = changed[changed["criterion"] == "realism"]
+        assert realism[realism["position"] == last.position]["score"].item() == 5
+        assert realism[realism["position"] != last.position]["score"].eq(3).all()
+
+
+def test_repeats_are_their_own_encodes_at_random_places(tmp_path, monkeypatch):
+    """Issue 20: a repeat was a byte copy of its first reading (same size, so the same ETag from the
+    fixed time) and always came last. Now each is its own encode, a few percent off in size, and the
+    served files' ETag and Last-Modified say nothing about which readings belong together."""
+    import os
+
+    from starlette.responses import FileResponse
+
+    from app.security import stage_file
+
+    definition = load_definition(write_study(tmp_path, n_real=2, n_generated=2, raters=("a", "b", "c"),
+                                             repeats={"count": 2, "after_items": 1}))
+    with StudyStore(tmp_path / "r.db") as store:
+        store.create_study(definition, blind_dir=tmp_path / "b")
+        store.import_clips(definition.slug, definition.clips())
+        with store.engine.connect() as conn:
+            rows = conn.execute(text("SELECT a.rater_id, a.position, a.reading, c.blinded_path, a.alias_path, "
+                                     "(SELECT position FROM assignments f WHERE f.rater_id = a.rater_id AND "
+                                     "f.clip_id = a.clip_id AND f.reading = 0) FROM assignments a JOIN clips c "
+                                     "ON c.id = a.clip_id WHERE a.reading = 1")).all()
+    assert len(rows) == 3 * 2
+    last_places = 0
+    for rater, position, _, first_file, repeat_file, first_position in rows:
+        first, repeat = Path(first_file).read_bytes(), Path(repeat_file).read_bytes()
+        assert first != repeat and abs(len(repeat) - len(first)) / len(first) < 0.15
+        assert position - first_position >= 2  # the washout: at least one other reading in between
+        last_places += position > 4  # after all four first readings
+    assert last_places < len(rows), "every repeat came after every first reading"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "served"))  # where the rater station stages clips
+    headers = []
+    for rater, _, _, first_file, repeat_file, _ in rows:
+        for path in (first_file, repeat_file):
+            staged = stage_file(path, name="clip.mp4")
+            headers.append(FileResponse(staged, stat_result=os.stat(staged)).headers)
+    assert len({h["last-modified"] for h in headers}) == 1  # one fixed time: no order
+    for i in range(0, len(headers), 2):
+        assert headers[i]["etag"] != headers[i + 1]["etag"]
+        assert headers[i]["content-length"] != headers[i + 1]["content-length"]
 
 
 def test_clips_imported_later_and_raters_added_later(tmp_path):
