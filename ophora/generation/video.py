@@ -23,23 +23,38 @@ def sidecar_path(video_path: str | Path) -> Path:
     return Path(video_path).with_suffix(".json")
 
 
-def add_synthetic_mark(frames: np.ndarray, text: str = SYNTHETIC_MARK) -> np.ndarray:
-    """Return a copy of ``frames`` (F, H, W, 3 uint8) with a visible label in the top-left corner."""
+def synthetic_mark_layout(height: int, text: str = SYNTHETIC_MARK) -> dict:
+    """Where and how large the visible label is drawn on frames ``height`` pixels high: the box it darkens
+    (``x0, y0, x1, y1``), the text origin, font scale and stroke. One place, so the study import can find
+    the label it knows in the pixels (:mod:`ophora.study.screening`)."""
     import cv2
 
-    marked = np.ascontiguousarray(frames.copy())
-    height = frames.shape[1]
     scale = max(0.3, height / 480 * 0.7)
     thickness = max(1, round(scale * 2))
     (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     pad = max(2, round(6 * scale))
     x0, y0 = pad, pad
-    x1, y1 = x0 + text_w + 2 * pad, y0 + text_h + baseline + 2 * pad
+    return {"box": (x0, y0, x0 + text_w + 2 * pad, y0 + text_h + baseline + 2 * pad),
+            "origin": (x0 + pad, y0 + pad + text_h), "scale": scale, "thickness": thickness}
+
+
+def draw_mark_text(frame: np.ndarray, layout: dict, text: str = SYNTHETIC_MARK, colour=(255, 255, 255)) -> None:
+    """Draw the label's text in place on one frame (H, W, C uint8), as :func:`add_synthetic_mark` does."""
+    import cv2
+
+    cv2.putText(frame, text, layout["origin"], cv2.FONT_HERSHEY_SIMPLEX, layout["scale"], colour,
+                layout["thickness"], cv2.LINE_AA)
+
+
+def add_synthetic_mark(frames: np.ndarray, text: str = SYNTHETIC_MARK) -> np.ndarray:
+    """Return a copy of ``frames`` (F, H, W, 3 uint8) with a visible label in the top-left corner."""
+    marked = np.ascontiguousarray(frames.copy())
+    layout = synthetic_mark_layout(frames.shape[1], text)
+    x0, y0, x1, y1 = layout["box"]
     for frame in marked:
         box = frame[y0:y1, x0:x1].astype(np.float32)
         frame[y0:y1, x0:x1] = (box * 0.35).astype(np.uint8)  # darken so the label reads on any tissue colour
-        cv2.putText(frame, text, (x0 + pad, y0 + pad + text_h), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), thickness, cv2.LINE_AA)
+        draw_mark_text(frame, layout, text)
     return marked
 
 

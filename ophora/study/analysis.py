@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ophora.files import owner_only
 from ophora.study.definition import TURING_MARGIN
 from ophora.study.mixed import difference_interval, fit_crossed, mean_interval
 from ophora.study.mrmc import MRMCResult, complete_readers, mrmc_analysis, turing_mrmc_frame, write_imrmc
@@ -563,12 +564,13 @@ def _tables(results: StudyResults) -> dict[str, pd.DataFrame]:
 def export_csv(results: StudyResults, folder: str | Path) -> list[Path]:
     """One CSV per table (``ratings.csv`` is the tidy table, one row per rater x reading x criterion;
     ``turing_mrmc.csv`` the Turing answers as MRMC data: reader, modality, case, truth, rating) plus
-    ``turing.imrmc``, the same data in FDA iMRMC's input format (complete readers only)."""
+    ``turing.imrmc``, the same data in FDA iMRMC's input format (complete readers only). Every file names
+    each clip's source and model, so each is owner-only (mode 600)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, table in _tables(results).items():
-        path = folder / f"{name}.csv"
+        path = owner_only(folder / f"{name}.csv")
         table.to_csv(path, index=False)
         paths.append(path)
     complete, _ = complete_readers(results.turing_mrmc_data)
@@ -578,8 +580,8 @@ def export_csv(results: StudyResults, folder: str | Path) -> list[Path]:
 
 
 def export_excel(results: StudyResults, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Every table as a sheet; owner-only (mode 600): the ratings sheet unblinds every clip."""
+    path = owner_only(path)
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         for name, table in _tables(results).items():
             table.to_excel(writer, sheet_name=name[:31], index=False)

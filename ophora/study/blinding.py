@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from ophora.study.definition import Blinding
+from ophora.study.screening import Borders
 
 FIXED_MTIME = 946684800  # 2000-01-01: file times must not reveal import order (real first, then model A...)
 
@@ -35,14 +36,15 @@ def crf_step(blind_id: str) -> float:
     return CRF_STEPS[int(hashlib.sha256(blind_id.encode("utf-8")).hexdigest(), 16) % len(CRF_STEPS)]
 
 
-def blind_repeat(src: Path, dst: Path, settings: Blinding, first: Path) -> Path:
-    """Encode a repeat reading of the clip whose first reading is the file ``first``: at the other CRF
-    steps in random order until the size differs from the first's (tiny clips can round to one size)."""
+def blind_repeat(src: Path, dst: Path, settings: Blinding, first: Path, borders: Borders | None = None) -> Path:
+    """Encode a repeat reading of the clip whose first reading is the file ``first`` (``src`` without its
+    ``borders``, as the first reading was): at the other CRF steps in random order until the size differs
+    from the first's (tiny clips can round to one size)."""
     steps = [s for s in CRF_STEPS if s != crf_step(first.stem)]
     secrets.SystemRandom().shuffle(steps)
     size = first.stat().st_size
     for step in steps:
-        blind_copy(src, dst, settings, crf_offset=step)
+        blind_copy(src, dst, settings, borders, crf_offset=step)
         if dst.stat().st_size != size:
             break
     return dst
@@ -62,10 +64,11 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def video_filter(settings: Blinding) -> str:
+def video_filter(settings: Blinding, borders: Borders | None = None) -> str:
     """The ffmpeg filter chain every clip goes through.
 
-    ``fit: crop`` (default): scale until the frame is covered, then cut the centre to the study size, so no
+    Uniform ``borders`` measured on the clip (black bars, :mod:`ophora.study.screening`) are cropped away
+    first, under either fit, so bars of one clip set never reach raters. ``fit: crop`` (default): scale until the frame is covered, then cut the centre to the study size, so no
     clip has bars whatever its aspect ratio. ``fit: letterbox``: scale to fit inside and pad with black
     (parity refuses clip sets of different aspect ratios there, so every clip gets the same bars)."""
     w, h = settings.width, settings.height
@@ -73,15 +76,17 @@ def video_filter(settings: Blinding) -> str:
         geometry = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h}"
     else:
         geometry = f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2"
-    return f"{geometry},fps={settings.fps},setsar=1,format=yuv420p"
+    crop = borders.crop_filter() if borders is not None else None
+    return f"{crop + ',' if crop else ''}{geometry},fps={settings.fps},setsar=1,format=yuv420p"
 
 
-def blind_copy(src: Path, dst: Path, settings: Blinding, *, crf_offset: float | None = None) -> Path:
-    """Re-encode ``src`` to ``dst`` (H.264 yuv420p, no audio, no metadata, bit-exact muxer), trimmed to
-    exactly the study's frame count when a study length is set, at the study's CRF plus ``crf_offset``
-    (default: the file's own step, :func:`crf_step` of its name)."""
+def blind_copy(src: Path, dst: Path, settings: Blinding, borders: Borders | None = None, *,
+               crf_offset: float | None = None) -> Path:
+    """Re-encode ``src`` to ``dst`` (H.264 yuv420p, no audio, no metadata, bit-exact muxer) without its
+    ``borders``, trimmed to exactly the study's frame count when a study length is set, at the study's CRF
+    plus ``crf_offset`` (default: the file's own step, :func:`crf_step` of its name)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    vf = video_filter(settings)
+    vf = video_filter(settings, borders)
     step = crf_step(dst.stem) if crf_offset is None else crf_offset
     crf = min(51.0, max(0.0, settings.crf + step))
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-y", "-i", str(src),

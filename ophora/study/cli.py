@@ -1,4 +1,4 @@
-"""`python -m ophora study create|import|add-rater|status|verify|export|report|scores|mrmc|plan`.
+"""`python -m ophora study create|check|import|add-rater|reissue-code|status|verify|export|report|scores|mrmc|plan`.
 
 Defaults keep a study together: the database is ``studies/<slug>.db`` and blinded clips go to
 ``studies/runs/<slug>/blinded`` unless ``--db`` (a path or a PostgreSQL URL) and ``--blind-dir`` say otherwise.
@@ -7,10 +7,10 @@ Defaults keep a study together: the database is ``studies/<slug>.db`` and blinde
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from ophora.files import owner_only
 from ophora.study.definition import StudyDefinitionError, load_definition
 
 STUDIES_DIR = Path("studies")
@@ -50,9 +50,7 @@ def _write_codes(codes: dict[str, str], out: str | None) -> None:
         return
     lines = [f"{name}\t{code}" for name, code in codes.items()]
     if out:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("rater\taccess_code\n" + "\n".join(lines) + "\n")
+        owner_only(out).write_text("rater\taccess_code\n" + "\n".join(lines) + "\n")
         print(f"access codes written to {out} (only their hashes are stored; hand each rater their own)")
     else:
         print("access codes (shown once; only their hashes are stored):")
@@ -103,6 +101,15 @@ def cmd_add_rater(args) -> int:
     slug, db = _slug_and_db(args)
     with _open(db) as store:
         code = store.add_rater(slug, args.name)
+    _write_codes({args.name: code}, args.codes_out)
+    return 0
+
+
+def cmd_reissue_code(args) -> int:
+    slug, db = _slug_and_db(args)
+    with _open(db) as store:
+        code = store.reissue_code(slug, args.name)
+    print(f"new access code for {args.name!r} (the old one no longer works; ratings are kept)")
     _write_codes({args.name: code}, args.codes_out)
     return 0
 
@@ -158,11 +165,7 @@ def cmd_key(args) -> int:
     out = Path(args.out or STUDIES_DIR / "runs" / slug / f"{slug}-clip-key.csv")
     with _open(db) as store:
         key = store.clips_frame(slug)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="") as fh:
-        key.to_csv(fh, index=False)
-    os.chmod(out, 0o600)
+    key.to_csv(owner_only(out), index=False)
     print(f"clip key ({len(key)} clips, admin only: it unblinds the study) written to {out}")
     return 0
 
@@ -238,7 +241,7 @@ def cmd_export(args) -> int:
     written = []
     if "csv" in args.formats:
         written += analysis.export_csv(results, out)
-        clips.to_csv(out / "clips_unblinded.csv", index=False)
+        clips.to_csv(owner_only(out / "clips_unblinded.csv"), index=False)
         written.append(out / "clips_unblinded.csv")
     if "xlsx" in args.formats:
         written.append(analysis.export_excel(results, out / f"{slug}.xlsx"))
@@ -441,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-difference", action="append", default=[], choices=sorted(WAIVABLE), help=accept_help)
     p = add("add-rater", cmd_add_rater, "add a rater to a running study and print their access code",
             "study file or slug")
+    p.add_argument("name")
+    p.add_argument("--codes-out")
+    p = add("reissue-code", cmd_reissue_code, "give a rater who lost their access code a new one (the old one "
+            "stops working; ratings are kept)", "study file or slug")
     p.add_argument("name")
     p.add_argument("--codes-out")
     add("open", cmd_open, "open a draft study for rating (after clips and raters are set up)", "study file or slug")

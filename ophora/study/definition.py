@@ -143,8 +143,8 @@ class Repeats(_Strict):
 class Blinding(_Strict):
     """Every clip, real or generated, is re-encoded with exactly these settings."""
 
-    width: int = Field(default=720, gt=0)
-    height: int = Field(default=480, gt=0)
+    width: int = Field(default=720, gt=0, le=4096)  # at most the sources' size is checked at import
+    height: int = Field(default=480, gt=0, le=4096)
     fps: int = Field(default=8, gt=0, le=120)
     crf: int = Field(default=20, ge=0, le=51)
     max_seconds: float | None = Field(default=None, gt=0)  # the study length: every clip is trimmed to it

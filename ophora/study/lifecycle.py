@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import random
 import secrets
@@ -21,7 +22,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ophora.study import blinding, chain
+from ophora.study import blinding, chain, screening
 from ophora.study.definition import ClipSpec, StudyDefinition
 from ophora.study.models import Assignment, AuditEntry, Clip, Rater, RecordLink, Study
 from ophora.study.store_core import (ParityError, StoreCore, StudyError, UnknownClipError, UnknownRaterError,
@@ -29,6 +30,7 @@ from ophora.study.store_core import (ParityError, StoreCore, StudyError, Unknown
                                      new_access_code)
 
 
+PAST = {"relabel": "relabelled", "remove": "removed"}
 IMPORT_LOCK = 0x0F0B  # PostgreSQL advisory lock class of a study's import (the second key is the study id)
 
 
@@ -77,8 +79,9 @@ class StudyLifeCycle(StoreCore):
                 codes = {}
                 for name in names:
                     if s.scalar(select(Rater.id).where(Rater.study_id == study.id, Rater.name == name)) is not None:
-                        raise StudyError(f"rater {name!r} already exists in study {slug!r}; "
-                                         f"use reissue_code() for a new code")
+                        raise StudyError(f"rater {name!r} already exists in study {slug!r}; give them a new "
+                                         f"access code instead: python -m ophora study reissue-code {slug} "
+                                         f"'{name}'")
                     codes[name] = self._add_rater(s, study, name, actor, created)
         except BaseException:
             _remove(created)
@@ -193,7 +196,7 @@ class StudyLifeCycle(StoreCore):
             checked = (frozenset(known), study.accepted_differences)  # what the parity check below compares against
             target = Path(blind_dir or study.blind_dir or "")
         if not str(target) or str(target) == ".":
-            raise StudyError(f"study {slug!r} has no folder for blinded clips; pass blind_dir=")
+            raise StudyError(f"study {slug!r} has no folder for blinded clips; give one (--blind-dir)")
         report = self.check_parity(slug, clips, accept=accept_differences)
         if not report.ok:
             raise ParityError(report)
@@ -218,7 +221,11 @@ class StudyLifeCycle(StoreCore):
             for i, (spec, digest) in enumerate(todo):
                 blind_id = blinding.new_blind_id()
                 final = target / f"{blind_id}.mp4"
-                staged[final] = blinding.blind_copy(spec.path, staging / f"{blind_id}.mp4", definition.blinding)
+                screen = report.screens[spec.path]
+                staged[final] = blinding.blind_copy(spec.path, staging / f"{blind_id}.mp4", definition.blinding,
+                                                    screen.borders)
+                if definition.blinding.fit == "crop":
+                    _check_no_borders(spec, staged[final], screen, definition.blinding)
                 rows.append(Clip(study_id=study_id, blind_id=blind_id, clip_set=spec.clip_set, source=spec.source,
                                  model=spec.model, phase=spec.phase, instruction=spec.instruction,
                                  original_path=str(spec.path), sha256=digest, blinded_path=str(final)))
@@ -414,7 +421,8 @@ class StudyLifeCycle(StoreCore):
             changes = {k: v for k, v in (("clip_set", clip_set), ("source", source), ("model", model),
                                          ("phase", phase), ("instruction", instruction)) if v is not None}
             if not changes:
-                raise StudyError("relabel_clip() was given nothing to change")
+                raise StudyError("give at least one new value: clip set, source, model, phase or instruction "
+                                 "(--clip-set, --source, --model, --phase, --instruction)")
             if "phase" in changes:
                 matched = definition.match_phase(changes["phase"])
                 if matched is None:
@@ -442,7 +450,7 @@ class StudyLifeCycle(StoreCore):
         rated = s.scalar(select(func.count()).select_from(Assignment)
                          .where(Assignment.clip_id == clip.id, Assignment.completed_at.is_not(None)))
         if rated:
-            raise StudyError(f"clip {clip_id} already has {rated} rating(s): it can no longer be {what}d "
+            raise StudyError(f"clip {clip_id} already has {rated} rating(s): it can no longer be {PAST[what]} "
                              f"(ratings are kept; exclude it in the analysis instead)")
         return study, clip
 
@@ -533,13 +541,28 @@ def _check_spec(definition: StudyDefinition, spec: ClipSpec) -> None:
         raise StudyError(f"{where}: phase {spec.phase!r} is not one of the study's phases {list(definition.phases)}")
 
 
+def _check_no_borders(spec: ClipSpec, blinded: Path, screen: screening.PictureScreen, settings) -> None:
+    """Fail closed: a blinded copy under ``fit: crop`` has no uniform border left (bars that change within
+    a clip are cropped only as far as every sampled frame had them). Edge lines too narrow to count in the
+    source are not counted once enlarged either."""
+    width, height = screen.picture_size
+    enlarged = max(settings.width / width, settings.height / height, 1.0)
+    left = screening.measure_borders(screening.sample_luma(blinded, settings.frames),
+                                     min_border=math.ceil(screening.MIN_BORDER * enlarged))
+    if left.any:
+        raise StudyError(f"clip {spec.path.name} of clip set {spec.clip_set!r} still shows a uniform border after "
+                         f"blinding ({left.describe()}): its bars change within the clip, so raters could tell it "
+                         f"apart; crop or trim the source so its bars stay the same, or leave it out")
+
+
 def _write_blinded(copies: list[tuple[Path, Path, Path | None]], staged: dict[Path, Path], created: list[Path],
                    settings) -> None:
     """Write blinded files in a random order (creation order and inode numbers must not follow clip sets
     or reveal repeats), each its own file (no hard links: a link count of 2 would mark a repeat), all with
     one fixed modification time. ``copies`` are (source, destination, first reading) triples: a destination
     in ``staged`` gets the bytes encoded there; a repeat reading is encoded now from its source, to another
-    size than its first reading (:func:`blinding.blind_repeat`). Every file made is appended to ``created``."""
+    size than its first reading (:func:`blinding.blind_repeat`), without the source's borders. Every file made
+    is appended to ``created``."""
     order = list(copies)
     random.SystemRandom().shuffle(order)
     for src, dst, first in order:
@@ -548,8 +571,9 @@ def _write_blinded(copies: list[tuple[Path, Path, Path | None]], staged: dict[Pa
             tmp = dst.with_name(dst.stem + ".part")
             shutil.copyfile(staged[dst], tmp)
             os.replace(tmp, dst)
-        else:
-            blinding.blind_repeat(src, dst, settings, staged.get(first, first))
+        else:  # from the original: crop the same borders as its first reading (none on a blinded file)
+            borders = None if first is None or src == first else screening.measure_borders(screening.sample_luma(src))
+            blinding.blind_repeat(src, dst, settings, staged.get(first, first), borders)
         os.utime(dst, (blinding.FIXED_MTIME, blinding.FIXED_MTIME))
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ophora.files import owner_only
+
 MRMC_COLUMNS = ("reader", "modality", "case", "truth", "rating")
 ANALYSES = ("rrrc", "frrc", "rrfc")
 MIN_READERS = 3  # random readers: the reader variance needs at least 2 degrees of freedom
@@ -415,7 +417,6 @@ def write_imrmc(frame: pd.DataFrame, path: str | Path, *, description: str = "Op
     lines += [f"-1,{number[c]},0,{int(truth[c])}" for c in order]
     for row in data.sort_values(["modality", "reader", "case"]).itertuples(index=False):
         lines.append(f"{readers[row.reader]},{number[row.case]},{safe[row.modality]},{row.rating:.6g}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = owner_only(path)  # the truth of every case: it unblinds the study
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

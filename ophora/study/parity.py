@@ -3,9 +3,11 @@
 Blinding re-encodes every clip to the study's size, fps and length, but it cannot add what a clip lacks: a
 clip shorter than the study length would play shorter, a low frame rate stays choppy when frames are
 repeated, a small picture stays soft when scaled up, and under ``fit: letterbox`` clips of another aspect
-ratio get other bars. Instructions shown with the clip must exist for every clip or for none. This module
-measures every clip (ffmpeg's stream copy: fast), compares the clip sets on what a rater will perceive
-after blinding and says per clip set what differs and what to change. Some differences may be accepted
+ratio get other bars. Instructions shown with the clip must exist for every clip or for none. What is drawn
+into the picture is screened too (:mod:`ophora.study.screening`): a clip showing the project's SYNTHETIC
+label is refused, and uniform borders (black bars) are measured so blinding crops them away. A damaged
+(truncated) file is named as damaged. This module measures every clip, compares the clip sets on what a
+rater will perceive after blinding and says per clip set what differs and what to change. Some differences may be accepted
 explicitly (``--accept-difference``); the waiver is recorded with the study and printed in every report.
 """
 
@@ -18,6 +20,7 @@ from typing import Iterable
 import pandas as pd
 
 from ophora.study.definition import ClipSpec, StudyDefinition, phase_wording
+from ophora.study.screening import PictureScreen, screen_clip
 
 # Differences a study lead may accept (recorded in the study, the audit log and every report). A clip
 # shorter than the study length and a missing instruction cannot be accepted: they would be shown as is.
@@ -28,6 +31,9 @@ WAIVABLE = {
 }
 UPSCALE_TOLERANCE = 1.05  # scaling up by up to 5% is invisible
 ASPECT_TOLERANCE = 0.01
+# Problems that are about the files, not about what tells clip sets apart (the report's headline differs).
+FILE_PROBLEMS = ("damaged", "label", "blank")
+SETTING_PROBLEMS = ("repeats", "frame")
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,18 @@ class ClipInfo:
     height: int
     fps: float
     frames: int
+    declared_seconds: float | None = None  # the duration the container announces
 
     @property
     def seconds(self) -> float:
         return self.frames / self.fps if self.fps else 0.0
+
+    @property
+    def damaged(self) -> bool:
+        """Fewer frames can be read than the container announces: a truncated or partly overwritten file."""
+        if not self.declared_seconds:
+            return False
+        return self.seconds < self.declared_seconds - max(0.5, 0.05 * self.declared_seconds)
 
     @property
     def aspect(self) -> float:
@@ -63,7 +77,8 @@ def probe(path: str | Path) -> ClipInfo:
         last = [line for line in str(exc).strip().splitlines() if line.strip()][-1:] or ["no video stream"]
         raise ValueError(f"{path} is not a readable video ({last[0].strip()})") from None
     width, height = meta.get("source_size") or meta["size"]
-    return ClipInfo(path=path, width=int(width), height=int(height), fps=float(meta["fps"]), frames=int(frames))
+    return ClipInfo(path=path, width=int(width), height=int(height), fps=float(meta["fps"]), frames=int(frames),
+                    declared_seconds=float(meta["duration"]) if meta.get("duration") else None)
 
 
 @dataclass
@@ -78,6 +93,7 @@ class ParityReport:
     problems: list[str] = field(default_factory=list)
     waived: list[str] = field(default_factory=list)
     refused_clips: list[str] = field(default_factory=list)
+    screens: dict[Path, PictureScreen] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -85,12 +101,26 @@ class ParityReport:
 
     @property
     def message(self) -> str:
+        cropped = sum(s.borders.any for s in self.screens.values())
+        borders = (f" Uniform borders (black bars) of {cropped} clip(s) are cropped away before fitting the frame."
+                   if cropped else "")
         if self.ok and not self.waived:
-            return "Clip sets match: after blinding every clip has the same size, frame rate and length."
+            return ("Clip sets match: after blinding every clip has the same size, frame rate and length, and "
+                    "no clip shows the SYNTHETIC label." + borders)
         lines = []
-        if self.problems:
+        kind = {p: p.split(":", 1)[0] for p in self.problems}
+        files = [p for p in self.problems if kind[p] in FILE_PROBLEMS]
+        settings = [p for p in self.problems if kind[p] in SETTING_PROBLEMS]
+        tells = [p for p in self.problems if p not in files and p not in settings]
+        if files:
+            lines.append("These clips cannot be shown to raters, so the import was refused:")
+            lines += [f"  - {p}" for p in files]
+        if settings:
+            lines.append("The study's settings do not fit these clips, so the import was refused:")
+            lines += [f"  - {p}" for p in settings]
+        if tells:
             lines.append("Raters could tell these clip sets apart after blinding, so the import was refused:")
-            lines += [f"  - {p}" for p in self.problems]
+            lines += [f"  - {p}" for p in tells]
         if self.waived:
             lines.append("Accepted differences (recorded with the study and printed in every report):")
             lines += [f"  - {w}" for w in self.waived]
@@ -105,18 +135,69 @@ def _span(values: list, fmt: str = "{}") -> str:
     return fmt.format(unique[0]) if len(unique) == 1 else f"{fmt.format(unique[0])}-{fmt.format(unique[-1])}"
 
 
-def _upscale(info: ClipInfo, width: int, height: int, fit: str) -> float:
-    """How much the picture is enlarged to fill the study frame (> 1: softer than the source)."""
-    factors = (width / info.width, height / info.height)
+def _upscale(picture: tuple[int, int], width: int, height: int, fit: str) -> float:
+    """How much the picture (borders cropped) is enlarged to fill the study frame (> 1: softer than the source)."""
+    factors = (width / picture[0], height / picture[1])
     return max(factors) if fit == "crop" else min(factors)
 
 
+def _names(paths: list, limit: int = 8) -> str:
+    return ", ".join(Path(p).name for p in paths[:limit]) + (f" and {len(paths) - limit} more"
+                                                             if len(paths) > limit else "")
+
+
+def _screen_files(clips: list[ClipSpec], infos: dict[Path, ClipInfo], screens: dict[Path, PictureScreen],
+                  problems: list[str], refused: list[str], fixes: dict[str, list[str]]) -> list[ClipSpec]:
+    """Probe and screen every clip; damaged, labelled and blank ones become problems (never waivable).
+    Returns the clips that can be compared."""
+    damaged: list[tuple[ClipSpec, str]] = []
+    for spec in clips:
+        try:
+            if spec.path not in infos:
+                infos[spec.path] = probe(spec.path)
+            info = infos[spec.path]
+            if info.damaged:
+                damaged.append((spec, f"{spec.path.name} ({info.seconds:.2f} of {info.declared_seconds:.2f} s "
+                                      f"readable)"))
+            elif spec.path not in screens:
+                screens[spec.path] = screen_clip(spec.path, info.frames)
+        except ValueError as exc:
+            damaged.append((spec, f"{spec.path.name} ({str(exc).split('(', 1)[-1].rstrip(')')})"))
+    if damaged:
+        problems.append("damaged: these files are damaged (truncated or unreadable), not a difference between "
+                        "clip sets: " + "; ".join(text for _, text in damaged[:8]) +
+                        "; copy or export them again, or leave them out")
+        for spec, _ in damaged:
+            refused.append(str(spec.path))
+            fixes[spec.clip_set].append(f"{spec.path.name} is damaged")
+    marked = [s for s in clips if s.path in screens and screens[s.path].marked]
+    if marked:
+        problems.append(f"label: these clips show the SYNTHETIC label in the picture, which would tell raters "
+                        f"the answer: {_names([s.path for s in marked])}; use unlabelled clips: generate them with "
+                        f"`python -m ophora generate ... --no-mark`, or import them from History in the app "
+                        f"(it keeps an unlabelled copy of every clip)")
+        for spec in marked:
+            refused.append(str(spec.path))
+            fixes[spec.clip_set].append(f"{spec.path.name} shows the SYNTHETIC label")
+    blank = [s for s in clips if s.path in screens and screens[s.path].blank and s not in marked]
+    if blank:
+        problems.append(f"blank: the picture of these clips is mostly a uniform area (borders "
+                        f"{'; '.join(screens[s.path].borders.describe() for s in blank[:3])}): "
+                        f"{_names([s.path for s in blank])}; check the files and leave them out")
+        for spec in blank:
+            refused.append(str(spec.path))
+            fixes[spec.clip_set].append(f"{spec.path.name} is mostly blank")
+    return [s for s in clips if s.path in screens and str(s.path) not in refused]
+
+
 def check_parity(definition: StudyDefinition, clips: Iterable[ClipSpec], *, accept: Iterable[str] = (),
-                 infos: dict[Path, ClipInfo] | None = None) -> ParityReport:
+                 infos: dict[Path, ClipInfo] | None = None,
+                 screens: dict[Path, PictureScreen] | None = None) -> ParityReport:
     """Compare the clip sets of ``clips`` on what a rater perceives after blinding with the study's settings.
 
-    ``accept`` names differences from :data:`WAIVABLE` the lead accepts. ``infos`` may hold already probed
-    clips. Nothing is encoded; this is fast enough to run on every import and in a form."""
+    ``accept`` names differences from :data:`WAIVABLE` the lead accepts. ``infos`` and ``screens`` may hold
+    already probed and screened clips. Nothing is encoded; each clip is probed and a few of its frames are
+    decoded (about 0.1-1 s a clip)."""
     accept = {a.strip().lower() for a in accept}
     unknown = sorted(accept - set(WAIVABLE))
     if unknown:
@@ -125,17 +206,15 @@ def check_parity(definition: StudyDefinition, clips: Iterable[ClipSpec], *, acce
     b = definition.blinding
     clips = list(clips)
     infos = dict(infos or {})
-    for spec in clips:
-        if spec.path not in infos:
-            infos[spec.path] = probe(spec.path)
-    sets: dict[str, list[ClipSpec]] = {}
-    for spec in clips:
-        sets.setdefault(spec.clip_set, []).append(spec)
-
+    screens = dict(screens or {})
     problems: list[str] = []
     waived: list[str] = []
     refused: list[str] = []
-    fixes: dict[str, list[str]] = {name: [] for name in sets}
+    fixes: dict[str, list[str]] = {spec.clip_set: [] for spec in clips}
+    clips = _screen_files(clips, infos, screens, problems, refused, fixes)
+    sets: dict[str, list[ClipSpec]] = {}
+    for spec in clips:
+        sets.setdefault(spec.clip_set, []).append(spec)
 
     def differ(prop: str, text: str, culprits: list[str], fix: str) -> None:
         for name in culprits:
@@ -197,17 +276,24 @@ def check_parity(definition: StudyDefinition, clips: Iterable[ClipSpec], *, acce
                slow, f"set blinding.fps to {min(effective_fps.values()):g} (the lowest source frame rate)")
 
     # Picture size: a clip enlarged to fill the frame looks softer than one scaled down.
-    upscale = {name: max(_upscale(infos[s.path], b.width, b.height, b.fit) for s in specs)
+    upscale = {name: max(_upscale(screens[s.path].picture_size, b.width, b.height, b.fit) for s in specs)
                for name, specs in sets.items()}
     soft = [n for n, f in upscale.items() if f > UPSCALE_TOLERANCE]
-    if soft and len(soft) < len(sets):
-        smallest = min((infos[s.path] for s in clips), key=lambda i: i.width * i.height)
+    sources = [(infos[s.path].width, infos[s.path].height) for s in clips]
+    least = min((_upscale(size, b.width, b.height, b.fit) for size in sources), default=1.0)
+    if least > UPSCALE_TOLERANCE:
+        largest = max(sources, key=lambda size: size[0] * size[1])
+        problems.append(f"frame: the study frame {b.width}x{b.height} is larger than every clip (each would be "
+                        f"enlarged at least {least:.2f}x, the largest is {largest[0]}x{largest[1]}); set "
+                        f"blinding width/height to at most {largest[0]}x{largest[1]}")
+    elif soft and len(soft) < len(sets):
+        smallest = min((screens[s.path].picture_size for s in clips), key=lambda size: size[0] * size[1])
         differ("size", f"clip sets {soft} would be enlarged {max(upscale[n] for n in soft):.2f}x to "
                        f"{b.width}x{b.height}, the others not",
-               soft, f"set blinding width/height to at most {smallest.width}x{smallest.height}")
+               soft, f"set blinding width/height to at most {smallest[0]}x{smallest[1]}")
 
     # Aspect ratio: cropped away under fit: crop; under letterbox it becomes bars of different sizes.
-    aspects = {name: sorted({round(infos[s.path].aspect, 3) for s in specs}) for name, specs in sets.items()}
+    aspects = {name: sorted({round(_aspect(screens[s.path]), 3) for s in specs}) for name, specs in sets.items()}
     all_aspects = sorted({a for v in aspects.values() for a in v})
     if b.fit == "letterbox" and all_aspects and all_aspects[-1] / all_aspects[0] > 1 + ASPECT_TOLERANCE:
         target = b.width / b.height
@@ -216,17 +302,32 @@ def check_parity(definition: StudyDefinition, clips: Iterable[ClipSpec], *, acce
                          f"(study frame {b.width}x{b.height})",
                barred or list(sets), "use fit: crop (the default) so every clip fills the frame")
 
+    # Repeats: each is a second reading of a different clip, so there cannot be more than clips.
+    if definition.repeats.count > len(clips) and clips:
+        problems.append(f"repeats: the study asks for {definition.repeats.count} repeat readings per rater but has "
+                        f"{len(clips)} clips; set repeats (count) to at most {len(clips)}")
+
     rows = []
-    for name, specs in sets.items():
+    shown_frames = b.frames or min((round(infos[s.path].seconds * b.fps) for s in clips), default=0)
+    for name in fixes:
+        specs = sets.get(name, [])
         ci = [infos[s.path] for s in specs]
-        shown_frames = b.frames or min(round(i.seconds * b.fps) for i in infos.values())
+        barred = [screens[s.path].borders for s in specs if screens[s.path].borders.any]
         instructions = sum(bool((s.instruction or "").strip()) for s in specs)
         rows.append({
             "clip set": name, "source": "/".join(sorted({s.source for s in specs})), "clips": len(specs),
             "size": _span([f"{i.width}x{i.height}" for i in ci]), "fps": _span([i.fps for i in ci], "{:g}"),
             "seconds": _span([round(i.seconds, 2) for i in ci], "{:g}"), "frames": _span([i.frames for i in ci]),
             "instructions": f"{instructions}/{len(specs)}",
+            "borders": (f"{len(barred)} of {len(specs)} clips (e.g. {barred[0].describe()}), cropped away"
+                        if barred else "none"),
             "shown as": f"{b.width}x{b.height} {b.fit}, {b.fps} fps, {shown_frames} frames",
             "what to change": "; ".join(dict.fromkeys(fixes[name])) or "nothing",
         })
-    return ParityReport(table=pd.DataFrame(rows), problems=problems, waived=waived, refused_clips=refused)
+    return ParityReport(table=pd.DataFrame(rows), problems=problems, waived=waived, refused_clips=refused,
+                        screens=screens)
+
+
+def _aspect(screen: PictureScreen) -> float:
+    width, height = screen.picture_size
+    return width / height

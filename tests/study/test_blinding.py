@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ophora.study import StudyStore, load_definition
+from ophora.generation.video import read_clip, write_clip
+from ophora.study import ParityError, StudyStore, load_definition
 from ophora.study.blinding import FIXED_MTIME, ffmpeg_exe
 from ophora.study.definition import phase_wording
+from ophora.study.screening import MARK_THRESHOLD, mark_score, measure_borders, sample_luma
 from tests.study.helpers import full_answer, write_study
 
 SECRET_SEED = "9876543210"
@@ -39,11 +41,31 @@ def _container_report(path: Path) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.fixture
-def blinded_study(tmp_path, sample_clips):
+def _with_bars(src: Path, dst: Path, bar: int = 40) -> Path:
+    """A real recording letterboxed in the camera: ``bar``-px black bars above and below the picture."""
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-vf",
+                    f"scale=iw:ih-{2 * bar},pad=iw:ih+{2 * bar}:0:{bar}", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-crf", "18", "-pix_fmt", "yuv420p", str(dst)], check=True)
+    return dst
+
+
+def _marked_generated(src: Path, dst: Path) -> Path:
+    """What `python -m ophora generate` writes by default: the SYNTHETIC label burned into every frame,
+    with the sidecar saying so."""
+    frames, _ = read_clip(src)
+    return write_clip(frames[:24], dst, fps=8, provenance={"model": "ophora", "phase": "hydrodissection",
+                                                       "prompt": PROMPT}, synthetic_mark=True)
+
+
+@pytest.fixture(scope="module")
+def blinded_study(tmp_path_factory, sample_clips):
+    """One study for the module (blinding real clips takes a while): the walk rates it, the key test reads
+    only the clip key."""
+    tmp_path = tmp_path_factory.mktemp("blinded")
     lens, hydro = (next(c for c in sample_clips if k in c.name.lower()) for k in ("lens", "hydro"))
     real = _remux_with_metadata(lens, tmp_path / "in" / "real" / "real_patient_042_lens.mp4",
                                 title="St. Mary real recording patient 042", comment="real lens implantation")
+    barred = _with_bars(hydro, tmp_path / "in" / "real" / "real_patient_043_hydro.mp4")
     gen = _remux_with_metadata(hydro, tmp_path / "in" / "gen" / "ophora_hydrodissection_seed9876543210.mp4",
                                title="Ophora synthetic hydrodissection", comment=f"model=ophora seed={SECRET_SEED}")
     gen.with_suffix(".json").write_text(json.dumps({"model": "ophora", "prompt": PROMPT, "seed": int(SECRET_SEED),
@@ -52,7 +74,8 @@ def blinded_study(tmp_path, sample_clips):
     assert b"ophora" in gen.read_bytes().lower() and b"patient 042" in real.read_bytes().lower()
     (tmp_path / "in" / "real" / "manifest.csv").write_text(
         "path,phase,instruction\nreal_patient_042_lens.mp4,lens implantation,"
-        "Insert the folded intraocular lens into the capsular bag with an injector\n")
+        "Insert the folded intraocular lens into the capsular bag with an injector\n"
+        f"{barred.name},hydrodissection,Inject fluid under the rim\n")
     study = tmp_path / "blind.yaml"
     study.write_text("""
 slug: blinding-check
@@ -67,10 +90,20 @@ clip_sets:
   - {name: gen_set, source: generated, model: ophora, folder: in/gen}
 raters: [alice, bob]
 repeats: 1
+blinding: {width: 360, height: 240}
 """)
     definition = load_definition(study)
     store = StudyStore(tmp_path / "db" / "study.db")
     codes = store.create_study(definition, blind_dir=tmp_path / "served")
+    # A clip with the generator's visible label never enters: refused by name, with how to get unlabelled ones.
+    marked = _marked_generated(hydro, tmp_path / "in" / "gen" / "ophora_marked.mp4")
+    with pytest.raises(ParityError) as refused:
+        store.import_clips(definition.slug, definition.clips())
+    assert "ophora_marked.mp4" in str(refused.value) and "--no-mark" in str(refused.value)
+    assert "import them from History" in str(refused.value)
+    assert not (tmp_path / "served").exists() or not any((tmp_path / "served").iterdir())
+    marked.unlink()
+    marked.with_suffix(".json").unlink()
     store.import_clips(definition.slug, definition.clips())
     store.open_study(definition.slug)
     yield store, definition, codes, tmp_path / "served"
@@ -92,7 +125,7 @@ def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
             texts.append(_visible(item))
             a = full_answer(item)
             store.submit_rating(code, item.clip_id, a["scores"], phase=a["phase"], turing="real", confidence=3)
-    assert len(items) == 2 * 3
+    assert len(items) == 2 * 4
 
     # 1. API answers: only opaque ids and the blinded folder. The instruction (phase matching needs it) is
     #    the phase's wording from assets/phases.yaml for real and generated clips alike: neither its presence
@@ -105,6 +138,7 @@ def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
     assert {item.instruction for item in items} == wordings
     for text_ in texts:
         assert PROMPT not in text_ and "Insert the folded intraocular lens" not in text_
+        assert "Inject fluid under the rim" not in text_
         scrubbed = text_
         # the wording names the phase, and the phase list names every phase: strip those, then search
         for wording in wordings:
@@ -117,8 +151,8 @@ def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
     # 2. The served folder: opaque names, identical times, no sidecars or stray files, no hard links (a
     #    link count of 2 would mark a repeat: each repeat is its own copy with its own name).
     files = sorted(served.iterdir())
-    assert len(files) == 2 + 2  # two clips + one repeat copy per rater
-    assert len({item.clip_id for item in items}) == 4  # 2 clips + 2 repeat copies: a repeat has its own id
+    assert len(files) == 3 + 2  # three clips + one repeat copy per rater
+    assert len({item.clip_id for item in items}) == 5  # 3 clips + 2 repeat copies: a repeat has its own id
     inodes = set()
     for f in files:
         assert re.fullmatch(r"c[0-9a-f]{16}\.mp4", f.name)
@@ -145,6 +179,11 @@ def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
         assert b"core 159" not in blob and b"2003-2019" not in blob
         report = _container_report(f)
         reports.append(report)
+        # 3b. The picture: the barred real clip lost its bars (no clip has uniform edges), and no clip shows
+        #     the label (its corner does not look like the label drawn at this size).
+        luma = sample_luma(f)
+        assert not measure_borders(luma).any, f"{f.name} has borders after blinding"
+        assert mark_score(luma) < MARK_THRESHOLD
         for word in FORBIDDEN + ["real recording"]:
             assert word not in report.lower(), f"{word!r} in container metadata of {f.name}"
 
@@ -154,16 +193,18 @@ def test_nothing_a_rater_can_reach_reveals_source_or_model(blinded_study):
         return re.sub(r"\d+ kb/s", "", line)
 
     assert len({stream_line(r) for r in reports}) == 1
-    assert "720x480" in stream_line(reports[0]) and "8 fps" in stream_line(reports[0])
+    assert "360x240" in stream_line(reports[0]) and "8 fps" in stream_line(reports[0])
 
 
 def test_unblinding_key_is_kept_for_the_analysis(blinded_study):
     store, definition, codes, served = blinded_study
-    key = store.clips_frame(definition.slug).set_index("source")
-    assert key.loc["generated", "model"] == "ophora"
-    assert key.loc["generated", "instruction"] == PROMPT  # kept for the analysis, never shown
-    assert key.loc["real", "phase"] == "lens-implantation"
-    assert Path(key.loc["real", "original_path"]).name == "real_patient_042_lens.mp4"
+    key = store.clips_frame(definition.slug)
+    key = key.set_index(key["original_path"].map(lambda p: Path(p).name))
+    assert key.loc["ophora_hydrodissection_seed9876543210.mp4", "model"] == "ophora"
+    assert key.loc["ophora_hydrodissection_seed9876543210.mp4", "instruction"] == PROMPT  # kept, never shown
+    assert key.loc["real_patient_042_lens.mp4", "phase"] == "lens-implantation"
+    assert key.loc["real_patient_043_hydro.mp4", "source"] == "real"
+    assert "ophora_marked.mp4" not in key.index
 
 
 def test_files_are_written_in_a_shuffled_order_without_links(tmp_path):

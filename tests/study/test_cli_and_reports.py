@@ -40,9 +40,23 @@ def test_cli_create_import_rate_status_export_report(tmp_path, capsys):
     assert main(["status", "test-study", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "(open): 4 clip(s), 3 rater(s)" in out and out.count("finished") == 3
+    # Messages name commands, not functions; a lost code has its own command; a new code file is owner-only.
+    assert main(["add-rater", "test-study", "r1", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "python -m ophora study reissue-code test-study 'r1'" in err and "()" not in err
+    assert main(["reissue-code", "test-study", "r1", "--db", str(db), "--codes-out", str(tmp_path / "r1.tsv")]) == 0
+    assert (tmp_path / "r1.tsv").stat().st_mode & 0o777 == 0o600
+    with StudyStore(db) as store:
+        clip_id = store.clips_frame("test-study")["clip_id"].iloc[0]  # every clip is rated by now
+    assert main(["relabel-clip", "test-study", clip_id, "--reason", "typo", "--model", "x", "--db", str(db)]) == 2
+    assert "it can no longer be relabelled" in capsys.readouterr().err
 
     export = tmp_path / "export"
     assert main(["export", str(study), "--db", str(db), "--out", str(export)]) == 0
+    # Every file that names each clip's source (the key, ratings, MRMC truth, the workbook) is owner-only.
+    private = [f for f in export.iterdir() if f.suffix in (".csv", ".xlsx", ".imrmc")]
+    assert (export / "clips_unblinded.csv") in private and (export / "turing.imrmc") in private
+    assert {f.name: f.stat().st_mode & 0o777 for f in private} == {f.name: 0o600 for f in private}
     ratings = pd.read_csv(export / "ratings.csv")
     assert len(ratings) == 3 * 4 * 2
     assert {"rater", "clip_id", "model", "phase", "criterion", "score", "turing_answer"} <= set(ratings.columns)

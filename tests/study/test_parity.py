@@ -5,6 +5,7 @@ length, instructions); accepted differences are recorded and reported."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -203,3 +204,85 @@ def test_check_parity_needs_known_waivers(tmp_path, store_and_codes):
     store, slug, _ = store_and_codes
     with pytest.raises(StudyError, match="the differences that can be accepted are aspect, fps, size"):
         store.check_parity(slug, [], accept=["length"])
+
+
+def _labelled(src: Path, dst: Path, *, sidecar: dict | None) -> Path:
+    """A generated clip with the SYNTHETIC label burned in (what `ophora generate` writes by default), at a
+    quarter of the sample's size; ``sidecar``: the provenance to write beside it (``None``: none at all)."""
+    from ophora.generation.video import read_clip, write_clip
+
+    frames, _ = read_clip(src)
+    clip = write_clip(frames[:8, ::4, ::4], dst, fps=8, synthetic_mark=True)  # no provenance: no sidecar, no tag
+    if sidecar is not None:
+        clip.with_suffix(".json").write_text(json.dumps(sidecar))
+    return clip
+
+
+def test_clips_with_the_synthetic_label_are_refused_by_sidecar_or_by_pixels(tmp_path, capsys, sample_clips):
+    path = _study(tmp_path, real={"size": "96x64"}, gen={"size": "96x64"},
+                  blinding={"width": 96, "height": 64, "fps": 8, "crf": 30})
+    hydro = next(c for c in sample_clips if "hydro" in c.name.lower())
+    # Pixels only: the sidecar says nothing about a label (an edited or hand-written one).
+    pixels = _labelled(hydro, tmp_path / "gen" / "gen_pixels.mp4", sidecar={"model": "ophora", "phase": "hydrodissection"})
+    # Sidecar only: the generator's record says the label is there, even if the pixels were touched up.
+    said = make_video(tmp_path / "gen" / "gen_said.mp4", 77, size="96x64")
+    said.with_suffix(".json").write_text(json.dumps({"model": "ophora", "phase": "hydrodissection",
+                                                     "synthetic_mark": True}))
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "Clip sets match" not in out and "These clips cannot be shown to raters" in out
+    assert "label: these clips show the SYNTHETIC label" in out and "gen_pixels.mp4" in out and "gen_said.mp4" in out
+    assert "--no-mark" in out and "import them from History" in out
+    assert "Raters could tell" not in out  # nothing else differs
+    # The unlabelled clips alone match, and the check says no label was found.
+    pixels.unlink(), said.unlink()
+    assert main(["check", str(path)]) == 0
+    assert "no clip shows the SYNTHETIC label" in capsys.readouterr().out
+
+
+def test_barred_real_clips_lose_their_bars_and_damaged_files_are_named_as_damaged(tmp_path, capsys):
+    from ophora.study.blinding import ffmpeg_exe
+
+    path = _study(tmp_path, real={"size": "128x96"}, gen={"size": "128x96"},
+                  blinding={"width": 64, "height": 48, "fps": 8, "crf": 30}, repeats=4)  # repeats: own encodes
+    for clip in sorted((tmp_path / "real").glob("real_*.mp4")):  # 16-px black bars recorded with the picture
+        barred = clip.with_name("bar_" + clip.name)
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(clip), "-vf", "scale=128:64,pad=128:96:0:16",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", str(barred)], check=True)
+        barred.replace(clip)
+    definition = load_definition(path)
+    # A truncated copy (a download cut off half-way) is damaged, not a difference between clip sets.
+    gen0 = tmp_path / "gen" / "gen_0.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(gen0), "-c", "copy", "-movflags", "+faststart",
+                    str(tmp_path / "whole.mp4")], check=True)
+    original = gen0.read_bytes()
+    gen0.write_bytes((tmp_path / "whole.mp4").read_bytes()[: len(original) // 2])
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "damaged: these files are damaged" in out and "gen_0.mp4 (" in out and "Raters could tell" not in out
+    gen0.write_bytes(original)
+    with StudyStore(tmp_path / "b.db") as store:
+        store.create_study(definition, blind_dir=tmp_path / "served")
+        report = store.check_parity(definition.slug, definition.clips())
+        assert report.ok, report.message
+        assert "Uniform borders (black bars) of 2 clip(s) are cropped away" in report.message
+        assert report.table.set_index("clip set").loc["gen", "borders"] == "none"
+        assert store.import_clips(definition.slug, definition.clips()) == 4
+    served = sorted((tmp_path / "served").glob("*.mp4"))
+    assert len(served) == 4 + 2 * 4  # first readings and every clip's repeat for both raters
+    assert [f.name for f in served if _dark_bands(f, band=3)] == [], "a blinded clip or repeat kept its bars"
+
+
+def test_repeats_and_frame_size_must_fit_the_clips(tmp_path, capsys):
+    path = _study(tmp_path, real={"size": "64x48"}, gen={"size": "64x48"},
+                  blinding={"width": 640, "height": 480, "fps": 8, "crf": 30}, repeats=5)
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "The study's settings do not fit these clips" in out
+    assert "repeats: the study asks for 5 repeat readings per rater but has 4 clips; set repeats (count) to at most 4" in out
+    assert "frame: the study frame 640x480 is larger than every clip" in out and "at most 64x48" in out
+    data = yaml.safe_load(path.read_text())
+    data["blinding"]["width"] = 100000
+    path.write_text(yaml.safe_dump(data))
+    assert main(["check", str(path)]) == 2
+    assert "blinding.width: Input should be less than or equal to 4096" in capsys.readouterr().err

@@ -238,7 +238,7 @@ def test_failed_import_leaves_no_blinded_file_and_no_row(store_and_codes, tmp_pa
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
     specs = [ClipSpec(good, "real", "real", "incision", "Make an incision", "late"),
              ClipSpec(broken, "real", "real", "incision", "Make an incision", "late")]
-    with pytest.raises(StudyError, match=r"broken\.mp4 is not a readable video \(.*Invalid data"):
+    with pytest.raises(StudyError, match=r"damaged: these files are damaged .*broken\.mp4 \(.*Invalid data"):
         store.import_clips(slug, specs)  # refused while checking, before anything is encoded
 
     def nothing_left() -> None:
