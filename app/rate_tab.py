@@ -267,8 +267,10 @@ def build_rate_tab(store_getter, intro: str = "") -> None:
     # missing, else the first question of the clip (Tab-free keyboard rating).
     for event in (sign_in.click(on_sign_in, code, outputs, api_name="rate_sign_in", show_progress="minimal"),
                   code.submit(on_sign_in, code, outputs, api_visibility="undocumented", show_progress="minimal"),
+                  # preprocess=False: Gradio's own choice check would print a traceback holding whatever a
+                  # hostile client sent; the store checks every answer against the study and says so in one line.
                   submit.click(on_submit, [session, *radios, phase, turing, confidence, comment, reason], outputs,
-                               api_name="rate_submit", show_progress="minimal"),
+                               api_name="rate_submit", show_progress="minimal", preprocess=False),
                   back.click(on_back, session, outputs, api_name="rate_back", show_progress="minimal"),
                   forward.click(on_forward, session, outputs, api_name="rate_next", show_progress="minimal")):
         event.then(None, js=FOCUS_JS)

@@ -30,6 +30,11 @@ SOURCES = ("real", "generated")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+def shown(value, limit: int = 40) -> str:
+    """A value quoted in a message, cut short: a hostile client's 60 KB answer must not reach the log."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
 class StudyDefinitionError(ValueError):
     """A study file that cannot be used; the message says where and how to fix it."""
 
@@ -74,9 +79,9 @@ class Scale(_Strict):
     def check(self, value: Any, what: str) -> int:
         """Return ``value`` as an int on this scale (numpy integers too), or raise ``ValueError``."""
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, numbers.Real)):
-            raise ValueError(f"{what} must be a whole number from {self.min} to {self.max}, got {value!r}")
+            raise ValueError(f"{what} must be a whole number from {self.min} to {self.max}, got {shown(value)}")
         if not math.isfinite(float(value)) or int(value) != value:
-            raise ValueError(f"{what} must be a whole number from {self.min} to {self.max}, got {value!r}")
+            raise ValueError(f"{what} must be a whole number from {self.min} to {self.max}, got {shown(value)}")
         if not self.min <= int(value) <= self.max:
             raise ValueError(f"{what} is out of range: {value} is not between {self.min} and {self.max}")
         return int(value)

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ophora.study.definition import StudyDefinition, phase_wording
+from ophora.study.definition import StudyDefinition, phase_wording, shown
 from ophora.study.models import Answer, Assignment, Clip, Rater, Rating, Study
 from ophora.study.store_core import (STUDY_KEY, AlreadyRatedError, InvalidRatingError, NotRatedError, StoreCore,
                                      StudyError, UnknownClipError, _insert, _record, _utc)
@@ -376,7 +376,7 @@ def _check_seconds(seconds) -> float | None:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not math.isfinite(float(seconds)) \
             or float(seconds) < 0:
-        raise InvalidRatingError(f"seconds spent must be a finite number >= 0, got {seconds!r}")
+        raise InvalidRatingError(f"seconds spent must be a finite number >= 0, got {shown(seconds)}")
     return float(seconds)
 
 
@@ -415,14 +415,14 @@ def _validate(definition: StudyDefinition, scores: dict, phase, turing, confiden
             raise InvalidRatingError("this study does not ask raters to name the phase")
         matched = definition.match_phase(phase)
         if matched is None:
-            raise InvalidRatingError(f"phase answer {phase!r} is not one of {list(definition.phases)}")
+            raise InvalidRatingError(f"phase answer {shown(phase)} is not one of {list(definition.phases)}")
         out["phase"] = matched
     if turing is not None or confidence is not None or (complete and definition.turing_test):
         if not definition.turing_test:
             raise InvalidRatingError("this study has no real-or-synthetic question")
         if turing is not None or complete:
             if turing not in TURING_ANSWERS:
-                raise InvalidRatingError(f"real-or-synthetic answer must be 'real' or 'synthetic', got {turing!r}")
+                raise InvalidRatingError(f"real-or-synthetic answer must be 'real' or 'synthetic', got {shown(turing)}")
             out["turing"] = turing
         if confidence is not None or complete:
             try:

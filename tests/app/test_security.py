@@ -90,6 +90,23 @@ def test_signed_in_rater_sees_only_blinded_data(rater_station, seeded_study, cli
     assert name is not None and name.startswith("c") and len(name) == len("c0123456789abcdef.mp4")
 
 
+def test_an_answer_outside_the_choices_is_refused_in_one_line(rater_station, seeded_study, client_for, capfd):
+    """Gradio's own choice check would print a traceback holding the value; the store refuses it in a short line."""
+    client = client_for(rater_station.url)
+    screen = rater_screen(client.predict(seeded_study.codes["dave"], api_name="/rate_sign_in"))
+    args = answer_args(screen, 3)
+    junk = "x" * 30_000 + MARKER  # a message may quote the first 40 characters of an answer, never more
+    phase, args[-5] = args[-5], junk  # the phase answer
+    capfd.readouterr()
+    with pytest.raises(Exception, match="is not one of"):
+        client.predict(*args, api_name="/rate_submit")
+    args[-5], args[0] = phase, junk  # a score that is no number on the scale
+    with pytest.raises(Exception, match="whole number"):
+        client.predict(*args, api_name="/rate_submit")
+    out, err = capfd.readouterr()
+    assert "Traceback" not in err + out and MARKER not in err + out, (err + out)[-2000:]
+
+
 def test_studio_admin_actions_need_the_password(studio, seeded_study, client_for):
     client = client_for(studio.url)
     config = requests.get(studio.url + "config", timeout=10).json()
