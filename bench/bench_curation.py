@@ -121,15 +121,17 @@ def main() -> int:
         pd.DataFrame({"video": paths, "caption": [CAPTION] * len(paths)}).to_csv(folder / "clips.csv", index=False)
         print(f"{len(paths)} clips of 49 frames, 720x480; whole commands, start-up included")
         for workers in args.workers:
-            plain, plain_cpu = timed_command([sys.executable, __file__, "--workers", str(workers), "--plain-decode", *paths])
-            curate, curate_cpu = timed_command([sys.executable, "-m", "ophora", "curate", "--input", str(folder / "clips.csv"),
-                                    "--out", str(folder / f"curated{workers}.parquet"), "--workers", str(workers),
-                                    "--fresh", "--quiet"])
+            plain, plain_cpu = timed_command([sys.executable, __file__, "--workers", str(workers),
+                                              "--plain-decode", *paths])
+            curate, curate_cpu = timed_command([sys.executable, "-m", "ophora", "curate", "--input",
+                                                str(folder / "clips.csv"), "--out",
+                                                str(folder / f"curated{workers}.parquet"), "--workers", str(workers),
+                                                "--fresh", "--quiet"])
             kept = int((pd.read_parquet(folder / f"curated{workers}.parquet")["decision"] == "keep").sum())
             print(f"{workers} worker(s): plain decode {plain:6.1f} s ({len(paths) / plain * 60:6.1f} clips/min), "
                   f"curate {curate:6.1f} s ({len(paths) / curate * 60:6.1f} clips/min, {kept} kept); "
-                  f"ratio {plain / curate:4.2f} (goal >= 0.60); CPU seconds plain {plain_cpu:5.1f}, curate "
-                  f"{curate_cpu:5.1f} (ratio {plain_cpu / curate_cpu:4.2f})")
+                  f"ratio {plain / curate:4.2f} (goal >= 0.60); CPU seconds plain {plain_cpu:5.1f}, "
+                  f"curate {curate_cpu:5.1f} (ratio {plain_cpu / curate_cpu:4.2f})")
     if args.recall_frames:
         recall = cascade_recall(args.recall_frames)
         print(f"text screen cascade on {recall['frames']} frames with burned-in text: cheap pass fired on "

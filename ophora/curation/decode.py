@@ -4,8 +4,10 @@ Why one pass: decoding is the cost of curation. The probe reads only the header,
 file looks whole until every frame of the clip's window is actually decoded; PySceneDetect decodes them all
 anyway, so the same pass counts the decoded frames (``incomplete: decoded N of M frames`` when short), runs the
 cut detector, hands every frame to the face and text screens (``on_frame``) and keeps the few frames the VLM
-looks at. ``TappedStream`` is PySceneDetect's own OpenCV stream with a tap on ``read``; decoding stays on PySceneDetect's single decode thread, and the
-worker sets FFmpeg to one thread (``OPENCV_FFMPEG_CAPTURE_OPTIONS``), so a worker uses one core for decoding.
+looks at, and FFmpeg's error messages during the pass are read as its damaged-frame check (``ffmpeg_errors``).
+``TappedStream`` is PySceneDetect's own OpenCV stream with a tap on ``read``; decoding stays on PySceneDetect's
+single decode thread, and the worker sets FFmpeg to one thread (``OPENCV_FFMPEG_CAPTURE_OPTIONS``), so a worker
+uses one core for decoding.
 """
 
 from __future__ import annotations
@@ -170,4 +172,5 @@ def window_seconds(a: int, b: int, fps: float) -> tuple[float, float]:
     return max(0.0, (a - 0.25) / fps), (b - 0.25) / fps
 
 
-__all__ = ["DecodedClip", "FFMPEG_LOG_LINE", "check_error_logging", "FFMPEG_SINGLE_THREAD", "decode_clip", "ffmpeg_errors", "open_stream", "scene_window", "window_seconds"]
+__all__ = ["DecodedClip", "FFMPEG_LOG_LINE", "FFMPEG_SINGLE_THREAD", "check_error_logging", "decode_clip",
+           "ffmpeg_errors", "open_stream", "scene_window", "window_seconds"]

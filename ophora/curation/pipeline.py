@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
-from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, check_error_logging, decode_clip, ffmpeg_errors, open_stream, scene_window, window_seconds
+from .decode import (FFMPEG_SINGLE_THREAD, DecodedClip, check_error_logging, decode_clip, ffmpeg_errors, open_stream,
+                     scene_window, window_seconds)
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
