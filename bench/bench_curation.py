@@ -5,7 +5,8 @@ faces and burned-in text, cuts, window, rule refiner, PHI screens; no LLM) with 
 OpenCV decode of the same files by the same number of processes (one OpenCV/FFmpeg thread each, as a curation
 worker runs). Clips are 49-frame 720x480 clips like the training data: the two real Ophora clips and copies
 of them made different (mirrored, upside down, brighter; re-encoded), so no file is decoded from a warm cache twice.
-Prints seconds, clips/minute and the ratio plain/curate for each worker count (the goal is >= 0.6), then the
+Prints seconds, clips/minute and the ratio plain/curate for each worker count (the goal is >= 0.6), the CPU
+seconds both commands used (all their processes; less sensitive to other jobs on a shared machine), then the
 text screen's cascade recall against Tesseract on every whole frame of a random burned-in corpus.
 
 Usage: python bench/bench_curation.py [--clips 12] [--workers 1 2] [--recall-frames 40]
@@ -75,13 +76,19 @@ def make_clips(folder: Path, count: int) -> list[str]:
     return paths
 
 
-def timed_command(command: list[str]) -> float:
+def timed_command(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its processes): on a shared machine the CPU seconds
+    move much less with other jobs' load than the wall time does."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     seconds = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed:\n{result.stderr[-2000:]}")
-    return seconds
+    return seconds, (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
 
 
 def cascade_recall(frames_count: int) -> dict:
@@ -114,14 +121,17 @@ def main() -> int:
         pd.DataFrame({"video": paths, "caption": [CAPTION] * len(paths)}).to_csv(folder / "clips.csv", index=False)
         print(f"{len(paths)} clips of 49 frames, 720x480; whole commands, start-up included")
         for workers in args.workers:
-            plain = timed_command([sys.executable, __file__, "--workers", str(workers), "--plain-decode", *paths])
-            curate = timed_command([sys.executable, "-m", "ophora", "curate", "--input", str(folder / "clips.csv"),
-                                    "--out", str(folder / f"curated{workers}.parquet"), "--workers", str(workers),
-                                    "--fresh", "--quiet"])
+            plain, plain_cpu = timed_command([sys.executable, __file__, "--workers", str(workers),
+                                              "--plain-decode", *paths])
+            curate, curate_cpu = timed_command([sys.executable, "-m", "ophora", "curate", "--input",
+                                                str(folder / "clips.csv"), "--out",
+                                                str(folder / f"curated{workers}.parquet"), "--workers", str(workers),
+                                                "--fresh", "--quiet"])
             kept = int((pd.read_parquet(folder / f"curated{workers}.parquet")["decision"] == "keep").sum())
             print(f"{workers} worker(s): plain decode {plain:6.1f} s ({len(paths) / plain * 60:6.1f} clips/min), "
                   f"curate {curate:6.1f} s ({len(paths) / curate * 60:6.1f} clips/min, {kept} kept); "
-                  f"ratio {plain / curate:4.2f} (goal >= 0.60)")
+                  f"ratio {plain / curate:4.2f} (goal >= 0.60); CPU seconds plain {plain_cpu:5.1f}, "
+                  f"curate {curate_cpu:5.1f} (ratio {plain_cpu / curate_cpu:4.2f})")
     if args.recall_frames:
         recall = cascade_recall(args.recall_frames)
         print(f"text screen cascade on {recall['frames']} frames with burned-in text: cheap pass fired on "

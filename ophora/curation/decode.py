@@ -4,14 +4,20 @@ Why one pass: decoding is the cost of curation. The probe reads only the header,
 file looks whole until every frame of the clip's window is actually decoded; PySceneDetect decodes them all
 anyway, so the same pass counts the decoded frames (``incomplete: decoded N of M frames`` when short), runs the
 cut detector, hands every frame to the face and text screens (``on_frame``) and keeps the few frames the VLM
-looks at. ``TappedStream`` is PySceneDetect's own OpenCV stream with a tap on ``read``; decoding stays on PySceneDetect's single decode thread, and the
-worker sets FFmpeg to one thread (``OPENCV_FFMPEG_CAPTURE_OPTIONS``), so a worker uses one core for decoding.
+looks at, and FFmpeg's error messages during the pass are read as its damaged-frame check (``ffmpeg_errors``).
+``TappedStream`` is PySceneDetect's own OpenCV stream with a tap on ``read``; decoding stays on PySceneDetect's
+single decode thread, and the worker sets FFmpeg to one thread (``OPENCV_FFMPEG_CAPTURE_OPTIONS``), so a worker
+uses one core for decoding.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +69,7 @@ class DecodedClip:
     decode_failures: int
     frames: dict[int, np.ndarray] = field(default_factory=dict)
     cuts: dict | None = None  # dynamics.measure_cuts' measurements when the dynamics stage is on
+    errors: list[str] | None = None  # FFmpeg's error lines during the pass (None: not listened to)
     seconds: float = 0.0
 
     def pick(self, indices: list[int]) -> list[np.ndarray]:
@@ -76,7 +83,8 @@ def open_stream(path: str):
 
 
 def decode_clip(task: ClipTask, facts: dict, keep: set[int], dynamics_cfg: dict | None, stream=None,
-                on_frame: Callable[[int, np.ndarray], None] | None = None) -> DecodedClip:
+                on_frame: Callable[[int, np.ndarray], None] | None = None,
+                error_detection: bool = True) -> DecodedClip:
     """Decode every frame of the clip window once; run the cut detector on the way when ``dynamics_cfg``.
 
     ``stream``: the clip's stream from ``open_stream``, not yet read (the pipeline's probe opened it).
@@ -91,51 +99,63 @@ def decode_clip(task: ClipTask, facts: dict, keep: set[int], dynamics_cfg: dict 
     first = int(round((task.start_s or 0.0) * fps)) if task.start_s else 0
     expected = int(facts["clip_frames"])
     measured = None
-    if dynamics_cfg is not None:
-        measured = measure_cuts(task.video, dynamics_cfg, task.start_s, task.end_s, stream=stream)
-    else:
-        if task.start_s:
-            stream.seek(float(task.start_s))
-        while stream.decoded < expected and stream.read(decode=False) is not False:
-            pass
+    with ffmpeg_errors() if error_detection else nullcontext() as errors:
+        if dynamics_cfg is not None:
+            measured = measure_cuts(task.video, dynamics_cfg, task.start_s, task.end_s, stream=stream)
+        else:
+            if task.start_s:
+                stream.seek(float(task.start_s))
+            while stream.decoded < expected and stream.read(decode=False) is not False:
+                pass
     return DecodedClip(first_frame=first, frames_expected=expected, frames_decoded=stream.decoded,
                        decode_failures=int(getattr(stream, "_decode_failures", 0)), frames=stream.kept, cuts=measured,
-                       seconds=time.perf_counter() - began)
+                       errors=errors, seconds=time.perf_counter() - began)
 
 
-class ErrorCheck:
-    """FFmpeg's own error detection over the clip window, in a process beside the decoding pass.
+# A line FFmpeg logs from a decoder or demuxer context: "[h264 @ 0x55d0c0a1e2c0] error while decoding MB 8 1".
+FFMPEG_LOG_LINE = re.compile(r"^\[[\w.:-]+ @ (0x)?[0-9a-fA-F]+\]")
+_STDERR = threading.Lock()  # file descriptor 2 is the process's: one capture at a time
 
-    Why: the H.264 decoder conceals a damaged slice (a 2 KB corruption mid-file decodes as a visibly broken
-    frame, and OpenCV reports nothing); FFmpeg logs every concealed macroblock error. The check decodes the
-    window once more without the loop filter (which error detection does not need), on its own thread of
-    the machine, so on an idle core it costs no wall time."""
 
-    def __init__(self, video: str, start_s: float | None, end_s: float | None):
-        import subprocess
+def check_error_logging() -> None:
+    """Refuse to run error detection that could not see anything. With ``OPENCV_FFMPEG_LOGLEVEL`` or
+    ``OPENCV_FFMPEG_DEBUG`` set, OpenCV replaces FFmpeg's logger with its own (another level, another stream
+    and format), so a damaged clip could pass unnoticed: fail before the first clip instead."""
+    for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_FFMPEG_DEBUG"):
+        if name in os.environ:
+            raise ValueError(f"{name} is set, which changes how FFmpeg reports decoding errors (how damaged "
+                             f"frames are found): unset it, or set probe.error_detection=false")
 
-        import imageio_ffmpeg
 
-        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-threads", "1",
-                   "-skip_loop_filter", "all"]
-        if start_s:
-            command += ["-ss", f"{float(start_s):.3f}"]
-        command += ["-i", str(video)]
-        if end_s is not None:
-            command += ["-t", f"{float(end_s) - float(start_s or 0.0):.3f}"]
-        command += ["-map", "0:v:0", "-f", "null", "-"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        errors="replace")
+@contextmanager
+def ffmpeg_errors() -> Iterator[list[str]]:
+    """The error lines FFmpeg logs while the block runs (the list is filled when the block ends).
 
-    def errors(self) -> int:
-        """Lines of decoding errors FFmpeg reported for the window (0: every frame decoded cleanly)."""
-        _, said = self.process.communicate()
-        return sum(1 for line in said.splitlines() if line.strip())
+    Why: the H.264 decoder conceals a damaged slice (2 KB of noise mid-file decodes as a visibly broken frame
+    and OpenCV's ``read`` reports nothing), but FFmpeg logs every concealed error at its error level, and
+    OpenCV's FFmpeg backend prints those lines to the process's standard error. Capturing them from the
+    decoding pass itself makes error detection free: no second decode of the window. Lines that are not
+    FFmpeg's go back to standard error."""
+    import sys
+    import tempfile
 
-    def cancel(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate()
+    lines: list[str] = []
+    with _STDERR, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            others = []
+            for line in sink.read().decode("utf-8", errors="replace").splitlines():
+                (lines if FFMPEG_LOG_LINE.match(line) else others).append(line)
+            if others:
+                os.write(2, ("\n".join(others) + "\n").encode("utf-8"))
 
 
 def scene_window(cut_frames: list[int], first: int, last: int, fps: float) -> tuple[int, int]:
@@ -152,4 +172,5 @@ def window_seconds(a: int, b: int, fps: float) -> tuple[float, float]:
     return max(0.0, (a - 0.25) / fps), (b - 0.25) / fps
 
 
-__all__ = ["DecodedClip", "ErrorCheck", "FFMPEG_SINGLE_THREAD", "decode_clip", "open_stream", "scene_window", "window_seconds"]
+__all__ = ["DecodedClip", "FFMPEG_LOG_LINE", "FFMPEG_SINGLE_THREAD", "check_error_logging", "decode_clip",
+           "ffmpeg_errors", "open_stream", "scene_window", "window_seconds"]

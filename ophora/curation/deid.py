@@ -323,6 +323,25 @@ def _word_rule_recognizer(lexicon: Lexicon, segmenter):
     return WordRuleRecognizer(supported_entities=["PERSON", "UNKNOWN_WORD", "CODE"], name="WordRuleRecognizer")
 
 
+def _import_presidio() -> None:
+    """Import Presidio without Hugging Face transformers when nothing has imported it yet.
+
+    Why: ``presidio_analyzer`` imports ``transformers.pipeline`` (and with it torch) at import time for its
+    optional transformers NER engine, which this screen never uses (it runs spaCy). That import is about
+    3.5 s of every curation process's start-up (each worker's included); hidden, Presidio falls back to its
+    documented "transformers not installed" path. A process that already holds transformers keeps it."""
+    import sys
+
+    if "presidio_analyzer" in sys.modules or "transformers" in sys.modules:
+        import presidio_analyzer  # noqa: F401
+        return
+    sys.modules["transformers"] = None  # type: ignore[assignment]  # "from transformers import ..." fails
+    try:
+        import presidio_analyzer  # noqa: F401
+    finally:
+        del sys.modules["transformers"]
+
+
 def _nlp_engine(spacy_model: str | None):
     """(engine, description): a spaCy model with NER when one is installed, else a blank spaCy pipeline."""
     import spacy
@@ -361,6 +380,8 @@ class Deidentifier:
 
     def __init__(self, cfg: dict | None = None, breaker_path: str | Path | None = None):
         import pysbd
+
+        _import_presidio()
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
         cfg = cfg or {}

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
-from .decode import FFMPEG_SINGLE_THREAD, DecodedClip, ErrorCheck, decode_clip, open_stream, scene_window, window_seconds
+from .decode import (FFMPEG_SINGLE_THREAD, DecodedClip, check_error_logging, decode_clip, ffmpeg_errors, open_stream,
+                     scene_window, window_seconds)
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
 from .probe import probe_clip
@@ -86,6 +87,8 @@ class Curator:
     def __init__(self, config: dict, cache_path: str | Path | None = None, breaker_path: str | Path | None = None):
         self.config = config
         self.hash = config_hash(config)
+        if config["probe"]["error_detection"]:
+            check_error_logging()
         privacy = config["privacy"]
         self.face = None
         if privacy["face_prescreen"]["enabled"]:
@@ -123,7 +126,8 @@ class Curator:
     def _probe_stage(self, state: ClipState) -> StageResult:
         """Open the clip once: the probe reads the header of the stream the decoding pass then reads."""
         try:
-            state.stream = open_stream(state.task.video)
+            with ffmpeg_errors():  # a damaged file's messages: the probe and the decoding pass say it in words
+                state.stream = open_stream(state.task.video)
         except Exception:  # missing, empty or unreadable: the probe says which, in its own words
             state.stream = None
         return probe_clip(state.task, self.config, state.stream.capture if state.stream is not None else None)
@@ -162,20 +166,18 @@ class Curator:
         """Decode every frame of the clip window once (cuts, screens and VLM samples on the way); see decode.py."""
         state.samples = self._sample_indices(state)
         dynamics = self.config["dynamics"] if self.config["dynamics"]["enabled"] else None
-        check = ErrorCheck(state.task.video, state.task.start_s, state.task.end_s) \
-            if self.config["probe"]["error_detection"] else None
         try:
             state.decoded = decode_clip(state.task, state.facts, set(state.samples), dynamics, stream=state.stream,
-                                        on_frame=self._start_screens(state))
+                                        on_frame=self._start_screens(state),
+                                        error_detection=bool(self.config["probe"]["error_detection"]))
         except Exception as error:  # the decoder gave up on this file: a fact about the clip
             return StageResult({}, f"incomplete: the video could not be decoded ({type(error).__name__}: {error})")
         finally:
             state.stream = None  # read to the end of the window; the capture is released with its last reference
-            if check is not None and state.decoded is None:
-                check.cancel()  # no verdict to add to (a failed decode, Ctrl-C): don't leave FFmpeg running
         decoded = state.decoded
         measured = {"frames_expected": decoded.frames_expected, "frames_decoded": decoded.frames_decoded,
-                    "failures": decoded.decode_failures, "errors": check.errors() if check else None,
+                    "failures": decoded.decode_failures,
+                    "errors": len(decoded.errors) if decoded.errors is not None else None,
                     "seconds": decoded.seconds}
         missing = decoded.frames_expected - decoded.frames_decoded
         if missing > int(self.config["probe"]["max_missing_frames"]):

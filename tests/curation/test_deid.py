@@ -127,16 +127,20 @@ def released_text(out: Path) -> str:
 
 
 def test_no_phi_reaches_the_release(tmp_path, sample_clips, capsys):
+    from ophora.generation.video import read_clip, write_clip
+
     items = narrations()
     phases = ["capsule-polishing", "Capsule polishing - Mrs Okafor (bed 4)", "Lens implantation", "cortex for ngozi"]
-    rows = [{"clip_id": item["clip_id"], "video": str(sample_clips[i % 2]), "caption": item["caption"],
+    # this test is about text: 60 clips go through every stage and the release with their screens on as by
+    # default (the release refuses clips whose frames were not all screened), on 8-frame cuts of the real
+    # clips (a 8-frame training window) so that decoding, screening and re-encoding stay cheap
+    videos = [write_clip(read_clip(path)[0][:8], tmp_path / f"short{i}.mp4", fps=8)
+              for i, path in enumerate(sample_clips)]
+    rows = [{"clip_id": item["clip_id"], "video": str(videos[i % 2]), "caption": item["caption"],
              "phase": phases[i % 4]} for i, item in enumerate(items)]
     manifest = tmp_path / "phi.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    # the face and text screens stay on (the release refuses clips whose frames were not all screened), on
-    # smaller frames than by default: this test is about text, and 60 clips are screened
-    config = load_config(overrides=["dynamics.enabled=false", "probe.error_detection=false",
-                                    "privacy.face_prescreen.max_side=96", "privacy.text_prescreen.max_side=240"])
+    config = load_config(overrides=["dynamics.enabled=false", "probe.window_frames=8"])
     curated = tmp_path / "curated.parquet"
     frame = run_pipeline(read_tasks(manifest), config, curated, workers=1)
     assert (frame["decision"] == "keep").sum() >= 55

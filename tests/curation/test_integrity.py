@@ -80,6 +80,40 @@ def test_a_corrupt_slice_mid_file_drops_the_clip(curated):
     assert curated.loc["faststart", "decode_errors"] == 0
 
 
+@pytest.mark.slow
+def test_the_curate_command_drops_a_corrupt_slice_with_two_workers(damaged, tmp_path):
+    """The decoding pass reads FFmpeg's own error messages: checked through the real command, in worker
+    processes, as a user runs it (the command once silenced FFmpeg's log, which would hide the errors)."""
+    import os
+    import sys
+
+    rows = [{"clip_id": name, "video": str(damaged / f"{name}.mp4"),
+             "caption": "Inject fluid under the capsule with a cannula to free the nucleus."}
+            for name in ("garbled", "faststart")]
+    pd.DataFrame(rows).to_csv(tmp_path / "clips.csv", index=False)
+    out = tmp_path / "curated.parquet"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_FFMPEG_")}
+    result = subprocess.run([sys.executable, "-m", "ophora", "curate", "--input", str(tmp_path / "clips.csv"),
+                             "--out", str(out), "--workers", "2", "--quiet", "--set",
+                             "privacy.face_prescreen.enabled=false"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "error while decoding" not in result.stderr  # captured by the pass, said in the row
+    rows = pd.read_parquet(out).set_index("clip_id")
+    assert rows.loc["garbled", "decode_errors"] > 0 and rows.loc["garbled", "decision"] == "drop"
+    assert rows.loc["faststart", "decode_errors"] == 0 and rows.loc["faststart", "decision"] == "keep"
+
+
+def test_error_detection_refuses_a_silenced_ffmpeg(damaged, tmp_path, monkeypatch, capsys):
+    from ophora.curation.cli import main
+
+    pd.DataFrame([{"video": str(damaged / "garbled.mp4"), "caption": "Inject fluid under the capsule."}]).to_csv(
+        tmp_path / "clips.csv", index=False)
+    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    assert main(["--input", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "c.parquet"), "--quiet"]) != 0
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "OPENCV_FFMPEG_LOGLEVEL" in said[0] and "unset it" in said[0]
+
+
 def test_rotation_flagged_and_portrait_clips_are_judged_as_displayed(curated):
     rotated = curated.loc["rotated"]
     assert rotated["decision"] == "keep", rotated["reason"]

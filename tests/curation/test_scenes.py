@@ -27,13 +27,28 @@ def joined(clips: list[np.ndarray], width: int, height: int, fps: int, segments:
         source = clips[k % len(clips)]
         length = int(rng.integers(9, 15))  # >= 8 frames at 8 fps (min_scene_len_frames)
         start = int(rng.integers(0, len(source) - length))
-        picks = np.floor(np.arange(round(length * fps / 8)) * 8 / fps).astype(int) + start
-        part = np.stack([cv2.resize(source[i], (width, height), interpolation=cv2.INTER_AREA) for i in picks])
+        picks = np.floor(np.arange(round(length * fps / 8)) * 8 / fps).astype(int)
+        stretch = np.stack([cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+                            for frame in source[start:start + length]])  # each source frame resized once
+        part = stretch[picks]
         if parts:
             cuts.append(total)
         parts.append(part)
         total += len(part)
     return np.concatenate(parts), cuts
+
+
+def encode_fast(frames: np.ndarray, path, fps: int) -> None:
+    """H.264 (yuv420p) at x264's fastest preset: the cut detector sees decoded pixels, and 2,000 frames up to
+    1280x720 encode in a fifth of the time of the default preset."""
+    import imageio_ffmpeg
+
+    writer = imageio_ffmpeg.write_frames(str(path), (frames.shape[2], frames.shape[1]), fps=fps, codec="libx264",
+                                         output_params=["-preset", "ultrafast"], macro_block_size=1)
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame).tobytes())
+    writer.close()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +62,8 @@ def test_hard_cuts_in_joined_real_clips(real_frames, tmp_path):
     found = missed = false = 0
     for index, (width, height, fps) in enumerate(FORMATS):
         frames, cuts = joined(real_frames, width, height, fps, segments=14, seed=index)
-        path = write_clip(frames, tmp_path / f"joined_{width}x{height}_{fps}.mp4", fps=fps)
+        path = tmp_path / f"joined_{width}x{height}_{fps}.mp4"
+        encode_fast(frames, path, fps)
         detected = measure_cuts(str(path), cfg)["cut_frames"]
         hits = [c for c in cuts if any(abs(d - c) <= 1 for d in detected)]
         found += len(hits)
