@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,37 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_model_available(model: str, key: str, local_files_only: bool, timeout_s: float = 10) -> None:
-    """Raise ``ConfigError`` at once when a hub model is neither in this machine's Hugging Face cache nor
-    reachable. Why: offline, diffusers fails only after half a minute, naming a config file
-    ("... does not appear to have a file named scheduler_config.json") instead of the fix."""
-    from huggingface_hub import constants, model_info, snapshot_download
-
-    from ophora.training.config import ConfigError
-
-    if Path(model).expanduser().is_dir():
-        return
-    try:
-        snapshot_download(model, local_files_only=True, allow_patterns=["model_index.json"])
-        return  # in the local cache
-    except Exception:  # noqa: BLE001 - not cached (or not a valid id): decided below
-        pass
-    offline = local_files_only or constants.HF_HUB_OFFLINE
-    if not offline:
-        try:
-            model_info(model, timeout=timeout_s)
-            return
-        except Exception:  # noqa: BLE001 - no network, no such repository, no access
-            pass
-    folder = f"models/{model.rsplit('/', 1)[-1]}"
-    raise ConfigError(
-        f"The model {model!r} is not available offline: it is not in this machine's Hugging Face cache"
-        + ("" if offline else " and the hub could not be reached") + f". On a connected machine run "
-        f"`hf download {model} --local-dir {folder}`, copy that folder here, and point {key} at it"
-        + (f" (`base_model: {folder}` in the stage config, or `--set base_model={folder}`)." if key == "base_model"
-           else f" (`--model {folder}`)."))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -90,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "encode":
             from ophora.training.encode import EncodeOptions, encode_manifest
 
-            check_model_available(args.model, "--model", args.local_files_only)
             index = encode_manifest(EncodeOptions(
                 manifest=args.manifest, model=args.model, output=args.output,
                 buckets=tuple(args.buckets or ("49x480x720",)), shard_size=args.shard_size,
@@ -104,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         from ophora.training.trainer import fit as run_fit
 
         config = load_stage_config(args.config, args.overrides)
-        check_model_available(config.base_model, "base_model", args.local_files_only)
         result = run_fit(config, resume=args.resume, stop_at_step=args.stop_at_step, cpu=args.cpu,
                          local_files_only=args.local_files_only)
         if not result.is_main_process:

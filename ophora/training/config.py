@@ -261,3 +261,32 @@ def load_stage_config(path: str | Path, overrides: list[str] | None = None) -> S
                 raise ConfigError(f"--set {text}: {key} is not a mapping")
         target[keys[-1]] = value
     return config_from_dict(values, where=str(path))
+
+
+def check_model_available(model: str, key: str, local_files_only: bool, timeout_s: float = 10) -> None:
+    """Raise ``ConfigError`` at once when a hub model is neither in this machine's Hugging Face cache nor
+    reachable. Why: offline, diffusers fails only after half a minute, naming a config file
+    ("... does not appear to have a file named scheduler_config.json") instead of the fix."""
+    from huggingface_hub import constants, model_info, snapshot_download
+
+    if Path(model).expanduser().is_dir() or model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        return  # a folder (or a path that names one): the loader says what is missing there
+    try:
+        snapshot_download(model, local_files_only=True, allow_patterns=["model_index.json"])
+        return  # in the local cache
+    except Exception:  # noqa: BLE001 - not cached (or not a valid id): decided below
+        pass
+    offline = local_files_only or constants.HF_HUB_OFFLINE
+    if not offline:
+        try:
+            model_info(model, timeout=timeout_s)
+            return
+        except Exception:  # noqa: BLE001 - no network, no such repository, no access
+            pass
+    folder = f"models/{model.rsplit('/', 1)[-1]}"
+    raise ConfigError(
+        f"The model {model!r} is not available offline: it is not in this machine's Hugging Face cache"
+        + ("" if offline else " and the hub could not be reached") + f". On a connected machine run "
+        f"`hf download {model} --local-dir {folder}`, copy that folder here, and point {key} at it"
+        + (f" (`base_model: {folder}` in the stage config, or `--set base_model={folder}`)." if key == "base_model"
+           else f" (`--model {folder}`)."))

@@ -79,6 +79,13 @@ def _load_encoders(options: EncodeOptions, device: torch.device):
     """The pipeline without its transformer: only the tokenizer, T5 and VAE are needed here (fp32 encode)."""
     from diffusers import CogVideoXPipeline
 
+    from ophora.training.config import ConfigError, check_model_available
+
+    try:
+        check_model_available(options.model, "--model", options.local_files_only)  # offline: say so before loading
+    except ConfigError as error:
+        raise EncodeError(str(error)) from None
+
     try:
         pipe = CogVideoXPipeline.from_pretrained(options.model, transformer=None, torch_dtype=torch.float32,
                                                  local_files_only=options.local_files_only)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ophora.training.config import BatchPlan, ConfigError, StageConfig
+from ophora.training.config import BatchPlan, ConfigError, StageConfig, check_model_available
 from ophora.training.dataset import BucketBatchSampler, DataError, EncodedClips, collate
 from ophora.training.objective import diffusion_loss, sample_generators, sample_latents
 
@@ -190,6 +190,7 @@ def fit(config: StageConfig, resume: str | None = None, stop_at_step: int | None
     _check_hardware(config, use_cuda=torch.cuda.is_available() and (use_deepspeed or not cpu))
     check_base_model(config.base_model)
     dataset = EncodedClips(config.data)  # missing shards stop the run before any model is loaded
+    check_model_available(config.base_model, "base_model", local_files_only)  # offline: say so in 1 s, not 30
     if not resume and any((output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*/{STATE_FILE}")):
         raise ConfigError(f"{output_dir} already holds checkpoints of a run. Continue it with --resume latest, "
                           f"or set another output_dir to start over.")
