@@ -89,9 +89,12 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
 
         worker = threading.Thread(target=work, name=f"kiosk-{key[:8]}", daemon=True)
         worker.start()
+        queued = False  # told a place behind another visitor: the done line then says the wait, however short
         try:
             while worker.is_alive():
-                yield gr.update(), visitor_status(service, key)
+                status = visitor_status(service, key)
+                queued = queued or status.startswith("You are")
+                yield gr.update(), status
                 worker.join(STATUS_EVERY_S)
         finally:
             service.leave_line(key)
@@ -109,7 +112,8 @@ def build_kiosk_tab(service: GenerationService, gallery_dir: Path, kiosk_dir: Pa
         write_clip(result.frames, out, fps=result.request.fps, provenance=result.provenance, synthetic_mark=True)
         total = time.monotonic() - asked
         waited = max(0.0, total - result.seconds)
-        wait_note = f", of which {duration(waited)} waiting in line" if waited >= 1 else ", with no wait"
+        wait_note = (f", of which {duration(waited)} waiting in line" if queued or waited >= 1
+                     else ", with no wait")
         yield stage_file(out), f"Done: your clip took {duration(total)}{wait_note}."
 
     def on_leave(request: gr.Request):

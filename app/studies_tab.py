@@ -23,7 +23,7 @@ from app import glossary as words
 from app.fields import optional_number, optional_number_box
 from app.wording import quiet, readable_table, yaml_problem
 from ophora.study.definition import VIDEO_SUFFIXES, ClipSpec, StudyDefinitionError, parse_definition
-from ophora.study.parity import WAIVABLE
+from ophora.study.parity import FILE_PROBLEMS, SETTING_PROBLEMS, WAIVABLE
 from ophora.study.store import ParityError, StudyError
 from ophora.vocabulary import load_phases
 
@@ -198,7 +198,8 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                                              elem_id="import-history-phase", scale=2)
                     import_hist = gr.Button("Import selected history clips", elem_id="import-history", scale=1)
                 with gr.Row():
-                    real_folder = gr.Textbox(label="Folder of real clips on this machine", scale=3)
+                    real_folder = gr.Textbox(label="Folder of real clips on this machine", scale=3,
+                                             elem_id="import-real-folder")
                     real_phase = gr.Dropdown([], label="Phase (empty: from file names)", allow_custom_value=True)
                 real_upload = gr.File(label="…or upload real clips", file_count="multiple", type="filepath",
                                       file_types=list(VIDEO_SUFFIXES))
@@ -467,9 +468,18 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         report = error.report
         props = [p.split(":", 1)[0] for p in report.problems]
         waivable = [p for p in props if p in WAIVABLE]
-        fixed_only = [p for p in report.problems if p.split(":", 1)[0] not in WAIVABLE]
-        lines = ["**Import refused: raters could tell these clip sets apart after blinding.** Nothing was imported."]
-        lines += [f"- {words.in_app_words(p)}" for p in report.problems]
+        kinds = {p: p.split(":", 1)[0] for p in report.problems}
+        groups = [("These clips cannot be shown to raters", [p for p in report.problems if kinds[p] in FILE_PROBLEMS]),
+                  ("The study's settings do not fit these clips",
+                   [p for p in report.problems if kinds[p] in SETTING_PROBLEMS]),
+                  ("Raters could tell these clip sets apart after blinding",
+                   [p for p in report.problems if kinds[p] not in FILE_PROBLEMS + SETTING_PROBLEMS])]
+        fixed_only = [p for p in groups[2][1] if kinds[p] not in WAIVABLE]
+        lines = ["**Import refused.** Nothing was imported."]
+        for heading, problems in groups:
+            if problems:
+                lines.append(f"{heading}:")
+                lines += [f"- {words.in_app_words(p)}" for p in problems]
         if fixed_only:
             lines.append("Length and instruction differences cannot be accepted: change the clips, or change this "
                          "draft under *Study settings* (Show the picked draft's settings, change, save), then "

@@ -297,7 +297,7 @@ class StudyLifeCycle(StoreCore):
                     raise StudyError("repeat readings and the order seed cannot change after creation; "
                                      "delete this draft and create it again to change them")
                 _check_unique_raters(definition.raters)
-                copies: list[tuple[Path, Path]] = []
+                copies: list[tuple[Path, Path, Path | None]] = []
                 staged: dict[Path, Path] = {}
                 if definition.blinding != old.blinding:
                     for clip in s.scalars(select(Clip).where(Clip.study_id == study.id)).all():
@@ -308,9 +308,12 @@ class StudyLifeCycle(StoreCore):
                                              f"again")
                         final = Path(clip.blinded_path)
                         staging = staging or Path(tempfile.mkdtemp(prefix=".update-", dir=final.parent))
-                        staged[final] = blinding.blind_copy(source, staging / final.name, definition.blinding)
-                        copies.append((final, final))
-                        copies += [(final, Path(alias)) for alias in s.scalars(
+                        borders = screening.measure_borders(screening.sample_luma(source))  # as at import
+                        staged[final] = blinding.blind_copy(source, staging / final.name, definition.blinding,
+                                                            borders)
+                        copies.append((final, final, None))
+                        # A repeat reading is its own encode from the original, as at import.
+                        copies += [(source, Path(alias), final) for alias in s.scalars(
                             select(Assignment.alias_path).where(Assignment.clip_id == clip.id,
                                                                 Assignment.alias_path.is_not(None)))]
                 study.title = definition.title
@@ -322,7 +325,7 @@ class StudyLifeCycle(StoreCore):
                 known = set(s.scalars(select(Rater.name).where(Rater.study_id == study.id)))
                 codes = {name: self._add_rater(s, study, name, actor, created)
                          for name in definition.raters if name not in known}
-                _write_blinded(copies, staged, [])  # replaced in place: a failed call leaves the old files
+                _write_blinded(copies, staged, [], definition.blinding)  # in place: a failed call keeps the old
         except BaseException:
             _remove(created)
             raise

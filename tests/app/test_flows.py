@@ -181,8 +181,13 @@ def test_import_rejects_corrupt_video(studio, seeded_study, client_for, tmp_path
     bad.write_bytes(b"not a video at all" * 100)
     from gradio_client import handle_file
 
-    with pytest.raises(Exception, match="not a readable video|could not re-encode"):
-        lead.predict("app-study", "", "hydrodissection", [handle_file(str(bad))], [], api_name="/study_import_real")
+    message, details, *_ = lead.predict("app-study", "", "hydrodissection", [handle_file(str(bad))], [],
+                                        api_name="/study_import_real")
+    details = value_of(details)
+    assert message.startswith("Import refused") and "Nothing was imported" in details
+    # Named as damaged, not as a difference raters could tell (issue 20, item 7).
+    assert "These clips cannot be shown to raters" in details and "broken.mp4" in details
+    assert "could tell" not in details
     with pytest.raises(Exception, match="does not exist"):
         lead.predict("app-study", str(tmp_path / "nowhere"), "", [], [], api_name="/study_import_real")
     assert lead.predict("app-study", api_name="/study_results")[0]  # still usable
@@ -278,6 +283,7 @@ turing_test: true
 clip_sets:
   - {{name: real, source: real, model: real, folder: "{real}"}}
 raters: [ann, ben]
+blinding: {{width: 96, height: 64}}
 """
     upload = tmp_path / "study.yaml"
     upload.write_text(text, encoding="utf-8")
