@@ -37,8 +37,13 @@ def _add_metrics_parser(sub) -> None:
     p.add_argument("--real", help="real clips: folder (phase from sidecar or subfolder name), CSV path,phase, or "
                                   "a features-real.npz from an earlier report (reused if weights and protocol match)")
     p.add_argument("--out", required=True, help="report folder (metrics.csv/.md/.html, report.json, features)")
-    p.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of " + ",".join(METRICS))
-    p.add_argument("--no-per-phase", action="store_true", help="overall row only")
+    _add_metric_arguments(p, METRICS, "overall row only")
+
+
+def _add_metric_arguments(p, metrics, overall_help: str) -> None:
+    """Which metrics, per phase or not, and the extractors and protocol they run with (report and compare)."""
+    p.add_argument("--metrics", default=",".join(metrics), help="comma-separated subset of " + ",".join(metrics))
+    p.add_argument("--no-per-phase", action="store_true", help=overall_help)
     _add_extractor_arguments(p)
     _add_protocol_arguments(p)
 
@@ -115,10 +120,7 @@ def _add_compare_parser(sub) -> None:
     p.add_argument("b", metavar="[NAME=]B", help="model B's clips (folder or CSV) or its features-*.npz")
     p.add_argument("--real", required=True, help="real clips (folder or CSV) or a features-real.npz")
     p.add_argument("--out", required=True, help="report folder (compare.html, compare.md, compare.json)")
-    p.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of " + ",".join(METRICS))
-    p.add_argument("--no-per-phase", action="store_true", help="overall only")
-    _add_extractor_arguments(p)
-    _add_protocol_arguments(p)
+    _add_metric_arguments(p, METRICS, "overall only")
 
 
 def _add_paper_protocol_parser(sub) -> None:

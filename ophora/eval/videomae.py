@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ophora.eval.weights import (MissingWeightsError, WeightsInfo, hub_model_problem, resolve_hub_folder,
+from ophora.eval.weights import (WeightsInfo, folder_weight_files, hub_model_problem, resolve_hub_folder,
                                  resolve_weights_file, sha256_file, sha256_files, weights_problem)
 
 VIDEOMAE_URL = ("https://pjlab-gvm-data.oss-cn-shanghai.aliyuncs.com/internvideo/videomaev2/"
@@ -127,10 +127,8 @@ def load_videomae(source: str | None = None, offline: bool = False,
 
     if source is not None and not source.endswith((".pth", ".pt", ".bin")) and not Path(source).is_file():
         folder = resolve_hub_folder(source, offline, what="VideoMAE-v2 model", flag=FLAG)
-        files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-        if not files:
-            raise MissingWeightsError(f"{folder} has no weights (*.safetensors or *.bin); pass cd-fvd's checkpoint "
-                                      f"{VIDEOMAE_FILENAME} or a VideoMAEForVideoClassification folder with {FLAG}.")
+        files = folder_weight_files(folder, f"pass cd-fvd's checkpoint {VIDEOMAE_FILENAME} or a "
+                                            f"VideoMAEForVideoClassification folder with {FLAG}.")
         model = VideoMAEForVideoClassification.from_pretrained(folder)
         return VideoMAEFeatures(model), WeightsInfo("cdfvd", f"VideoMAE {model.config.hidden_size}-d / {source}",
                                                     str(folder), sha256_files(files))

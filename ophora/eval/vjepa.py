@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ophora.eval.weights import (MissingWeightsError, WeightsInfo, hub_model_problem, resolve_hub_folder,
-                                 sha256_files)
+from ophora.eval.weights import WeightsInfo, folder_weight_files, hub_model_problem, resolve_hub_folder, sha256_files
 
 DEFAULT_VJEPA_MODEL = "facebook/vjepa2-vitl-fpc16-256-ssv2"
 FLAG = "--vjepa-model"
@@ -71,10 +70,8 @@ def load_vjepa(source: str | None = None, offline: bool = False) -> tuple[VJEPAF
 
     source = source or DEFAULT_VJEPA_MODEL
     folder = resolve_hub_folder(source, offline, what="V-JEPA 2 model", flag=FLAG)
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not files:
-        raise MissingWeightsError(f"{folder} has no weights (*.safetensors or *.bin); pass a V-JEPA 2 video "
-                                  f"classifier such as {DEFAULT_VJEPA_MODEL} with {FLAG}.")
+    files = folder_weight_files(folder, f"pass a V-JEPA 2 video classifier such as {DEFAULT_VJEPA_MODEL} "
+                                        f"with {FLAG}.")
     model = VJEPA2ForVideoClassification.from_pretrained(folder)
     name = f"V-JEPA 2 {model.config.hidden_size}-d SSv2-probe pooler / {source} (JEDi reference: V-JEPA 1 ViT-H)"
     return VJEPAFeatures(model), WeightsInfo("jedi", name, str(folder if Path(source).is_dir() else source),

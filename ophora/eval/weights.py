@@ -130,6 +130,15 @@ def resolve_hub_folder(model: str, offline: bool, *, what: str, flag: str) -> Pa
             f"and pass the folder with {flag}.") from error
 
 
+def folder_weight_files(folder: Path, hint: str) -> list[Path]:
+    """The weight files of a transformers model folder (safetensors first); ``MissingWeightsError`` naming
+    ``hint`` (what to pass instead) when it has none."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise MissingWeightsError(f"{folder} has no weights (*.safetensors or *.bin); {hint}")
+    return files
+
+
 def init_random_weights(model, seed: int = 0):
     """He-normal convolutions, so activations neither vanish nor explode through a deep random network.
 
