@@ -277,8 +277,9 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
                 columns_note = gr.Markdown(elem_id="columns-note")
                 with gr.Accordion("Details for statisticians", open=False, elem_id="statistician-details"):
                     gr.Markdown("Full precision, with the methods: mean scores from a crossed random-effects model "
-                                "(raters and clips random, Satterthwaite degrees of freedom); differences with "
-                                "Holm-adjusted p-values; AUC from the Obuchowski-Rockette analysis, three ways "
+                                "(raters and clips random) with a generalized confidence interval cut at the "
+                                "scale's ends (none with fewer than 3 raters or 3 clips); differences with "
+                                "Satterthwaite t intervals and Holm-adjusted p-values; AUC from the Obuchowski-Rockette analysis, three ways "
                                 "(rrrc: raters and clips random; frrc: these raters only; rrfc: these clips "
                                 "only); ICC and Krippendorff's alpha for agreement. The exports hold the same.")
                     detail_scores = gr.Dataframe(label="Mean scores with variance components", interactive=False,
@@ -426,8 +427,11 @@ def build_studies_tab(store_getter, history: History | None, config, admin_state
         new = form_definition(slug, title, instr, crit, ask_phase, turing, raters, 0, old.seed,
                               config.studies_dir / slug / "incoming", blinding=blinding,
                               instruction_source=instruction_source)
+        # What the form does not show is kept as the study file set it (confidence scale, Turing margin).
         new = dataclasses.replace(new, clip_sets=old.clip_sets, repeats=old.repeats, phases=old.phases,
-                                  raters=tuple(dict.fromkeys([*old.raters, *new.raters])))
+                                  raters=tuple(dict.fromkeys([*old.raters, *new.raters])),
+                                  turing_confidence=old.turing_confidence or new.turing_confidence,
+                                  turing_margin=old.turing_margin)
         added = store().update_draft(slug, new)
         note = (f" Access codes for {words.plural(len(added), 'new rater')} are beside this message (shown once)."
                 if added else "")

@@ -39,6 +39,8 @@ __all__ = ["SPEEDS", "SPEED_LABELS", "MAGCACHE_FILE", "SpeedPresetError", "cache
            "describe_config"]
 
 MAGCACHE_FILE = "magcache_ratios.json"
+FASTERCACHE_NEEDS_GUIDANCE = ("FasterCache reuses the unguided half of guidance, and guidance 1 has none: raise "
+                              "guidance above 1 (6 is the published setting) or use another speed.")
 # TaylorSeer's default pattern matches no CogVideoX module; this one matches each block's joint attention.
 COGVIDEOX_ATTENTION = r"transformer_blocks\.\d+\.attn1"
 
@@ -67,8 +69,7 @@ def cache_config(name: str, loaded: "LoadedPipeline", request: GenerationRequest
                                                current_timestep_callback=lambda: pipe.current_timestep)
     if name == "fastercache":  # the diffusers docs' CogVideoX example
         if request.guidance_scale <= 1:
-            raise SpeedPresetError("FasterCache reuses the unguided half of guidance, and guidance 1 has none: "
-                                   "raise guidance above 1 (6 is the published setting) or use another speed.")
+            raise SpeedPresetError(FASTERCACHE_NEEDS_GUIDANCE)
         return FasterCacheConfig(spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 681),
                                  low_frequency_weight_update_timestep_range=(99, 641),
                                  high_frequency_weight_update_timestep_range=(-1, 301),
@@ -121,9 +122,12 @@ def attached_cache(loaded: "LoadedPipeline", config) -> Iterator[int]:
     before = _hook_count(transformer)
     try:
         transformer.enable_cache(config)
-    except (ValueError, TypeError, AttributeError, KeyError) as error:
-        if getattr(transformer, "_cache_config", None) is not None:
-            transformer.disable_cache()
+    except Exception as error:  # noqa: BLE001 - any failure inside diffusers' apply_* may leave hooks behind
+        # enable_cache records its config only after every hook attached: record it so disable_cache removes
+        # whatever was attached before the failure (removing an absent hook is a no-op), or later "exact"
+        # clips would run through a half-attached cache.
+        transformer._cache_config = config
+        transformer.disable_cache()
         raise SpeedPresetError(f"The speed preset's cache ({type(config).__name__}) cannot attach to this model "
                                f"({type(transformer).__name__}): {error}. Generate with speed 'exact'.") from error
     try:
@@ -157,8 +161,11 @@ def magcache_ratios_path(loaded: "LoadedPipeline") -> Path:
 
 
 def check_speed_before_load(options, request: GenerationRequest) -> None:
-    """Refuse ``magcache`` for a local model folder without saved ratios before minutes of loading (the
-    fingerprint check needs the loaded model and runs in ``generate``)."""
+    """Refuse before minutes of loading: ``fastercache`` without guidance, and ``magcache`` for a local model
+    folder without saved ratios (the fingerprint check needs the loaded model and runs in ``generate``)."""
+    if (request.speed == "fastercache" and isinstance(request.guidance_scale, (int, float))
+            and request.guidance_scale <= 1):
+        raise SpeedPresetError(FASTERCACHE_NEEDS_GUIDANCE)
     if request.speed != "magcache":
         return
     for folder in (options.transformer, options.model):

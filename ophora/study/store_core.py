@@ -95,6 +95,8 @@ def _record(s: Session, op: str, table: str, values) -> None:
 def _insert(s: Session, model, rows: list[dict]) -> None:
     """Insert rows in one statement and chain them as stored (RETURNING gives ids and defaults): cheaper
     than the ORM on the rating path."""
+    if not rows:  # an empty executemany would be INSERT ... DEFAULT VALUES (a change of phase alone, say)
+        return
     table = model.__table__
     for row in s.execute(INSERT_RETURNING[table.name], rows):
         _record(s, "insert", table.name, row._mapping)
