@@ -113,7 +113,7 @@ def decode_clip(task: ClipTask, facts: dict, keep: set[int], dynamics_cfg: dict 
 
 
 # A line FFmpeg logs from a decoder or demuxer context: "[h264 @ 0x55d0c0a1e2c0] error while decoding MB 8 1".
-FFMPEG_LOG_LINE = re.compile(r"^\[[\w.:-]+ @ (0x)?[0-9a-fA-F]+\]")
+FFMPEG_LOG_LINE = re.compile(r"^\[[\w.,:-]+ @ (0x)?[0-9a-fA-F]+\]")  # demuxers: [mov,mp4,m4a,... @ 0x..]
 _STDERR = threading.Lock()  # file descriptor 2 is the process's: one capture at a time
 
 

@@ -106,7 +106,10 @@ def read_csv_table(path: Path) -> pd.DataFrame:
         if len(fields) > width:
             raise InputError(f"{path}: row {number} has {len(fields)} fields, the header {width}; put values "
                              f"that contain '{separator}' in double quotes")
-    return pd.read_csv(io.StringIO(text), sep=separator, dtype={"clip_id": str})
+    try:
+        return pd.read_csv(io.StringIO(text), sep=separator, dtype={"clip_id": str})
+    except pd.errors.ParserError as error:  # e.g. a quote opened and never closed
+        raise InputError(f"{path}: {str(error).strip()}; check that every double quote is closed") from None
 
 
 def read_manifest_table(path: Path) -> pd.DataFrame:

@@ -69,6 +69,8 @@ def public_reason(reason: str | None, deid) -> str | None:
     text = re.sub(r"(?<!\S)(?:[A-Za-z]:[\\/]|\.{0,2}/|~/|[a-z]+://)[^\s,;)]*", "<path>", str(reason))
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "<quoted>", text)
     kind = text.split(":", 1)[0]
+    if not re.fullmatch(r"[a-z][a-z _-]*", kind):  # our stage names only: anything else may be PHI
+        kind = "reason"
     if "unexpected" in text or "worker failed" in text:  # an exception's message may quote anything
         return f"{kind}: unexpected error (details withheld)"
     # our own reason texts name stages and counts; a name, date, id... in what is left withholds it
@@ -164,7 +166,11 @@ def replace_folder(built: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
         out.replace(old)
-        built.replace(out)
+        try:
+            built.replace(out)
+        except BaseException:
+            old.replace(out)  # the earlier release stays whole where it was
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         built.replace(out)
@@ -241,6 +247,8 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
         raise ReleaseError(f"{curated} holds rows decided under other settings than {config_path}; rerun the "
                            f"curate command to finish the run before releasing")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ReleaseError(f"{out} is a file; give a folder for the release (empty, new, or an earlier release)")
     if out.exists() and any(out.iterdir()) and not _is_release(out):
         raise ReleaseError(f"{out} holds files that are not an earlier release; give an empty or new folder "
                            f"(an earlier release there is replaced as a whole)")
