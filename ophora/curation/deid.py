@@ -252,6 +252,8 @@ def word_rule_findings(text: str, sentence_starts: set[int], lexicon: Lexicon) -
         nxt = tokens[i + 1] if i + 1 < len(tokens) and not tokens[i + 1].initial else None
         has_letter, has_digit = bool(re.search(r"[^\W\d_]", word)), bool(re.search(r"\d", word))
         bare = word.rstrip(".")
+        if bare in lexicon.titles and nxt is None and i + 1 < len(tokens):
+            nxt = tokens[i + 1]  # "Dr - White", "Mrs. (Green)": punctuation after a title does not end the name
         if bare in lexicon.titles or (bare in lexicon.title_words and nxt is not None and
                                       (nxt.text[:1].isupper() or not lexicon.is_common(nxt.word))):
             if nxt is not None and (nxt.word not in STOPWORDS or bare in lexicon.title_words):

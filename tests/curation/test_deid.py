@@ -93,6 +93,14 @@ def test_every_phi_sentence_is_removed_and_the_surgical_one_kept():
     assert {"name", "date", "age", "record_number", "phone", "email", "address", "hospital"} <= set(kinds)
 
 
+@pytest.mark.parametrize("text", ["Operated by Dr - White today.", "Operated by Dr: White today.",
+                                  "Operated by Dr (White) today.", 'Then Mrs. "Green" was moved.'])
+def test_a_name_after_a_title_and_punctuation_is_still_a_name(text):
+    """Found in review: punctuation between title and name made the name a sentence start (a common word)."""
+    deid = shared_deidentifier(load_config()["privacy"]["deid"])
+    assert deid.release_text(text) is None
+
+
 def test_sentence_splitting_keeps_titles_and_saints_inside_the_sentence():
     deid = shared_deidentifier(load_config()["privacy"]["deid"])
     assert deid.sentences("Mr. Smith was seen at St. Mary's. Remove the lens.") == [(0, 33), (34, 50)]
