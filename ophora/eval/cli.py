@@ -107,7 +107,15 @@ def extractors_from_args(args, metrics: tuple[str, ...], protocol):
 
 
 def parse_metrics(value: str) -> tuple[str, ...]:
-    return tuple(m.strip().lower().replace("-", "") for m in value.split(",") if m.strip())
+    """The ``--metrics`` list, checked before anything is generated or extracted."""
+    from ophora.eval.metrics import METRICS
+
+    metrics = tuple(m.strip().lower().replace("-", "") for m in value.split(",") if m.strip())
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"--metrics: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(METRICS)}")
+    return metrics
 
 
 def _add_compare_parser(sub) -> None:
@@ -230,10 +238,11 @@ def _run_compare(args) -> int:
     protocol = protocol_from_args(args)
     extractors = extractors_from_args(args, metrics, protocol)  # loaded once for the three sets
     device = _device(args.device)
-    feats_a = features_of(a, f"set {name_a!r}", extractors, protocol, device, progress=progress_to_stderr)
-    feats_b = features_of(b, f"set {name_b!r}", extractors, protocol, device, progress=progress_to_stderr)
+    # The real set first: a wrong --real is said before both models' clips are read.
     real = features_of(args.real, "real set", extractors.without_clip(), protocol, device, need_prompts=False,
                        progress=progress_to_stderr)
+    feats_a = features_of(a, f"set {name_a!r}", extractors, protocol, device, progress=progress_to_stderr)
+    feats_b = features_of(b, f"set {name_b!r}", extractors, protocol, device, progress=progress_to_stderr)
     rows, paired = compare_features(feats_a, feats_b, real, (name_a, name_b), protocol, extractors.metrics,
                                     per_phase=not args.no_per_phase)
     comparison = Comparison((name_a, name_b), rows, paired, protocol.to_dict(), list(extractors.weights),
