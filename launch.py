@@ -109,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
                            **data_dir)
     except ValueError as error:
         refuse(str(error))
+    if config.mode == "kiosk" and args.kiosk_speed != "exact":  # e.g. magcache not calibrated: say so now,
+        from ophora.generation.request import GenerationRequest  # not to every visitor in turn
+        from ophora.generation.speed import SpeedPresetError, check_speed_before_load
+
+        try:
+            check_speed_before_load(load_options_from_args(args), GenerationRequest(prompt="kiosk", speed=args.kiosk_speed))
+        except SpeedPresetError as error:
+            refuse(f"--kiosk-speed {args.kiosk_speed}: {error}")
     busy = port_problem(args.host, args.port)  # the last check: a port is best tried just before it is taken
     if busy:
         refuse(busy)

@@ -68,6 +68,7 @@ def test_launch_tiny_serves_the_studio_on_loopback(tmp_path):
     (["--port", "0"], "--port 0 is out of range"),
     (["--mode", "kiosk", "--kiosk-steps", "800"], "--kiosk-steps must be a whole number from 1 to 500"),
     (["--mode", "kiosk", "--kiosk-steps", "0"], "--kiosk-steps must be a whole number from 1 to 500"),
+    (["--mode", "kiosk", "--model", "studies", "--kiosk-speed", "magcache"], "has not been calibrated"),
 ])
 def test_unsafe_or_impossible_launches_are_refused_in_one_line(args, message, capsys):
     """Refused before any model loads (``--model`` names no folder: loading it would fail differently)."""
