@@ -202,23 +202,17 @@ class Curator:
         return on_frame
 
     def _look(self, frame_bgr: np.ndarray) -> tuple[bool, list[np.ndarray]]:
-        """One frame through the cheap passes: (a confirmed face?, full-resolution crops of text-like regions)."""
+        """One frame through the cheap passes: (a confirmed face?, full-resolution crops of text-like regions).
+        The frame is turned grey once; each screen shrinks that grey frame to its own size."""
         import cv2
 
-        from .privacy import small_gray
+        from .privacy import fit_frame
 
-        privacy = self.config["privacy"]
-        sides = [int(privacy[name]["max_side"]) for name, screen in (("face_prescreen", self.face),
-                                                                   ("text_prescreen", self.text)) if screen]
-        small = small_gray(frame_bgr, max(sides))  # one downscale; the face pass shrinks it further
-        face = False
-        if self.face is not None:
-            side = int(privacy["face_prescreen"]["max_side"])
-            face_small = small if max(small.shape) <= side else cv2.resize(
-                small, (round(small.shape[1] * side / max(small.shape)), round(small.shape[0] * side / max(small.shape))),
-                interpolation=cv2.INTER_AREA)
-            face = self.face.hit(frame_bgr, face_small)
-        crops = self.text.crops(frame_bgr, small) if self.text is not None else []
+        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        face = self.face.hit(gray) if self.face is not None else False
+        crops = []
+        if self.text is not None:
+            crops = self.text.crops(frame_bgr, fit_frame(gray, int(self.config["privacy"]["text_prescreen"]["max_side"])))
         return face, crops
 
     def _screened(self, state: ClipState) -> tuple[dict[int, tuple[bool, list]], int, int]:

@@ -112,18 +112,34 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
 
 
 SCREENS = {"face": "faces", "text": "on-screen text"}
-# What the card says about the video screens: the method and the figures measured by bench/bench_curation.py
-# (seeded corpus of 40 real surgical frames with burned-in identifying text), with their limits.
-FRAME_SCREENING = {
-    "method": "every frame of every released window screened on this machine: a face detector (OpenCV Haar "
-              "cascade on the frame shrunk to 192 px, confirmed by a second cascade at full resolution) and a "
-              "text-line detector whose regions are read by Tesseract OCR; a window with any hit is not released",
-    "measured": "burned-in text: of the frames where Tesseract reading every whole frame finds a word, the "
-                "screen flags 96% (22 of 23); it flags 29 of 40 frames with a line of identifying text",
-    "limits": "not every burned-in line is read: light text on bright tissue without a band, thin or small "
-              "fonts and text shorter than about five letters can pass (11 of 40 test frames did); faces smaller "
-              "than about a quarter of the frame height, turned away or partly covered can pass",
-}
+FRAME_MEASURED_PATH = Path(__file__).with_name("frame_screen_measured.json")  # bench/bench_face_screen.py --write
+
+
+def frame_screening() -> dict:
+    """What the card says about the video screens: the method, the figures measured on a corpus the screens
+    were not tuned on (faces: bench/bench_face_screen.py --write, kept true by tests/curation/test_privacy.py),
+    and their limits."""
+    measured = json.loads(FRAME_MEASURED_PATH.read_text(encoding="utf-8")) if FRAME_MEASURED_PATH.is_file() else {}
+    face = measured.get("face")
+    if face:
+        sizes = ", ".join(f"{found} of {total} at {height} of the frame height"
+                          for height, (found, total) in face["found"].items())
+        face_text = (f"faces: pasted on real surgical frames (faces never used to tune the screen, JPEG-compressed), "
+                     f"the screen finds {sizes}; it flagged {face['clean_confirmed']} of {face['clean_frames']} "
+                     f"frames of real surgery without a face")
+    else:
+        face_text = "faces: the face screen's recall has not been measured for this version"
+    return {
+        "method": "every frame of every released window screened on this machine: a face detector (OpenCV's LBP "
+                  "face cascade on the frame shrunk to 192 px, confirmed by a Haar cascade at full resolution) and "
+                  "a text-line detector whose regions are read by Tesseract OCR; a window with any hit is not released",
+        "measured": face_text + "; burned-in text: of the frames where Tesseract reading every whole frame finds a "
+                    "word, the screen flags 96% (22 of 23); it flags 29 of 40 frames with a line of identifying text",
+        "limits": "not every burned-in line is read: light text on bright tissue without a band, thin or small "
+                  "fonts and text shorter than about five letters can pass (11 of 40 test frames did); faces smaller "
+                  "than about a fifth of the frame height, turned away, in profile or partly covered (a surgical "
+                  "mask) can pass",
+    }
 
 
 def unscreened(row: dict) -> str | None:
@@ -360,7 +376,7 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
                       "on-screen text), cut and re-encoded with ffmpeg (libx264); audio, subtitles, data streams, "
                       "metadata, chapters and H.264 SEI user data removed",
             "columns": list(RELEASE_COLUMNS)},
-        "frame_screening": FRAME_SCREENING,
+        "frame_screening": frame_screening(),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
     (out / "README.md").write_text(card_markdown(card), encoding="utf-8")
