@@ -197,26 +197,54 @@ def decode_window(task: ClipTask) -> list[np.ndarray]:
         capture.release()
 
 
+def tessdata_dir(system: Path = Path("/usr/share/tesseract-ocr")) -> Path:
+    """The folder with Tesseract's English model (``eng.traineddata``): ``TESSDATA_PREFIX``, then tesserocr's
+    built-in default, then Debian's ``tesseract-ocr-eng`` (``system``/<version>/tessdata).
+
+    Why searched: the tesserocr wheel bundles the engine but no model, and its default folder is usually empty."""
+    import os
+
+    import tesserocr
+
+    candidates = []
+    if os.environ.get("TESSDATA_PREFIX"):
+        prefix = Path(os.environ["TESSDATA_PREFIX"])
+        candidates += [prefix, prefix / "tessdata"]  # Tesseract 4+ names the folder itself; older, its parent
+    candidates.append(Path(tesserocr.get_languages()[0]))
+    candidates += sorted(Path(system).glob("*/tessdata"), reverse=True)
+    for folder in candidates:
+        if (folder / "eng.traineddata").is_file():
+            return folder
+    raise FileNotFoundError("privacy.text_prescreen needs Tesseract's English model eng.traineddata (Debian: apt-get "
+                            "install tesseract-ocr-eng; scripts/install_system_deps.sh installs it; or point "
+                            "TESSDATA_PREFIX at its folder), or set privacy.text_prescreen.enabled=false (the release "
+                            "then refuses the clips)")
+
+
 class TextScreen:
     """Local screen for burned-in text (patient names, dates, ids, subtitles) on every frame, as a cascade.
 
     The cheap pass runs on every downscaled frame: strokes of high local contrast (morphological gradient),
     joined along a line, in boxes shaped like a line of text. Only the regions where it fires are read by
-    Tesseract OCR (Debian ``tesseract-ocr``), at full resolution, one call per region (a static overlay
-    repeated over frames is read once; the clean surgical frames of the sample clips fire nowhere, so they
-    cost no OCR). A frame has text when OCR reads a confident word there. The command-line tool is used because a Python binding would add no
-    engine of its own (``pytesseract`` calls the same command); frames never leave the machine.
-    The cascade's recall against OCR of every whole frame is measured in tests/curation/test_privacy.py."""
+    Tesseract OCR at full resolution, in process (``tesserocr``: one engine per screen, loaded once, so a
+    region costs its recognition and no process start-up or model load; a static overlay repeated over
+    frames is read once). A frame has text when OCR reads a confident word there. Frames never leave the
+    machine. The engine is not thread-safe: a lock keeps it to one thread at a time (the pipeline reads
+    on its main thread). The cascade's recall against OCR of every whole frame is measured in
+    tests/curation/test_privacy.py and bench/bench_text_screen.py."""
 
     def __init__(self, cfg: dict):
-        import shutil
+        import threading
 
+        try:
+            from tesserocr import PyTessBaseAPI
+        except ImportError:
+            raise RuntimeError("privacy.text_prescreen needs the tesserocr package (pip install -r requirements.txt), "
+                              "or set privacy.text_prescreen.enabled=false (the release then refuses the clips)") from None
         self.cfg = cfg
-        self.binary = shutil.which("tesseract")
-        if self.binary is None:
-            raise FileNotFoundError("privacy.text_prescreen needs the tesseract command (Debian: apt-get install "
-                                    "tesseract-ocr; scripts/install_system_deps.sh installs it), or set "
-                                    "privacy.text_prescreen.enabled=false (the release then refuses the clips)")
+        self.tessdata = tessdata_dir()
+        self.api = PyTessBaseAPI(path=str(self.tessdata), lang="eng")
+        self._lock = threading.Lock()
 
     def regions(self, small: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Boxes (x, y, w, h) of the small grey frame that look like a line of text (the cheap pass)."""
@@ -268,7 +296,7 @@ class TextScreen:
                     # light text on a dark ground and dark on light: both polarities, one above the other
                     both = np.vstack([crop, np.full((16, crop.shape[1]), 255, np.uint8), 255 - crop])
                     known = len(self._words(cv2.copyMakeBorder(both, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255),
-                                            layout="6"))
+                                            layout=6))
                     read.append((crop.shape, thumb, known))
                 words += known
             per_frame[index] = words
@@ -276,31 +304,25 @@ class TextScreen:
                 break
         return per_frame
 
-    def _words(self, gray: np.ndarray, layout: str = "11") -> list[tuple[int, int, int, str]]:
+    def _words(self, gray: np.ndarray, layout: int = 11) -> list[tuple[int, int, int, str]]:
         """Confident words Tesseract reads in one image: (left, top, height, text). ``layout``: Tesseract's page
         segmentation mode, 11 (sparse text anywhere: a whole frame) or 6 (a block of lines: one region)."""
-        import subprocess
+        from tesserocr import RIL, iterate_level
 
-        import cv2
-
-        png = cv2.imencode(".png", gray)[1].tobytes()
-        result = subprocess.run([self.binary, "stdin", "stdout", "--psm", layout, "-l", "eng", "tsv"], input=png,
-                                capture_output=True, timeout=300, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"tesseract failed: {result.stderr.decode(errors='replace')[:200]}")
+        gray = np.ascontiguousarray(gray, dtype=np.uint8)
         found = []
-        for line in result.stdout.decode("utf-8", errors="replace").splitlines()[1:]:
-            fields = line.split("\t")
-            if len(fields) < 12 or not fields[11].strip():
-                continue
-            try:
-                confidence = float(fields[10])
-            except ValueError:
-                continue
-            text = fields[11].strip()
-            if confidence >= float(self.cfg["min_confidence"]) and \
-                    sum(ch.isalnum() for ch in text) >= int(self.cfg["min_word_chars"]):
-                found.append((int(fields[6]), int(fields[7]), int(fields[9]), text))
+        with self._lock:
+            self.api.SetPageSegMode(layout)
+            self.api.SetImageBytes(gray.tobytes(), gray.shape[1], gray.shape[0], 1, gray.shape[1])
+            self.api.Recognize()
+            for word in iterate_level(self.api.GetIterator(), RIL.WORD):
+                if word.Empty(RIL.WORD):
+                    continue
+                text = (word.GetUTF8Text(RIL.WORD) or "").strip()
+                if word.Confidence(RIL.WORD) >= float(self.cfg["min_confidence"]) and \
+                        sum(ch.isalnum() for ch in text) >= int(self.cfg["min_word_chars"]):
+                    left, top, _, bottom = word.BoundingBox(RIL.WORD)
+                    found.append((left, top, bottom - top, text))
         return found
 
     def words(self, frame_rgb: np.ndarray) -> int:

@@ -220,7 +220,10 @@ def _models(config: dict, frame: pd.DataFrame) -> dict:
         models["vlm"] = {"backend": vlm["backend"], "model": vlm["model"] if vlm["backend"] == "openai"
                          else vlm["model_path"], **({"endpoint": vlm["base_url"]} if vlm["backend"] == "openai" else {})}
     if config["privacy"]["text_prescreen"]["enabled"]:
-        models["text_prescreen"] = "Tesseract OCR (tesseract-ocr)"
+        import tesserocr
+
+        models["text_prescreen"] = (f"{tesserocr.tesseract_version().splitlines()[0].title()} OCR in process "
+                                    f"(tesserocr), English model (tesseract-ocr-eng)")
     return models
 
 

@@ -135,8 +135,36 @@ def subtitled_video(source, out):
     return write_clip(frames, out, fps=8)
 
 
-needs_tesseract = pytest.mark.skipif(__import__("shutil").which("tesseract") is None,
-                                     reason="needs Debian's tesseract-ocr (scripts/install_system_deps.sh)")
+def has_tessdata() -> bool:
+    from ophora.curation.privacy import tessdata_dir
+
+    try:
+        return bool(tessdata_dir())
+    except (FileNotFoundError, ImportError):
+        return False
+
+
+needs_tesseract = pytest.mark.skipif(not has_tessdata(), reason="needs tesserocr (requirements.txt) and Debian's "
+                                     "tesseract-ocr-eng (scripts/install_system_deps.sh)")
+
+
+@needs_tesseract
+def test_tesseract_model_is_found_where_it_is_and_missing_one_is_one_line(tmp_path, monkeypatch):
+    from ophora.curation.privacy import tessdata_dir
+
+    system = tessdata_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "eng.traineddata").symlink_to(system / "eng.traineddata")
+    monkeypatch.chdir(tmp_path)  # tesserocr's own default folder here is "./": empty
+    monkeypatch.setenv("TESSDATA_PREFIX", str(mine))
+    assert tessdata_dir() == mine  # TESSDATA_PREFIX first
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path / "nowhere"))
+    assert tessdata_dir(system.parent.parent) == system  # then Debian's folder
+    with pytest.raises(FileNotFoundError) as missing:
+        tessdata_dir(tmp_path / "no-debian")
+    message = str(missing.value)
+    assert "\n" not in message and "apt-get install tesseract-ocr-eng" in message and "TESSDATA_PREFIX" in message
 
 
 @needs_tesseract

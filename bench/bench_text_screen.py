@@ -1,0 +1,140 @@
+"""What the burned-in text screen costs on clean surgery, and what it finds on frames with text.
+
+Prints, for the default config's ``privacy.text_prescreen``:
+- the cheap text-region pass: milliseconds per 480 px frame, and on how many frames and clips of clean
+  surgical clips it fires (each firing costs OCR);
+- OCR: calls, and milliseconds per call, on the regions those clean clips fire on;
+- the cascade's recall against OCR of every whole frame, on the random burned-in corpus
+  (``screen_corpus.burned_in_frames``) for each ``--seeds`` value. The thresholds were tuned on seed 7;
+  report a held-out seed (2026, the figure in docs/curation.md, or any other).
+
+Clean clips: ``--clips-csv`` (a curate input CSV) or, by default, 48 clips made as bench/bench_curation.py
+makes them (the two real Ophora clips, mirrored, upside down, brighter; 49 frames, 720x480).
+
+    PYTHONPATH=$PWD python bench/bench_text_screen.py [--clips-csv clips.csv] [--seeds 7 2026] [--frames 40]
+
+Timings on a shared machine are noisy: run it twice and on an idle machine before quoting a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def clean_clip_paths(csv: str | None, folder: Path, count: int) -> list[str]:
+    if csv:
+        import pandas as pd
+
+        return [str(path) for path in pd.read_csv(csv)["video"]]
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_curation import make_clips
+
+    return make_clips(folder, count)
+
+
+def clean_cost(screen, paths: list[str]) -> dict:
+    """The cheap pass on every frame of the clean clips, then OCR of what it finds, as the pipeline runs it."""
+    import cv2
+
+    from ophora.curation.privacy import small_gray
+
+    cv2.setNumThreads(1)
+    side = int(screen.cfg["max_side"])
+    frames = fired = clips_fired = ocr_calls = text_frames = 0
+    cheap_s = ocr_s = 0.0
+    words = screen._words
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return words(*args, **kwargs)
+
+    screen._words = counted
+    try:
+        for path in paths:
+            capture = cv2.VideoCapture(path)
+            crops = {}
+            index = 0
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                small = small_gray(frame, side)
+                began = time.perf_counter()
+                found = screen.crops(frame, small)
+                cheap_s += time.perf_counter() - began
+                if found:
+                    crops[index] = found
+                index += 1
+            capture.release()
+            frames += index
+            fired += len(crops)
+            clips_fired += bool(crops)
+            began = time.perf_counter()
+            read = screen.read(crops)
+            ocr_s += time.perf_counter() - began
+            text_frames += sum(1 for n in read.values() if n >= int(screen.cfg["min_words"]))
+    finally:
+        screen._words = words
+    ocr_calls = len(calls)
+    return {"clips": len(paths), "frames": frames, "fired_frames": fired, "fired_clips": clips_fired,
+            "cheap_ms": 1000 * cheap_s / max(1, frames), "ocr_calls": ocr_calls,
+            "ocr_ms_per_call": 1000 * ocr_s / ocr_calls if ocr_calls else None, "text_frames": text_frames}
+
+
+def ocr_call_ms(screen, repeats: int) -> float:
+    """Milliseconds of one OCR read of one typical region (a 520x60 line, both polarities), on its own."""
+    import cv2
+    import numpy as np
+
+    crop = np.full((60, 520), 30, np.uint8)
+    cv2.putText(crop, "PATIENT JOHN DOE 48213", (10, 45), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 230, 2, cv2.LINE_AA)
+    screen.read({0: [crop]})  # warm
+    began = time.perf_counter()
+    for k in range(repeats):
+        screen.read({0: [np.roll(crop, k + 1, axis=1)]})
+    return 1000 * (time.perf_counter() - began) / repeats
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips-csv", help="clean clips (a curate input CSV); default: 48 made like bench_curation")
+    parser.add_argument("--clips", type=int, default=48)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7, 2026])
+    parser.add_argument("--frames", type=int, default=40, help="burned-in frames per seed")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+
+    from ophora.curation.config import load_config
+    from ophora.curation.privacy import TextScreen
+    from ophora.curation.screen_corpus import burned_in_frames
+    from ophora.generation.video import read_clip
+
+    screen = TextScreen(load_config()["privacy"]["text_prescreen"])
+    print(f"OCR of one region, on its own: {ocr_call_ms(screen, args.repeats):.1f} ms per call")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = clean_clip_paths(args.clips_csv, Path(tmp), args.clips)
+        cost = clean_cost(screen, paths)
+    print(f"clean surgery: {cost['clips']} clips, {cost['frames']} frames; cheap pass {cost['cheap_ms']:.2f} ms/frame; "
+          f"fired on {cost['fired_frames']} frames of {cost['fired_clips']} clips; {cost['ocr_calls']} OCR calls"
+          + (f" ({cost['ocr_ms_per_call']:.1f} ms each)" if cost["ocr_calls"] else "")
+          + f"; frames read as text {cost['text_frames']}")
+    real = sorted((REPO.parent / "shared/samples/ophora-generated").glob("*.mp4"))
+    frames = [frame for path in real for frame in read_clip(path)[0]]
+    for seed in args.seeds:
+        recall = screen.cascade_recall(burned_in_frames(frames, args.frames, seed=seed))
+        print(f"burned-in corpus seed {seed}, {recall['frames']} frames: cheap pass fired on {recall['cheap_pass_fired']}, "
+              f"cascade flagged {recall['cascade_frames']}, OCR of every whole frame read {recall['ocr_frames']}; "
+              f"recall {recall['recall']:.2f} ({recall['both']}/{recall['ocr_frames']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
