@@ -247,19 +247,36 @@ class TextScreen:
         self._lock = threading.Lock()
 
     def regions(self, small: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Boxes (x, y, w, h) of the small grey frame that look like a line of text (the cheap pass)."""
+        """Boxes (x, y, w, h) of the small grey frame that look like a line of text (the cheap pass).
+
+        A line of text is several letters side by side: strokes of high local contrast joined along a line, in a
+        box wide, not too tall and stroked over a quarter of its area, that a row through its middle crosses
+        many times. The last test is what tells letters from an instrument edge or a glare, which have a text
+        line's shape but are crossed once or twice (measured in bench/bench_text_screen.py)."""
         import cv2
 
         gradient = cv2.morphologyEx(small, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
-        strokes = (gradient >= int(self.cfg["min_contrast"])).astype(np.uint8)
+        strokes = cv2.threshold(gradient, int(self.cfg["min_contrast"]) - 1, 1, cv2.THRESH_BINARY)[1]
         joined = cv2.morphologyEx(strokes, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 3)))
-        count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+        # 16-bit labels: a 480 px frame has fewer than 65536 components, and OpenCV labels them twice as fast
+        _, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8, ltype=cv2.CV_16U)
         boxes = []
-        max_h, min_w = 0.2 * small.shape[0], float(self.cfg["min_line_fraction"]) * small.shape[1]
-        for x, y, w, h, area in stats[1:]:  # a line of a few characters: wide, not too tall, densely stroked
-            if 4 <= h <= max_h and w >= 2.5 * h and w >= min_w and area >= 0.35 * w * h:
+        max_h, min_w = 0.25 * small.shape[0], float(self.cfg["min_line_fraction"]) * small.shape[1]
+        for x, y, w, h, area in stats[1:]:
+            if 4 <= h <= max_h and w >= 2.5 * h and w >= min_w and area >= 0.25 * w * h and \
+                    self.strokes_across(small[y:y + h, x:x + w]) >= int(self.cfg["min_strokes_across"]):
                 boxes.append((int(x), int(y), int(w), int(h)))
         return boxes
+
+    @staticmethod
+    def strokes_across(box: np.ndarray) -> int:
+        """How many dark-to-light steps the busiest row through the middle of a grey box crosses, after
+        splitting the box into ink and ground (Otsu): about two per letter, one or two for an edge or a glare."""
+        import cv2
+
+        ink = cv2.threshold(box, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1]
+        middle = ink[box.shape[0] // 5: box.shape[0] - box.shape[0] // 5]
+        return int((np.diff(middle, axis=1) == 1).sum(axis=1).max()) if middle.size else 0
 
     def crops(self, frame_bgr: np.ndarray, small: np.ndarray) -> list[np.ndarray]:
         """Full-resolution grey crops of the regions the cheap pass finds (empty: no text-like region)."""
@@ -272,7 +289,7 @@ class TextScreen:
         scale = max(frame_bgr.shape[:2]) / max(small.shape)
         crops = []
         for box in boxes:
-            x, y, w, h = _scaled(box, scale, 0.6, gray.shape)
+            x, y, w, h = _scaled(box, scale, 0.3, gray.shape)
             crops.append(gray[y:y + h, x:x + w])
         return crops
 
@@ -288,21 +305,39 @@ class TextScreen:
         for index, crops in sorted(crops_by_frame.items()):
             words = 0
             for crop in crops:
-                if crop.shape[0] < 48:  # small text doubled: Tesseract reads best at 20-30 px letters
-                    crop = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+                if crop.shape[0] < 48:  # small text enlarged: Tesseract reads best at 20-30 px letters
+                    crop = cv2.resize(crop, None, fx=48 / crop.shape[0], fy=48 / crop.shape[0],
+                                      interpolation=cv2.INTER_CUBIC)
                 thumb = cv2.resize(crop, (64, 16), interpolation=cv2.INTER_AREA).astype(np.int16)
                 known = next((n for shape, t, n in read if shape == crop.shape and np.abs(t - thumb).mean() < 4), None)
                 if known is None:
-                    # light text on a dark ground and dark on light: both polarities, one above the other
-                    both = np.vstack([crop, np.full((16, crop.shape[1]), 255, np.uint8), 255 - crop])
-                    known = len(self._words(cv2.copyMakeBorder(both, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255),
-                                            layout=6))
+                    known = self._read_region(crop)
                     read.append((crop.shape, thumb, known))
                 words += known
             per_frame[index] = words
             if enough is not None and sum(1 for n in per_frame.values() if n >= int(self.cfg["min_words"])) >= enough:
                 break
         return per_frame
+
+    def _read_region(self, crop: np.ndarray) -> int:
+        """Confident words OCR reads in one region, trying views of it until one reads a word: as it is,
+        inverted, then with the tissue behind the letters flattened away (top-hat: light letters; black-hat:
+        dark ones). Why several views: Tesseract reads dark letters on a plain light ground best, and burned-in
+        text comes light or dark, on a band or straight over shaded tissue (bench/bench_text_screen.py)."""
+        import cv2
+
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (crop.shape[0] // 2 | 1,) * 2)  # wider than a stroke
+
+        def flattened(operation: int) -> np.ndarray:
+            return 255 - cv2.normalize(cv2.morphologyEx(crop, operation, kernel), None, 0, 255, cv2.NORM_MINMAX)
+
+        views = (lambda: crop, lambda: 255 - crop, lambda: flattened(cv2.MORPH_TOPHAT),
+                 lambda: flattened(cv2.MORPH_BLACKHAT))
+        for view in views:
+            found = self._words(cv2.copyMakeBorder(view(), 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255), layout=6)
+            if found:
+                return len(found)
+        return 0
 
     def _words(self, gray: np.ndarray, layout: int = 11) -> list[tuple[int, int, int, str]]:
         """Confident words Tesseract reads in one image: (left, top, height, text). ``layout``: Tesseract's page
