@@ -112,17 +112,20 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
 
 
 SCREENS = {"face": "faces", "text": "on-screen text"}
-# What the card says about the video screens: the method and the figures measured by bench/bench_curation.py
-# (seeded corpus of 40 real surgical frames with burned-in identifying text), with their limits.
+# What the card says about the video screens: the method and the figures measured by bench/bench_text_screen.py
+# (burned-in text: two held-out seeded corpora of 120 real surgical frames each) and bench/bench_curation.py
+# (faces), with their limits.
 FRAME_SCREENING = {
     "method": "every frame of every released window screened on this machine: a face detector (OpenCV Haar "
               "cascade on the frame shrunk to 192 px, confirmed by a second cascade at full resolution) and a "
-              "text-line detector whose regions are read by Tesseract OCR; a window with any hit is not released",
+              "text-line detector (several letters side by side) whose regions are read by Tesseract OCR; a "
+              "window with any hit is not released",
     "measured": "burned-in text: of the frames where Tesseract reading every whole frame finds a word, the "
-                "screen flags 96% (22 of 23); it flags 29 of 40 frames with a line of identifying text",
-    "limits": "not every burned-in line is read: light text on bright tissue without a band, thin or small "
-              "fonts and text shorter than about five letters can pass (11 of 40 test frames did); faces smaller "
-              "than about a quarter of the frame height, turned away or partly covered can pass",
+                "screen flags 98% (122 of 125); it flags 201 of 240 frames with a line of identifying text",
+    "limits": "not every burned-in line is read: light letters straight on bright tissue without a band, dark "
+              "letters without a band, thin or small fonts and text shorter than about five letters can pass "
+              "(39 of 240 test frames did); faces smaller than about a quarter of the frame height, turned "
+              "away or partly covered can pass",
 }
 
 
