@@ -225,12 +225,13 @@ class TextScreen:
     """Local screen for burned-in text (patient names, dates, ids, subtitles) on every frame, as a cascade.
 
     The cheap pass runs on every downscaled frame: strokes of high local contrast (morphological gradient),
-    joined along a line, in boxes shaped like a line of text. Only the regions where it fires are read by
-    Tesseract OCR at full resolution, in process (``tesserocr``: one engine per screen, loaded once, so a
-    region costs its recognition and no process start-up or model load; a static overlay repeated over
-    frames is read once). A frame has text when OCR reads a confident word there. Frames never leave the
-    machine. The engine is not thread-safe: a lock keeps it to one thread at a time (the pipeline reads
-    on its main thread). The cascade's recall against OCR of every whole frame is measured in
+    joined along a line, in boxes shaped like a line of text and crossed by many strokes. Only the regions
+    where it fires are read by Tesseract OCR at full resolution, in process (``tesserocr``: one engine per
+    screen, loaded once, so a region costs its recognition and no process start-up or model load; a static
+    overlay repeated over frames is read once). A frame has text when OCR reads a confident word there.
+    Frames never leave the machine. The engine is not thread-safe (shared between threads unguarded, it
+    crashes the process): a lock keeps it to one thread at a time; the pipeline reads on its main thread, its
+    side thread only finds regions. The cascade's recall against OCR of every whole frame is measured in
     tests/curation/test_privacy.py and bench/bench_text_screen.py."""
 
     def __init__(self, cfg: dict):
@@ -240,7 +241,8 @@ class TextScreen:
             from tesserocr import PyTessBaseAPI
         except ImportError:
             raise RuntimeError("privacy.text_prescreen needs the tesserocr package (pip install -r requirements.txt), "
-                              "or set privacy.text_prescreen.enabled=false (the release then refuses the clips)") from None
+                               "or set privacy.text_prescreen.enabled=false (the release then refuses the clips)"
+                               ) from None
         self.cfg = cfg
         self.tessdata = tessdata_dir()
         self.api = PyTessBaseAPI(path=str(self.tessdata), lang="eng")
@@ -267,15 +269,17 @@ class TextScreen:
             if parent >= 0:  # the outline of a hole
                 continue
             x, y, w, h = cv2.boundingRect(outline)
-            if 4 <= h <= max_h and w >= 2.5 * h and w >= min_w and cv2.countNonZero(joined[y:y + h, x:x + w]) >= \
-                    0.25 * w * h and self.strokes_across(small[y:y + h, x:x + w]) >= int(self.cfg["min_strokes_across"]):
+            if 4 <= h <= max_h and w >= 2.5 * h and w >= min_w and \
+                    cv2.countNonZero(joined[y:y + h, x:x + w]) >= 0.25 * w * h and \
+                    self.strokes_across(small[y:y + h, x:x + w]) >= int(self.cfg["min_strokes_across"]):
                 boxes.append((x, y, w, h))
         return boxes
 
     @staticmethod
     def strokes_across(box: np.ndarray) -> int:
         """How many dark-to-light steps the busiest row through the middle of a grey box crosses, after
-        splitting the box into ink and ground (Otsu): about two per letter, one or two for an edge or a glare."""
+        splitting the box into ink and ground (Otsu): one or two per letter, one or two in all for an edge or a
+        glare."""
         import cv2
 
         ink = cv2.threshold(box, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1]
@@ -372,7 +376,8 @@ class TextScreen:
 
     def cascade_recall(self, frames_rgb: list[np.ndarray]) -> dict:
         """Measure the cascade against Tesseract on every whole frame: of the frames where whole-frame OCR
-        reads a confident word, the share the cascade also flags (and how many frames each flags)."""
+        reads a confident word, the share the cascade also flags (and how many frames each flags; the frame
+        numbers where the cheap pass fired, the cascade flagged and whole-frame OCR read, to see what passes)."""
         import cv2
 
         min_words = int(self.cfg["min_words"])
@@ -386,7 +391,8 @@ class TextScreen:
         whole = {index for index, frame in enumerate(frames_rgb) if self.words(frame) >= min_words}
         return {"frames": len(frames_rgb), "cheap_pass_fired": len(crops), "cascade_frames": len(cascade),
                 "ocr_frames": len(whole), "both": len(cascade & whole),
-                "recall": len(cascade & whole) / len(whole) if whole else None}
+                "recall": len(cascade & whole) / len(whole) if whole else None,
+                "fired": sorted(crops), "flagged": sorted(cascade), "read_whole": sorted(whole)}
 
     def judge(self, words: dict[int, int], checked: int, first: int, end: int) -> StageResult:
         """The verdict: frames where OCR read text, out of ``checked`` frames [first, end). No text is kept."""
