@@ -6,7 +6,8 @@ set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)
+# the curation's OCR runs in process (tesserocr, requirements.txt); Debian's package gives its English model
+ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the rater station's HTTPS test makes its own certificate
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""

@@ -220,41 +220,94 @@ def decode_window(task: ClipTask) -> list[np.ndarray]:
         capture.release()
 
 
+def tessdata_dir(system: Path = Path("/usr/share/tesseract-ocr")) -> Path:
+    """The folder with Tesseract's English model (``eng.traineddata``): ``TESSDATA_PREFIX``, then tesserocr's
+    built-in default, then Debian's ``tesseract-ocr-eng`` (``system``/<version>/tessdata).
+
+    Why searched: the tesserocr wheel bundles the engine but no model, and its default folder is usually empty."""
+    import os
+
+    import tesserocr
+
+    candidates = []
+    if os.environ.get("TESSDATA_PREFIX"):
+        prefix = Path(os.environ["TESSDATA_PREFIX"])
+        candidates += [prefix, prefix / "tessdata"]  # Tesseract 4+ names the folder itself; older, its parent
+    candidates.append(Path(tesserocr.get_languages()[0]))
+    candidates += sorted(Path(system).glob("*/tessdata"), reverse=True)
+    for folder in candidates:
+        if (folder / "eng.traineddata").is_file():
+            return folder
+    raise FileNotFoundError("privacy.text_prescreen needs Tesseract's English model eng.traineddata (Debian: apt-get "
+                            "install tesseract-ocr-eng; scripts/install_system_deps.sh installs it; or point "
+                            "TESSDATA_PREFIX at its folder), or set privacy.text_prescreen.enabled=false (the release "
+                            "then refuses the clips)")
+
+
 class TextScreen:
     """Local screen for burned-in text (patient names, dates, ids, subtitles) on every frame, as a cascade.
 
     The cheap pass runs on every downscaled frame: strokes of high local contrast (morphological gradient),
-    joined along a line, in boxes shaped like a line of text. Only the regions where it fires are read by
-    Tesseract OCR (Debian ``tesseract-ocr``), at full resolution, one call per region (a static overlay
-    repeated over frames is read once; the clean surgical frames of the sample clips fire nowhere, so they
-    cost no OCR). A frame has text when OCR reads a confident word there. The command-line tool is used because a Python binding would add no
-    engine of its own (``pytesseract`` calls the same command); frames never leave the machine.
-    The cascade's recall against OCR of every whole frame is measured in tests/curation/test_privacy.py."""
+    joined along a line, in boxes shaped like a line of text and crossed by many strokes. Only the regions
+    where it fires are read by Tesseract OCR at full resolution, in process (``tesserocr``: one engine per
+    screen, loaded once, so a region costs its recognition and no process start-up or model load; a static
+    overlay repeated over frames is read once). A frame has text when OCR reads a confident word there.
+    Frames never leave the machine. The engine is not thread-safe (shared between threads unguarded, it
+    crashes the process): a lock keeps it to one thread at a time; the pipeline reads on its main thread, its
+    side thread only finds regions. The cascade's recall against OCR of every whole frame is measured in
+    tests/curation/test_privacy.py and bench/bench_text_screen.py."""
 
     def __init__(self, cfg: dict):
-        import shutil
+        import threading
 
+        try:
+            from tesserocr import PyTessBaseAPI
+        except ImportError:
+            raise RuntimeError("privacy.text_prescreen needs the tesserocr package (pip install -r requirements.txt), "
+                               "or set privacy.text_prescreen.enabled=false (the release then refuses the clips)"
+                               ) from None
         self.cfg = cfg
-        self.binary = shutil.which("tesseract")
-        if self.binary is None:
-            raise FileNotFoundError("privacy.text_prescreen needs the tesseract command (Debian: apt-get install "
-                                    "tesseract-ocr; scripts/install_system_deps.sh installs it), or set "
-                                    "privacy.text_prescreen.enabled=false (the release then refuses the clips)")
+        self.tessdata = tessdata_dir()
+        self.api = PyTessBaseAPI(path=str(self.tessdata), lang="eng")
+        self._lock = threading.Lock()
 
     def regions(self, small: np.ndarray) -> list[tuple[int, int, int, int]]:
-        """Boxes (x, y, w, h) of the small grey frame that look like a line of text (the cheap pass)."""
+        """Boxes (x, y, w, h) of the small grey frame that look like a line of text (the cheap pass).
+
+        A line of text is several letters side by side: strokes of high local contrast joined along a line, in a
+        box wide, not too tall and stroked over a quarter of its area, that a row through its middle crosses
+        many times. The last test is what tells letters from an instrument edge or a glare, which have a text
+        line's shape but are crossed once or twice (measured in bench/bench_text_screen.py)."""
         import cv2
 
         gradient = cv2.morphologyEx(small, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
-        strokes = (gradient >= int(self.cfg["min_contrast"])).astype(np.uint8)
+        strokes = cv2.threshold(gradient, int(self.cfg["min_contrast"]) - 1, 1, cv2.THRESH_BINARY)[1]
         joined = cv2.morphologyEx(strokes, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 3)))
-        count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+        # the outer outlines of the joined blobs (those inside another's hole included): their boxes are the
+        # connected components' boxes, found in a fifth of the time labelling every pixel takes
+        outlines, hierarchy = cv2.findContours(joined, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         boxes = []
-        max_h, min_w = 0.2 * small.shape[0], float(self.cfg["min_line_fraction"]) * small.shape[1]
-        for x, y, w, h, area in stats[1:]:  # a line of a few characters: wide, not too tall, densely stroked
-            if 4 <= h <= max_h and w >= 2.5 * h and w >= min_w and area >= 0.35 * w * h:
-                boxes.append((int(x), int(y), int(w), int(h)))
+        max_h, min_w = 0.25 * small.shape[0], float(self.cfg["min_line_fraction"]) * small.shape[1]
+        for outline, (_, _, _, parent) in zip(outlines, hierarchy[0] if hierarchy is not None else ()):
+            if parent >= 0:  # the outline of a hole
+                continue
+            x, y, w, h = cv2.boundingRect(outline)
+            if 4 <= h <= max_h and w >= 2.5 * h and w >= min_w and \
+                    cv2.countNonZero(joined[y:y + h, x:x + w]) >= 0.25 * w * h and \
+                    self.strokes_across(small[y:y + h, x:x + w]) >= int(self.cfg["min_strokes_across"]):
+                boxes.append((x, y, w, h))
         return boxes
+
+    @staticmethod
+    def strokes_across(box: np.ndarray) -> int:
+        """How many dark-to-light steps the busiest row through the middle of a grey box crosses, after
+        splitting the box into ink and ground (Otsu): one or two per letter, one or two in all for an edge or a
+        glare."""
+        import cv2
+
+        ink = cv2.threshold(box, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1]
+        middle = ink[box.shape[0] // 5: box.shape[0] - box.shape[0] // 5]
+        return int((np.diff(middle, axis=1) == 1).sum(axis=1).max()) if middle.size else 0
 
     def crops(self, frame_bgr: np.ndarray, small: np.ndarray) -> list[np.ndarray]:
         """Full-resolution grey crops of the regions the cheap pass finds (empty: no text-like region)."""
@@ -267,7 +320,7 @@ class TextScreen:
         scale = max(frame_bgr.shape[:2]) / max(small.shape)
         crops = []
         for box in boxes:
-            x, y, w, h = _scaled(box, scale, 0.6, gray.shape)
+            x, y, w, h = _scaled(box, scale, 0.3, gray.shape)
             crops.append(gray[y:y + h, x:x + w])
         return crops
 
@@ -283,15 +336,13 @@ class TextScreen:
         for index, crops in sorted(crops_by_frame.items()):
             words = 0
             for crop in crops:
-                if crop.shape[0] < 48:  # small text doubled: Tesseract reads best at 20-30 px letters
-                    crop = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+                if crop.shape[0] < 48:  # small text enlarged: Tesseract reads best at 20-30 px letters
+                    crop = cv2.resize(crop, None, fx=48 / crop.shape[0], fy=48 / crop.shape[0],
+                                      interpolation=cv2.INTER_CUBIC)
                 thumb = cv2.resize(crop, (64, 16), interpolation=cv2.INTER_AREA).astype(np.int16)
                 known = next((n for shape, t, n in read if shape == crop.shape and np.abs(t - thumb).mean() < 4), None)
                 if known is None:
-                    # light text on a dark ground and dark on light: both polarities, one above the other
-                    both = np.vstack([crop, np.full((16, crop.shape[1]), 255, np.uint8), 255 - crop])
-                    known = len(self._words(cv2.copyMakeBorder(both, 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255),
-                                            layout="6"))
+                    known = self._read_region(crop)
                     read.append((crop.shape, thumb, known))
                 words += known
             per_frame[index] = words
@@ -299,31 +350,45 @@ class TextScreen:
                 break
         return per_frame
 
-    def _words(self, gray: np.ndarray, layout: str = "11") -> list[tuple[int, int, int, str]]:
-        """Confident words Tesseract reads in one image: (left, top, height, text). ``layout``: Tesseract's page
-        segmentation mode, 11 (sparse text anywhere: a whole frame) or 6 (a block of lines: one region)."""
-        import subprocess
-
+    def _read_region(self, crop: np.ndarray) -> int:
+        """Confident words OCR reads in one region, trying views of it until one reads a word: as it is,
+        inverted, then with the tissue behind the letters flattened away (top-hat: light letters; black-hat:
+        dark ones). Why several views: Tesseract reads dark letters on a plain light ground best, and burned-in
+        text comes light or dark, on a band or straight over shaded tissue (bench/bench_text_screen.py)."""
         import cv2
 
-        png = cv2.imencode(".png", gray)[1].tobytes()
-        result = subprocess.run([self.binary, "stdin", "stdout", "--psm", layout, "-l", "eng", "tsv"], input=png,
-                                capture_output=True, timeout=300, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"tesseract failed: {result.stderr.decode(errors='replace')[:200]}")
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (crop.shape[0] // 2 | 1,) * 2)  # wider than a stroke
+
+        def flattened(operation: int) -> np.ndarray:
+            return 255 - cv2.normalize(cv2.morphologyEx(crop, operation, kernel), None, 0, 255, cv2.NORM_MINMAX)
+
+        views = (lambda: crop, lambda: 255 - crop, lambda: flattened(cv2.MORPH_TOPHAT),
+                 lambda: flattened(cv2.MORPH_BLACKHAT))
+        for view in views:
+            found = self._words(cv2.copyMakeBorder(view(), 16, 16, 16, 16, cv2.BORDER_CONSTANT, value=255), layout=6)
+            if found:
+                return len(found)
+        return 0
+
+    def _words(self, gray: np.ndarray, layout: int = 11) -> list[tuple[int, int, int, str]]:
+        """Confident words Tesseract reads in one image: (left, top, height, text). ``layout``: Tesseract's page
+        segmentation mode, 11 (sparse text anywhere: a whole frame) or 6 (a block of lines: one region)."""
+        from tesserocr import RIL, iterate_level
+
+        gray = np.ascontiguousarray(gray, dtype=np.uint8)
         found = []
-        for line in result.stdout.decode("utf-8", errors="replace").splitlines()[1:]:
-            fields = line.split("\t")
-            if len(fields) < 12 or not fields[11].strip():
-                continue
-            try:
-                confidence = float(fields[10])
-            except ValueError:
-                continue
-            text = fields[11].strip()
-            if confidence >= float(self.cfg["min_confidence"]) and \
-                    sum(ch.isalnum() for ch in text) >= int(self.cfg["min_word_chars"]):
-                found.append((int(fields[6]), int(fields[7]), int(fields[9]), text))
+        with self._lock:
+            self.api.SetPageSegMode(layout)
+            self.api.SetImageBytes(gray.tobytes(), gray.shape[1], gray.shape[0], 1, gray.shape[1])
+            self.api.Recognize()
+            for word in iterate_level(self.api.GetIterator(), RIL.WORD):
+                if word.Empty(RIL.WORD):
+                    continue
+                text = (word.GetUTF8Text(RIL.WORD) or "").strip()
+                if word.Confidence(RIL.WORD) >= float(self.cfg["min_confidence"]) and \
+                        sum(ch.isalnum() for ch in text) >= int(self.cfg["min_word_chars"]):
+                    left, top, _, bottom = word.BoundingBox(RIL.WORD)
+                    found.append((left, top, bottom - top, text))
         return found
 
     def words(self, frame_rgb: np.ndarray) -> int:
@@ -334,7 +399,8 @@ class TextScreen:
 
     def cascade_recall(self, frames_rgb: list[np.ndarray]) -> dict:
         """Measure the cascade against Tesseract on every whole frame: of the frames where whole-frame OCR
-        reads a confident word, the share the cascade also flags (and how many frames each flags)."""
+        reads a confident word, the share the cascade also flags (and how many frames each flags; the frame
+        numbers where the cheap pass fired, the cascade flagged and whole-frame OCR read, to see what passes)."""
         import cv2
 
         min_words = int(self.cfg["min_words"])
@@ -348,7 +414,8 @@ class TextScreen:
         whole = {index for index, frame in enumerate(frames_rgb) if self.words(frame) >= min_words}
         return {"frames": len(frames_rgb), "cheap_pass_fired": len(crops), "cascade_frames": len(cascade),
                 "ocr_frames": len(whole), "both": len(cascade & whole),
-                "recall": len(cascade & whole) / len(whole) if whole else None}
+                "recall": len(cascade & whole) / len(whole) if whole else None,
+                "fired": sorted(crops), "flagged": sorted(cascade), "read_whole": sorted(whole)}
 
     def judge(self, words: dict[int, int], checked: int, first: int, end: int) -> StageResult:
         """The verdict: frames where OCR read text, out of ``checked`` frames [first, end). No text is kept."""

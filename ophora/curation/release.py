@@ -112,33 +112,41 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
 
 
 SCREENS = {"face": "faces", "text": "on-screen text"}
-FRAME_MEASURED_PATH = Path(__file__).with_name("frame_screen_measured.json")  # bench/bench_face_screen.py --write
+FRAME_MEASURED_PATH = Path(__file__).with_name("frame_screen_measured.json")  # the benches below, --write
 
 
 def frame_screening() -> dict:
-    """What the card says about the video screens: the method, the figures measured on a corpus the screens
-    were not tuned on (faces: bench/bench_face_screen.py --write, kept true by tests/curation/test_privacy.py),
-    and their limits."""
+    """What the card says about the video screens: the method, the figures measured on corpora the screens were
+    not tuned on (faces: bench/bench_face_screen.py --write, text: bench/bench_text_screen.py --write; the face
+    figures are re-measured by tests/curation/test_privacy.py), and their limits."""
     measured = json.loads(FRAME_MEASURED_PATH.read_text(encoding="utf-8")) if FRAME_MEASURED_PATH.is_file() else {}
-    face = measured.get("face")
+    face, text = measured.get("face"), measured.get("text")
+    figures = []
     if face:
         sizes = ", ".join(f"{found} of {total} at {height} of the frame height"
                           for height, (found, total) in face["found"].items())
-        face_text = (f"faces: pasted on real surgical frames (faces never used to tune the screen, JPEG-compressed), "
-                     f"the screen finds {sizes}; it flagged {face['clean_confirmed']} of {face['clean_frames']} "
-                     f"frames of real surgery without a face")
+        figures.append(f"faces: pasted on real surgical frames (faces never used to tune the screen, "
+                       f"JPEG-compressed), the screen finds {sizes}; it flagged {face['clean_confirmed']} of "
+                       f"{face['clean_frames']} frames of real surgery without a face")
     else:
-        face_text = "faces: the face screen's recall has not been measured for this version"
+        figures.append("faces: the face screen's recall has not been measured for this version")
+    if text:
+        figures.append(f"burned-in text (one line of identifying text drawn at random on real surgical frames, "
+                       f"corpora not used to tune the screen): of the frames where Tesseract reading every whole "
+                       f"frame finds a word, the screen flags {text['both']} of {text['ocr_frames']}; it flags "
+                       f"{text['cascade_frames']} of {text['frames']} frames with a line of identifying text")
+    else:
+        figures.append("burned-in text: the text screen's recall has not been measured for this version")
     return {
         "method": "every frame of every released window screened on this machine: a face detector (OpenCV's LBP "
                   "face cascade on the frame shrunk to 192 px, confirmed by a Haar cascade at full resolution) and "
-                  "a text-line detector whose regions are read by Tesseract OCR; a window with any hit is not released",
-        "measured": face_text + "; burned-in text: of the frames where Tesseract reading every whole frame finds a "
-                    "word, the screen flags 96% (22 of 23); it flags 29 of 40 frames with a line of identifying text",
-        "limits": "not every burned-in line is read: light text on bright tissue without a band, thin or small "
-                  "fonts and text shorter than about five letters can pass (11 of 40 test frames did); faces smaller "
-                  "than about a fifth of the frame height, turned away, in profile or partly covered (a surgical "
-                  "mask) can pass",
+                  "a text-line detector (several letters side by side) whose regions are read by Tesseract OCR; a "
+                  "window with any hit is not released",
+        "measured": "; ".join(figures),
+        "limits": "not every burned-in line is read: light letters straight on bright tissue without a band, dark "
+                  "letters without a band, thin or small fonts and text shorter than about five letters can pass; "
+                  "faces smaller than about a fifth of the frame height, turned away, in profile or partly covered "
+                  "(a surgical mask) can pass",
     }
 
 
@@ -236,7 +244,10 @@ def _models(config: dict, frame: pd.DataFrame) -> dict:
         models["vlm"] = {"backend": vlm["backend"], "model": vlm["model"] if vlm["backend"] == "openai"
                          else vlm["model_path"], **({"endpoint": vlm["base_url"]} if vlm["backend"] == "openai" else {})}
     if config["privacy"]["text_prescreen"]["enabled"]:
-        models["text_prescreen"] = "Tesseract OCR (tesseract-ocr)"
+        import tesserocr
+
+        models["text_prescreen"] = (f"{tesserocr.tesseract_version().splitlines()[0].title()} OCR in process "
+                                    f"(tesserocr), English model (tesseract-ocr-eng)")
     return models
 
 

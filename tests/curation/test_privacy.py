@@ -155,34 +155,109 @@ def subtitled_video(source, out):
     return write_clip(frames, out, fps=8)
 
 
-needs_tesseract = pytest.mark.skipif(__import__("shutil").which("tesseract") is None,
-                                     reason="needs Debian's tesseract-ocr (scripts/install_system_deps.sh)")
+def has_tessdata() -> bool:
+    from ophora.curation.privacy import tessdata_dir
+
+    try:
+        return bool(tessdata_dir())
+    except (FileNotFoundError, ImportError):
+        return False
+
+
+needs_tesseract = pytest.mark.skipif(not has_tessdata(), reason="needs tesserocr (requirements.txt) and Debian's "
+                                     "tesseract-ocr-eng (scripts/install_system_deps.sh)")
 
 
 @needs_tesseract
-def test_text_screen_reads_every_frame_and_keeps_no_text(tmp_path, sample_clips):
+def test_tesseract_model_is_found_where_it_is_and_missing_one_is_one_line(tmp_path, monkeypatch):
+    from ophora.curation.privacy import tessdata_dir
+
+    system = tessdata_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "eng.traineddata").symlink_to(system / "eng.traineddata")
+    monkeypatch.chdir(tmp_path)  # tesserocr's own default folder here is "./": empty
+    monkeypatch.setenv("TESSDATA_PREFIX", str(mine))
+    assert tessdata_dir() == mine  # TESSDATA_PREFIX first
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path / "nowhere"))
+    assert tessdata_dir(system.parent.parent) == system  # then Debian's folder
+    with pytest.raises(FileNotFoundError) as missing:
+        tessdata_dir(tmp_path / "no-debian")
+    message = str(missing.value)
+    assert "\n" not in message and "apt-get install tesseract-ocr-eng" in message and "TESSDATA_PREFIX" in message
+
+
+@pytest.fixture(scope="module")
+def text_screen():
     from ophora.curation.privacy import TextScreen
 
-    screen = TextScreen(load_config()["privacy"]["text_prescreen"])
-    flagged = screen(clip(subtitled_video(sample_clips[0], tmp_path / "subtitled.mp4")))
+    return TextScreen(load_config()["privacy"]["text_prescreen"])
+
+
+@pytest.fixture(scope="module")
+def real_frames(sample_clips) -> list[np.ndarray]:
+    from ophora.generation.video import read_clip
+
+    return [frame for path in sample_clips for frame in read_clip(path)[0]]
+
+
+@needs_tesseract
+def test_text_screen_reads_every_frame_and_keeps_no_text(tmp_path, sample_clips, text_screen):
+    flagged = text_screen(clip(subtitled_video(sample_clips[0], tmp_path / "subtitled.mp4")))
     assert flagged.drop_reason == "privacy: on-screen text read locally in 8/16 frames"
     assert json.loads(flagged.measurements["hit_frames"]) == list(range(4, 12))
     assert "PATIENT" not in json.dumps(flagged.measurements)  # the kind and frame numbers, never the text
-    result = screen(clip(sample_clips[1]))
+    result = text_screen(clip(sample_clips[1]))
     assert result.drop_reason is None and result.measurements["text_frames"] == 0
     assert result.measurements["ocr_frames"] == 0  # the cheap pass fired nowhere: no OCR cost on clean surgery
 
 
 @needs_tesseract
-def test_text_cascade_finds_what_ocr_of_every_whole_frame_finds(sample_clips):
-    """Recall of the cascade against Tesseract on every whole frame, on a random burned-in corpus (seeded;
-    bench/bench_curation.py measures it on more frames)."""
+def test_text_cascade_finds_what_ocr_of_every_whole_frame_finds(real_frames, text_screen):
+    """Recall of the cascade against Tesseract on every whole frame, on a random burned-in corpus. Seed 11 was
+    not used to set the thresholds (seeds 7 and 3 were); bench/bench_text_screen.py measures more seeds."""
     from ophora.curation.screen_corpus import burned_in_frames
-    from ophora.generation.video import read_clip
 
-    from ophora.curation.privacy import TextScreen
+    recall = text_screen.cascade_recall(burned_in_frames(real_frames, 40, seed=11))
+    assert recall["ocr_frames"] >= 15 and recall["recall"] >= 0.9, recall
+    assert recall["cascade_frames"] >= recall["ocr_frames"], recall  # regions read closer find more than whole frames
 
-    screen = TextScreen(load_config()["privacy"]["text_prescreen"])
-    frames = burned_in_frames(list(read_clip(sample_clips[0])[0]), 10, seed=11)
-    recall = screen.cascade_recall(frames)
-    assert recall["ocr_frames"] >= 3 and recall["recall"] >= 0.8, recall
+
+@needs_tesseract
+def test_text_cheap_pass_needs_letters_not_a_text_shaped_edge(real_frames, text_screen):
+    """The cheap pass fires on no frame of the real clips, also mirrored and upside down (the clean frames its
+    thresholds were set on, kept as a guard), nor on a glare or an instrument edge shaped like a line of text;
+    the same place with a short line of letters fires."""
+    from ophora.curation.privacy import TextScreen, small_gray
+
+    for frame in real_frames:
+        for view in (frame, frame[:, ::-1], frame[::-1]):
+            assert text_screen.regions(small_gray(np.ascontiguousarray(view[:, :, ::-1]), 480)) == []
+    base = np.ascontiguousarray(real_frames[20][:, :, ::-1])
+    glare, shaft, text = base.copy(), base.copy(), base.copy()
+    cv2.rectangle(glare, (300, 235), (440, 245), (255, 255, 255), -1)  # a specular streak 140x10
+    for y in (236, 246):  # the two edges of a thin shaft
+        cv2.line(shaft, (290, y), (450, y), (250, 250, 250), 3)
+    cv2.putText(text, "Mrs Nunez", (290, 250), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
+    shaped_like_text = TextScreen({**load_config()["privacy"]["text_prescreen"], "min_strokes_across": 0})
+    for made in (glare, shaft):  # boxes shaped like a line of text, but crossed once or twice
+        assert shaped_like_text.regions(small_gray(made, 480)) and text_screen.regions(small_gray(made, 480)) == []
+    assert len(text_screen.regions(small_gray(text, 480))) == 1
+
+
+@needs_tesseract
+def test_text_ocr_engine_is_shared_safely_between_threads(text_screen):
+    """One Tesseract engine per screen, not thread-safe by itself (without the screen's lock this crashes the
+    process): concurrent reads wait for each other and read what one thread alone reads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    crops = []
+    for k, line in enumerate(("DOB 1950-04-03", "Surgeon: A. Patel", "MRN 4471-B")):
+        crop = np.full((60, 420), 20 + 10 * k, np.uint8)
+        cv2.putText(crop, line, (10, 42), cv2.FONT_HERSHEY_DUPLEX, 1.0, 235, 2, cv2.LINE_AA)
+        crops.append(crop)
+    alone = [text_screen._words(crop, layout=6) for crop in crops]
+    assert all(alone)
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda crop: text_screen._words(crop, layout=6), crops * 3))
+    assert together == alone * 3
