@@ -482,8 +482,19 @@ def run_ray(tasks: list[ClipTask], config: dict, cache_path: str | None, address
         raise
 
 
-def preflight(config: dict) -> None:
-    """Stop before the first clip when a configured endpoint is down (``EndpointDown`` says which and why)."""
+def preflight(config: dict, screens_elsewhere: bool = False) -> None:
+    """Stop before the first clip when a configured endpoint is down (``EndpointDown`` says which and why), or,
+    when ``screens_elsewhere`` (worker processes or Ray build them), when a frame screen cannot start: one line
+    here (no face cascade, no OCR model) instead of a "worker failed" row for every clip."""
+    privacy = config["privacy"]
+    if screens_elsewhere and privacy["face_prescreen"]["enabled"]:
+        from .privacy import FaceScreen
+
+        FaceScreen(privacy["face_prescreen"])
+    if screens_elsewhere and privacy["text_prescreen"]["enabled"]:
+        from .privacy import TextScreen
+
+        TextScreen(privacy["text_prescreen"])
     if config["refine"]["backend"] == "openai":
         ChatEndpoint.from_config(config["refine"]).preflight()
     vlm = config["privacy"]["vlm"]
@@ -576,7 +587,7 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
     for endpoint in ("refine", "vlm"):
         _own_breaker(breaker, endpoint).unlink(missing_ok=True)  # each run starts with closed breakers
     if todo:
-        preflight(config)
+        preflight(config, screens_elsewhere=backend != "local" or workers > 1)
     if backend == "local":
         results = run_local(todo, config, cache, workers, breaker)
     elif backend == "ray":

@@ -209,3 +209,15 @@ def test_measure_everything_mode_keeps_the_first_reason(manifest, tmp_path):
     assert rows.loc["low-res", "drop_stage"] == "probe" and rows.loc["low-res", "dynamics_cuts"] == 0
     assert rows.loc["three-cuts", "drop_stage"] == "dynamics" and rows.loc["three-cuts", "instruction"]
     assert rows.loc["missing", "stages_run"] == "probe"  # nothing to measure in a missing file
+
+
+def test_a_screen_that_cannot_start_stops_a_run_with_workers_before_any_clip(tmp_path, sample_clips):
+    """With worker processes the screens are built in the workers; a bad cascade is still one line up front,
+    not a "worker failed" error row per clip."""
+    from ophora.curation.inputs import ClipTask
+
+    tasks = [ClipTask(clip_id=f"c{i}", video=str(clip), caption="Remove the lens.") for i, clip in enumerate(sample_clips)]
+    config = load_config(overrides=[f"privacy.face_prescreen.cascade={tmp_path / 'missing.xml'}"])
+    with pytest.raises(FileNotFoundError, match="missing.xml not found"):
+        run_pipeline(tasks, config, tmp_path / "out.parquet", workers=2)
+    assert not (tmp_path / "out.parquet").exists() and not output_paths(tmp_path / "out.parquet")["journal"].exists()
