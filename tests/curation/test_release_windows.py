@@ -6,7 +6,6 @@ replaces the earlier release whole. Sources are made from the real Ophora clips.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import cv2
@@ -21,10 +20,11 @@ from ophora.curation.pipeline import run_pipeline
 from ophora.curation.release import release
 from ophora.generation.video import read_clip, write_clip
 
+from .test_privacy import needs_tesseract
+
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 SEI_SECRET = "OKAFOR_NGOZI_MRN48213"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tesseract") is None,
-                                                   reason="needs Debian's tesseract-ocr (scripts/install_system_deps.sh)")]
+pytestmark = [pytest.mark.slow, needs_tesseract]
 
 
 def burn_name(frame: np.ndarray) -> np.ndarray:
