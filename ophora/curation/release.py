@@ -79,7 +79,8 @@ def public_reason(reason: str | None, deid) -> str | None:
     return text
 
 
-def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps: float) -> int:
+def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps: float,
+               cover: list[tuple[int, int, int, int, int, int]] = ()) -> int:
     """Re-encode exactly frames ``first_frame .. end_frame - 1`` of ``source`` (the screened training window).
 
     Why re-encode, never copy: a stream copy carries the whole source (frames of neighbouring windows that were
@@ -87,14 +88,18 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
     recorder). The window is selected by decoded frame number, as the curation's decoding pass counts frames;
     the output has no audio, subtitles, data streams, metadata, chapters or SEI (``filter_units`` removes NAL
     type 6, the encoder's own included), and is shown upright (ffmpeg applies the rotation flag).
+    ``cover``: (first, last, x, y, w, h) boxes filled flat black by ffmpeg's ``drawbox`` on window frames
+    first..last (numbered from 0 at ``first_frame``), in the same encoding pass (see ``blur_plan``).
     Returns the frames written; raises ``RuntimeError`` when ffmpeg fails or writes another count."""
     import imageio_ffmpeg
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.stem + ".partial" + target.suffix)
     wanted = end_frame - first_frame
+    boxes = "".join(f",drawbox=x={x}:y={y}:w={w}:h={h}:color=black:t=fill:enable='between(n,{low},{high})'"
+                    for low, high, x, y, w, h in cover)
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), "-map", "0:v:0",
-               "-vf", f"trim=start_frame={first_frame}:end_frame={end_frame},setpts=PTS-STARTPTS",
+               "-vf", f"trim=start_frame={first_frame}:end_frame={end_frame},setpts=PTS-STARTPTS{boxes}",
                "-frames:v", str(wanted), "-r", f"{fps:.6g}", "-c:v", "libx264", "-preset", "veryfast",
                "-crf", "16", "-pix_fmt", "yuv420p", "-bsf:v", "filter_units=remove_types=6",
                "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
@@ -112,6 +117,87 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
 
 
 SCREENS = {"face": "faces", "text": "on-screen text"}
+BLUR_PAD = 0.1  # each recorded box grows by this fraction of its longer side on every side before it is covered
+BLUR_FRAMES = 2  # ... and is covered on this many frames before and after its own (a hit missed next to a found one)
+
+
+class BlurPlanError(ValueError):
+    """A row's recorded blur regions cannot be trusted; the message is the row's public withholding reason."""
+
+
+def blur_plan(row: dict, frame_hits: str) -> list[tuple[int, int, int, int, int, int]]:
+    """The boxes the release covers in a kept row's window, for ``cut_window(cover=...)``: each recorded hit box
+    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD`` and
+    held from ``BLUR_FRAMES`` before its frame to as many after. Empty: nothing to cover (the plain cut).
+
+    Fails closed (``BlurPlanError``): regions that cannot be read, regions under settings that drop hits, or
+    regions that do not account for every frame the screens flagged (a hand-edited or partial row)."""
+    raw = row.get("blur_regions")
+    if raw is None or (isinstance(raw, float) and pd.isna(raw)):
+        regions = []
+    else:
+        try:
+            regions = [(int(r["frame"]), str(r["kind"]), tuple(int(v) for v in r["box"])) for r in json.loads(raw)]
+        except (TypeError, ValueError, KeyError):
+            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)") from None
+        if any(kind not in SCREENS or len(box) != 4 or min(box) < 0 or box[2] < 1 or box[3] < 1
+               for _, kind, box in regions):
+            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)")
+    if regions and frame_hits != "blur":
+        raise BlurPlanError("release: blur regions recorded under settings that drop hits (rerun the curation)")
+    if frame_hits == "blur":
+        for kind in SCREENS:
+            flagged = row.get(f"{kind}_{kind}_frames")
+            flagged = 0 if flagged is None or pd.isna(flagged) else int(flagged)
+            if flagged != len({frame for frame, found, _ in regions if found == kind}):
+                raise BlurPlanError(f"release: the blur regions do not cover every frame where the screens found "
+                                    f"{SCREENS[kind]} (rerun the curation)")
+    first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
+    spans: dict[tuple[int, int, int, int], list[list[int]]] = {}  # padded box -> merged frame spans
+    for frame, _, (x, y, w, h) in sorted(regions, key=lambda r: r[0]):
+        low, high = max(first, frame - BLUR_FRAMES) - first, min(end - 1, frame + BLUR_FRAMES) - first
+        if low > high:
+            continue  # outside the released window
+        pad = max(2, round(BLUR_PAD * max(w, h)))
+        box = (max(0, x - pad), max(0, y - pad), w + 2 * pad, h + 2 * pad)
+        runs = spans.setdefault(box, [])
+        if runs and low <= runs[-1][1] + 1:
+            runs[-1][1] = max(runs[-1][1], high)
+        else:
+            runs.append([low, high])
+    return [(low, high, *box) for box, runs in spans.items() for low, high in runs]
+
+
+def rescreen(video: Path, screens: tuple, frames: int) -> str | None:
+    """Screen every frame of a written (blurred) video with the curation's own face and text screens; the reason
+    to withhold it when any frame still shows a face or text, or when it has another frame count."""
+    from .inputs import ClipTask
+    from .privacy import decode_window
+
+    task = ClipTask(clip_id=video.stem, video=str(video), caption=None)
+    decoded = decode_window(task)
+    if len(decoded) != frames:
+        return "release: the blurred video could not be screened again (it does not decode whole)"
+    face, text = screens
+    if face(task, decoded).measurements.get("face_frames", 1):
+        return "release: a blurred region still shows a face"
+    if text(task, decoded).measurements.get("text_frames", 1):
+        return "release: a blurred region still shows on-screen text"
+    return None
+
+
+def rescreens(config: dict) -> tuple | str:
+    """The face and text screens the release screens blurred videos with (the run's own settings), or the
+    reason every blurred clip is withheld when they cannot run here (fail closed: nothing unverified goes out)."""
+    from .privacy import FaceScreen, TextScreen
+
+    privacy = config["privacy"]
+    if not (privacy["face_prescreen"]["enabled"] and privacy["text_prescreen"]["enabled"]):
+        return "release: a blurred clip is released only when both frame screens are on"
+    try:
+        return FaceScreen(privacy["face_prescreen"]), TextScreen(privacy["text_prescreen"])
+    except (FileNotFoundError, ValueError) as error:
+        return f"release: the blurred clips cannot be screened again on this machine ({error})"
 FRAME_MEASURED_PATH = Path(__file__).with_name("frame_screen_measured.json")  # bench/bench_face_screen.py --write
 
 
@@ -210,7 +296,8 @@ def _settings(config: dict) -> dict:
             "vlm": {k: privacy["vlm"][k] for k in ("enabled", "frames", "max_side")},
             "refine": {k: config["refine"][k] for k in ("backend", "min_words", "max_words", "max_chars",
                                                         "temperature", "max_tokens")},
-            "deid": privacy["deid"], "stop_at_first_drop": config["run"]["stop_at_first_drop"]}
+            "frame_hits": privacy.get("frame_hits", "drop"), "deid": privacy["deid"],
+            "stop_at_first_drop": config["run"]["stop_at_first_drop"]}
 
 
 def _models(config: dict, frame: pd.DataFrame) -> dict:
@@ -298,8 +385,12 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
 
     from .report import summarize
 
+    from .privacy import frame_hits
+
     withheld: Counter = Counter()
     released, decisions, phases_withheld = [], [], 0
+    mode = frame_hits(config)
+    blurred, unblurrable, screens = 0, 0, None  # screens: built on the first blurred clip
     kept = frame[frame["decision"] == "keep"]
     for row in tqdm(kept.to_dict(orient="records"), desc="release", unit="clip", disable=not progress):
         clip_id = salted_hash(salt, "clip|" + str(row["clip_id"]))
@@ -311,12 +402,29 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
         reason = screen_released_text(record, deid) or unscreened(row)
         if reason is None and not source.is_file():
             reason = "release: video file missing"
+        cover = []
+        if reason is None:
+            try:
+                cover = blur_plan(row, mode)
+            except BlurPlanError as error:
+                reason = str(error)
+        if reason is None and cover:
+            screens = rescreens(config) if screens is None else screens
+            reason = screens if isinstance(screens, str) else None
         if reason is None:
             first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
             try:
-                record["frames"] = cut_window(source, out / record["video"], first, end, float(row["probe_fps"]))
+                record["frames"] = cut_window(source, out / record["video"], first, end, float(row["probe_fps"]),
+                                              cover)
             except RuntimeError:
                 reason = "release: the training window could not be cut from the video"
+        if reason is None and cover:  # fail closed: the written file is screened again, every frame
+            reason = rescreen(out / record["video"], screens, end - first)
+            if reason is not None:
+                (out / record["video"]).unlink()
+                unblurrable += 1
+            else:
+                blurred += 1
         if reason is not None:
             withheld[reason] += 1
             decisions.append((row, "withheld", "release", reason))
@@ -351,7 +459,8 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
         "config_hash": run_hash,
         "counts": {"curated_clips": int(len(frame)), "kept_by_curation": int(len(kept)),
                    "released_clips": int(len(manifest)), "released_sources": int(manifest["source_id"].nunique()),
-                   "withheld_at_release": int(sum(withheld.values())), "dropped": summary["dropped"],
+                   "withheld_at_release": int(sum(withheld.values())), "released_blurred": blurred,
+                   "withheld_after_blurring": unblurrable, "dropped": summary["dropped"],
                    "errors": summary["errors"]},
         "stages": summary["stages"],
         "reasons": dict(Counter(str(r).split(":", 1)[0] for _, d, _, r in decisions if r is not None)),
@@ -377,6 +486,7 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
                       "metadata, chapters and H.264 SEI user data removed",
             "columns": list(RELEASE_COLUMNS)},
         "frame_screening": frame_screening(),
+        "frame_hits": frame_hits_text(mode, blurred, unblurrable),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
     (out / "README.md").write_text(card_markdown(card), encoding="utf-8")
@@ -396,6 +506,20 @@ TEXT_SCREEN_LIMITS = [
     "lacks, and the held-out part is small, hence its wide 95% interval.",
     "Text and faces inside video frames are not part of this text screen (see the video screening).",
 ]
+
+
+def frame_hits_text(mode: str, blurred: int, unblurrable: int) -> dict:
+    """What the card says a face or text hit did to its clip, with the counts and the limit, in plain words."""
+    if mode != "blur":
+        return {"mode": "drop", "text": "A clip with a face or on-screen text found on any frame of its window was "
+                                        "dropped whole; no video was blurred."}
+    return {"mode": "blur", "released_blurred": blurred, "withheld_after_blurring": unblurrable,
+            "text": f"Where the screens found a face or on-screen text, the clip was kept and the region covered "
+                    f"with a flat black box (each box somewhat larger than what was found, and also on the 2 frames "
+                    f"before and after). Each blurred video was screened again, every frame, with the same face and "
+                    f"text screens before release: {blurred} clips were released blurred, {unblurrable} were "
+                    f"withheld because something was still found. Blurring hides only what the screens found: a "
+                    f"face or a name they missed is not covered (see the limits above)."}
 
 
 def _measured_screen() -> dict | None:
@@ -456,7 +580,8 @@ def card_markdown(card: dict) -> str:
               "", "PHI items found per kind in refined instructions (their sentences removed): " + json.dumps(deid["redactions_in_instructions"]),
               "", "## Frame screening", "", card["frame_screening"]["method"] + ".", "",
               "Measured: " + card["frame_screening"]["measured"] + ".", "",
-              "Limits: " + card["frame_screening"]["limits"] + ".",
+              "Limits: " + card["frame_screening"]["limits"] + ".", "",
+              "Faces and on-screen text found: " + card["frame_hits"]["text"],
               "", "## Models and endpoints", "", "```json", json.dumps(card["models"], indent=2), "```", "",
               "## Filters and thresholds", "", "```json", json.dumps(card["filters"], indent=2), "```", ""]
     return "\n".join(lines)
