@@ -98,13 +98,19 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
     wanted = end_frame - first_frame
     boxes = "".join(f",drawbox=x={x}:y={y}:w={w}:h={h}:color=black:t=fill:enable='between(n,{low},{high})'"
                     for low, high, x, y, w, h in cover)
+    # the filter graph is read from a file: thousands of boxes would not fit in one command-line argument
+    graph = target.with_name(target.stem + ".filters")
+    graph.write_text(f"trim=start_frame={first_frame}:end_frame={end_frame},setpts=PTS-STARTPTS{boxes}")
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), "-map", "0:v:0",
-               "-vf", f"trim=start_frame={first_frame}:end_frame={end_frame},setpts=PTS-STARTPTS{boxes}",
+               "-/vf", str(graph),
                "-frames:v", str(wanted), "-r", f"{fps:.6g}", "-c:v", "libx264", "-preset", "veryfast",
                "-crf", "16", "-pix_fmt", "yuv420p", "-bsf:v", "filter_units=remove_types=6",
                "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
                "-flags:v", "+bitexact", "-movflags", "+faststart", str(partial)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        graph.unlink(missing_ok=True)
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         raise RuntimeError(f"ffmpeg could not cut the window: {result.stderr.strip()[-300:]}")
@@ -196,8 +202,9 @@ def rescreens(config: dict) -> tuple | str:
         return "release: a blurred clip is released only when both frame screens are on"
     try:
         return FaceScreen(privacy["face_prescreen"]), TextScreen(privacy["text_prescreen"])
-    except (FileNotFoundError, ValueError) as error:
-        return f"release: the blurred clips cannot be screened again on this machine ({error})"
+    except (FileNotFoundError, ValueError):  # no tesseract, an unreadable cascade: said once by the card
+        return "release: the blurred clips cannot be screened again on this machine (install the project's " \
+               "system packages: scripts/install_system_deps.sh)"
 FRAME_MEASURED_PATH = Path(__file__).with_name("frame_screen_measured.json")  # bench/bench_face_screen.py --write
 
 

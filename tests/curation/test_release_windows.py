@@ -236,3 +236,12 @@ def test_blur_fails_closed(blurred, tmp_path):
                        "release: the blur regions do not cover every frame where the screens found on-screen text "
                        "(rerun the curation)": 1,
                        "release: the recorded blur regions cannot be read (rerun the curation)": 1}
+
+
+def test_cut_window_takes_more_boxes_than_one_command_line_argument_holds(sample_clips, tmp_path):
+    from ophora.curation.release import cut_window
+
+    cover = [(i % 49, i % 49, (i * 7) % 700, (i * 13) % 460, 8, 8) for i in range(1500)]  # ~140 KB of filters
+    assert cut_window(sample_clips[0], tmp_path / "boxes.mp4", 0, 49, 8.0, cover) == 49
+    first = read_clip(tmp_path / "boxes.mp4")[0][0]
+    assert first[1:7, 1:7].max() < 40 and first[100:140, 100:140].mean() > 40  # box 0 on frame 0; elsewhere not
