@@ -49,6 +49,11 @@ def salted_hash(salt: bytes, value: str, length: int = 16) -> str:
     return hashlib.sha256(salt + value.encode("utf-8")).hexdigest()[:length]
 
 
+def released_id(salt: bytes, clip_id) -> str:
+    """The released clip id of a curated clip id (its video is ``videos/<id>.mp4``)."""
+    return salted_hash(salt, "clip|" + str(clip_id))
+
+
 def load_salt(path: Path) -> bytes:
     """The private salt that makes hashed ids unguessable from paths; created once (owner-only), reused so
     that two releases of the same sources give the same ids."""
@@ -123,8 +128,8 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
 
 
 SCREENS = {"face": "faces", "text": "on-screen text"}
-BLUR_PAD = 0.1  # each recorded box grows by this fraction of its longer side on every side before it is covered
-BLUR_FRAMES = 2  # ... and is covered on this many frames before and after its own (a hit missed next to a found one)
+BLUR_PAD = 0.1  # each recorded box grows by this fraction of its shorter side (a text line's height) on every side
+BLUR_FRAMES = 2  # a face's box is covered on this many frames before and after its own (a miss next to a find)
 
 
 class BlurPlanError(ValueError):
@@ -133,8 +138,10 @@ class BlurPlanError(ValueError):
 
 def blur_plan(row: dict, frame_hits: str) -> list[tuple[int, int, int, int, int, int]]:
     """The boxes the release covers in a kept row's window, for ``cut_window(cover=...)``: each recorded hit box
-    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD`` and
-    held from ``BLUR_FRAMES`` before its frame to as many after. Empty: nothing to cover (the plain cut).
+    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD``; a
+    face's box held from ``BLUR_FRAMES`` before its frame to as many after, a text box on every frame of the
+    window: burned-in text stays where the recorder put it, and the text screen finds a line on some frames of
+    the many that show it (bench/bench_blur.py). Empty: nothing to cover (the plain cut).
 
     Fails closed (``BlurPlanError``): regions that cannot be read, regions under settings that drop hits, or
     regions that do not account for every frame the screens flagged (a hand-edited or partial row)."""
@@ -160,11 +167,13 @@ def blur_plan(row: dict, frame_hits: str) -> list[tuple[int, int, int, int, int,
                                     f"{SCREENS[kind]} (rerun the curation)")
     first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
     spans: dict[tuple[int, int, int, int], list[list[int]]] = {}  # padded box -> merged frame spans
-    for frame, _, (x, y, w, h) in sorted(regions, key=lambda r: r[0]):
+    for frame, kind, (x, y, w, h) in sorted(regions, key=lambda r: r[0]):
         low, high = max(first, frame - BLUR_FRAMES) - first, min(end - 1, frame + BLUR_FRAMES) - first
-        if low > high:
-            continue  # outside the released window
-        pad = max(2, round(BLUR_PAD * max(w, h)))
+        if kind == "text":
+            low, high = 0, end - first - 1
+        elif low > high:
+            continue  # a face outside the released window
+        pad = max(2, round(BLUR_PAD * min(w, h)))
         box = (max(0, x - pad), max(0, y - pad), w + 2 * pad, h + 2 * pad)
         runs = spans.setdefault(box, [])
         if runs and low <= runs[-1][1] + 1:
@@ -400,7 +409,7 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
     blurred, unblurrable, screens = 0, 0, None  # screens: built on the first blurred clip
     kept = frame[frame["decision"] == "keep"]
     for row in tqdm(kept.to_dict(orient="records"), desc="release", unit="clip", disable=not progress):
-        clip_id = salted_hash(salt, "clip|" + str(row["clip_id"]))
+        clip_id = released_id(salt, row["clip_id"])
         source = Path(str(row["video"]))
         record = {"clip_id": clip_id, "video": f"videos/{clip_id}.mp4",
                   "instruction": str(row.get("instruction") or "").strip(), "phase": row.get("phase"),
@@ -454,7 +463,7 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
     manifest["phase"] = manifest["phase"].astype(object).where(manifest["phase"].notna(), None)
     manifest.to_parquet(out / "manifest.parquet", index=False)
     decision_frame = pd.DataFrame([{
-        "clip_id": salted_hash(salt, "clip|" + str(row["clip_id"])),
+        "clip_id": released_id(salt, row["clip_id"]),
         "source_id": salted_hash(salt, str(Path(str(row["video"])).resolve())) if row.get("video") else None,
         "decision": decision, "stage": stage, "reason": reason} for row, decision, stage, reason in decisions])
     decision_frame.to_parquet(out / "decisions.parquet", index=False)
@@ -522,8 +531,8 @@ def frame_hits_text(mode: str, blurred: int, unblurrable: int) -> dict:
                                         "dropped whole; no video was blurred."}
     return {"mode": "blur", "released_blurred": blurred, "withheld_after_blurring": unblurrable,
             "text": f"Where the screens found a face or on-screen text, the clip was kept and the region covered "
-                    f"with a flat black box (each box somewhat larger than what was found, and also on the 2 frames "
-                    f"before and after). Each blurred video was screened again, every frame, with the same face and "
+                    f"with a flat black box, somewhat larger than what was found: a face also on the 2 frames "
+                    f"before and after, burned-in text on every frame of the clip (it stays in place). Each blurred video was screened again, every frame, with the same face and "
                     f"text screens before release: {blurred} clips were released blurred, {unblurrable} were "
                     f"withheld because something was still found. Blurring hides only what the screens found: a "
                     f"face or a name they missed is not covered (see the limits above)."}

@@ -155,9 +155,9 @@ def blurred(sources, tmp_path_factory):
 
 
 def _released_video(curated, out, clip_id: str):
-    from ophora.curation.release import load_salt, salted_hash
+    from ophora.curation.release import load_salt, released_id
 
-    return out / "videos" / f"{salted_hash(load_salt(curated.with_suffix('.release-salt')), 'clip|' + clip_id)}.mp4"
+    return out / "videos" / f"{released_id(load_salt(curated.with_suffix('.release-salt')), clip_id)}.mp4"
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -170,7 +170,7 @@ def test_blur_releases_hit_clips_covered_and_screened_again(sources, blurred, tm
     and the released videos pass both screens on every frame, unchanged away from the hits, covered at them."""
     from ophora.curation.inputs import ClipTask
     from ophora.curation.privacy import FaceScreen, TextScreen, decode_window
-    from ophora.curation.release import cut_window
+    from ophora.curation.release import blur_plan, cut_window
 
     folder, _, dropped, _ = sources
     curated, frame, out, card = blurred
@@ -201,9 +201,19 @@ def test_blur_releases_hit_clips_covered_and_screened_again(sources, blurred, tm
         plain = tmp_path / f"{clip_id}-plain.mp4"
         cut_window(folder / source, plain, int(row["window_first_frame"]), int(row["window_end_frame"]), 8.0)
         plain_frames = decode_window(ClipTask(clip_id=clip_id, video=str(plain), caption=None))
-        near = {f + d for f in (r["frame"] for r in regions) for d in range(-3, 4)}
-        far = [i for i in range(49) if i not in near]
-        assert len(far) >= 20 and min(_psnr(frames[i], plain_frames[i]) for i in far) > 40
+        covers = blur_plan(row.to_dict(), "blur")  # text: every frame; a face: its frames and 2 either side
+        covered = {i for low, high, *_ in covers for i in range(low, high + 1)}
+        assert covered == (set(range(49)) if kind == "text" else
+                           {i + d for i in hit_frames for d in range(-2, 3)} & set(range(49)))
+        untouched = 0
+        for i in range(49):  # away from the boxes (and one macroblock around them) the frames are the plain cut's
+            outside = np.ones(frames[i].shape[:2], bool)
+            for low, high, x, y, w, h in covers:
+                if low <= i <= high:
+                    outside[max(0, y - 16):y + h + 16, max(0, x - 16):x + w + 16] = False
+            untouched += outside.all()
+            assert outside.mean() > 0.1 and _psnr(frames[i][outside], plain_frames[i][outside]) > 40, i
+        assert untouched == 49 - len(covered) and (kind == "text" or untouched >= 20)
         hit = regions[len(regions) // 2]
         x, y, w, h = hit["box"]
         before, after = plain_frames[hit["frame"]], frames[hit["frame"]]
