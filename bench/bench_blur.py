@@ -82,6 +82,7 @@ def coverage(clip: dict, covers: list[tuple[int, ...]], flagged: set[int]) -> tu
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=40)
+    parser.add_argument("--verbose", action="store_true", help="per clip: flagged frames, boxes, coverage")
     args = parser.parse_args()
 
     import pandas as pd
@@ -102,8 +103,7 @@ def main() -> int:
         rows = run_pipeline(read_tasks(folder / "clips.csv"), config, folder / "curated.parquet", workers=2)
         rows = rows.set_index("clip_id")
         card = release(folder / "curated.parquet", folder / "release", progress=False)
-        withheld = dict(zip(*np.unique([r for r in card["reasons_detail"] if r.startswith("release:")],
-                                       return_counts=True))) if card["reasons_detail"] else {}
+        withheld = {reason: n for reason, n in card["reasons_detail"].items() if reason.startswith("release:")}
         salt, reader = load_salt(folder / "curated.release-salt"), TextScreen(config["privacy"]["text_prescreen"])
         for kind in ("text", "face"):
             mine = [c for c in clips if c["kind"] == kind]
@@ -114,14 +114,20 @@ def main() -> int:
                 if row["decision"] != "keep":
                     print(f"  {clip['clip_id']}: {row['reason']}")
                     continue
-                if not regions:
-                    continue
-                found += 1
                 flagged = {r["frame"] for r in regions}
+                overlay = set(TEXT_FRAMES if kind == "text" else FACE_FRAMES)
+                if not flagged & overlay:
+                    if flagged:
+                        print(f"  {clip['clip_id']}: missed; flagged only frames without it: {sorted(flagged)}")
+                    continue  # missed: released as it is (or covered where a false alarm was)
+                found += 1
                 clip_on, clip_off = coverage(clip, blur_plan(row, "blur"), flagged)
+                video = folder / "release/videos" / f"{released_id(salt, clip['clip_id'])}.mp4"
+                if args.verbose:
+                    print(f"  {clip['clip_id']}: flagged {sorted(flagged)}, covers {blur_plan(row, 'blur')}, "
+                          f"coverage off {[round(v, 2) for v in clip_off]}, released {video.is_file()}")
                 on += clip_on
                 off += clip_off
-                video = folder / "release/videos" / f"{released_id(salt, clip['clip_id'])}.mp4"
                 if kind == "text" and video.is_file():
                     released = read_clip(video)[0]
                     for i in TEXT_FRAMES[::4]:  # 5 frames of the 20 per clip: whole-frame OCR is slow

@@ -129,7 +129,7 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
 
 SCREENS = {"face": "faces", "text": "on-screen text"}
 BLUR_PAD = 0.1  # each recorded box grows by this fraction of its shorter side (a text line's height) on every side
-BLUR_FRAMES = 2  # a face's box is covered on this many frames before and after its own (a miss next to a find)
+BLUR_FRAMES = 2  # face boxes are covered from this many frames before the first face found to as many after the last
 
 
 class BlurPlanError(ValueError):
@@ -138,10 +138,11 @@ class BlurPlanError(ValueError):
 
 def blur_plan(row: dict, frame_hits: str) -> list[tuple[int, int, int, int, int, int]]:
     """The boxes the release covers in a kept row's window, for ``cut_window(cover=...)``: each recorded hit box
-    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD``; a
-    face's box held from ``BLUR_FRAMES`` before its frame to as many after, a text box on every frame of the
-    window: burned-in text stays where the recorder put it, and the text screen finds a line on some frames of
-    the many that show it (bench/bench_blur.py). Empty: nothing to cover (the plain cut).
+    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD`` (a
+    text box also by its height left and right); a text box on every frame of the window, every face box from ``BLUR_FRAMES`` frames before the first frame
+    with a face to as many after the last. Why so wide: a screen finds a face or a line on some of the frames
+    that show it, not all (bench/bench_blur.py), and burned-in text stays where the recorder put it. Empty:
+    nothing to cover (the plain cut).
 
     Fails closed (``BlurPlanError``): regions that cannot be read, regions under settings that drop hits, or
     regions that do not account for every frame the screens flagged (a hand-edited or partial row)."""
@@ -166,21 +167,20 @@ def blur_plan(row: dict, frame_hits: str) -> list[tuple[int, int, int, int, int,
                 raise BlurPlanError(f"release: the blur regions do not cover every frame where the screens found "
                                     f"{SCREENS[kind]} (rerun the curation)")
     first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
-    spans: dict[tuple[int, int, int, int], list[list[int]]] = {}  # padded box -> merged frame spans
-    for frame, kind, (x, y, w, h) in sorted(regions, key=lambda r: r[0]):
-        low, high = max(first, frame - BLUR_FRAMES) - first, min(end - 1, frame + BLUR_FRAMES) - first
-        if kind == "text":
-            low, high = 0, end - first - 1
-        elif low > high:
-            continue  # a face outside the released window
+    faces = [frame for frame, kind, _ in regions if kind == "face"]
+    spans = {"text": (first, end - 1),
+             "face": (min(faces) - BLUR_FRAMES, max(faces) + BLUR_FRAMES) if faces else (0, -1)}
+    cover = set()
+    for _, kind, (x, y, w, h) in regions:
+        low, high = max(first, spans[kind][0]) - first, min(end - 1, spans[kind][1]) - first
+        if low > high:
+            continue  # faces found only outside the released window
         pad = max(2, round(BLUR_PAD * min(w, h)))
-        box = (max(0, x - pad), max(0, y - pad), w + 2 * pad, h + 2 * pad)
-        runs = spans.setdefault(box, [])
-        if runs and low <= runs[-1][1] + 1:
-            runs[-1][1] = max(runs[-1][1], high)
-        else:
-            runs.append([low, high])
-    return [(low, high, *box) for box, runs in spans.items() for low, high in runs]
+        # a line goes on sideways: a short word after a wider gap (the "3" of "Moorfields OR 3") is not part of
+        # the region the text screen found, so a text box also grows by its own height left and right
+        side = max(pad, h) if kind == "text" else pad
+        cover.add((low, high, max(0, x - side), max(0, y - pad), w + 2 * side, h + 2 * pad))
+    return sorted(cover)
 
 
 def rescreen(video: Path, screens: tuple, frames: int) -> str | None:
@@ -531,8 +531,8 @@ def frame_hits_text(mode: str, blurred: int, unblurrable: int) -> dict:
                                         "dropped whole; no video was blurred."}
     return {"mode": "blur", "released_blurred": blurred, "withheld_after_blurring": unblurrable,
             "text": f"Where the screens found a face or on-screen text, the clip was kept and the region covered "
-                    f"with a flat black box, somewhat larger than what was found: a face also on the 2 frames "
-                    f"before and after, burned-in text on every frame of the clip (it stays in place). Each blurred video was screened again, every frame, with the same face and "
+                    f"with a flat black box, somewhat larger than what was found: text on every frame of the "
+                    f"clip, faces from 2 frames before the first frame with a face to 2 after the last. Each blurred video was screened again, every frame, with the same face and "
                     f"text screens before release: {blurred} clips were released blurred, {unblurrable} were "
                     f"withheld because something was still found. Blurring hides only what the screens found: a "
                     f"face or a name they missed is not covered (see the limits above)."}
