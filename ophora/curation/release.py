@@ -128,92 +128,6 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
 
 
 SCREENS = {"face": "faces", "text": "on-screen text"}
-BLUR_PAD = 0.1  # each recorded box grows by this fraction of its shorter side (a text line's height) on every side
-BLUR_FRAMES = 2  # face boxes are covered from this many frames before the first face found to as many after the last
-
-
-class BlurPlanError(ValueError):
-    """A row's recorded blur regions cannot be trusted; the message is the row's public withholding reason."""
-
-
-def blur_plan(row: dict, frame_hits: str) -> list[tuple[int, int, int, int, int, int]]:
-    """The boxes the release covers in a kept row's window, for ``cut_window(cover=...)``: each recorded hit box
-    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD`` (a
-    text box also by its height left and right); a text box on every frame of the window, every face box from ``BLUR_FRAMES`` frames before the first frame
-    with a face to as many after the last. Why so wide: a screen finds a face or a line on some of the frames
-    that show it, not all (bench/bench_blur.py), and burned-in text stays where the recorder put it. Empty:
-    nothing to cover (the plain cut).
-
-    Fails closed (``BlurPlanError``): regions that cannot be read, regions under settings that drop hits, or
-    regions that do not account for every frame the screens flagged (a hand-edited or partial row)."""
-    raw = row.get("blur_regions")
-    if raw is None or (isinstance(raw, float) and pd.isna(raw)):
-        regions = []
-    else:
-        try:
-            regions = [(int(r["frame"]), str(r["kind"]), tuple(int(v) for v in r["box"])) for r in json.loads(raw)]
-        except (TypeError, ValueError, KeyError):
-            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)") from None
-        if any(kind not in SCREENS or len(box) != 4 or min(box) < 0 or box[2] < 1 or box[3] < 1
-               for _, kind, box in regions):
-            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)")
-    if regions and frame_hits != "blur":
-        raise BlurPlanError("release: blur regions recorded under settings that drop hits (rerun the curation)")
-    if frame_hits == "blur":
-        for kind in SCREENS:
-            flagged = row.get(f"{kind}_{kind}_frames")
-            flagged = 0 if flagged is None or pd.isna(flagged) else int(flagged)
-            if flagged != len({frame for frame, found, _ in regions if found == kind}):
-                raise BlurPlanError(f"release: the blur regions do not cover every frame where the screens found "
-                                    f"{SCREENS[kind]} (rerun the curation)")
-    first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
-    faces = [frame for frame, kind, _ in regions if kind == "face"]
-    spans = {"text": (first, end - 1),
-             "face": (min(faces) - BLUR_FRAMES, max(faces) + BLUR_FRAMES) if faces else (0, -1)}
-    cover = set()
-    for _, kind, (x, y, w, h) in regions:
-        low, high = max(first, spans[kind][0]) - first, min(end - 1, spans[kind][1]) - first
-        if low > high:
-            continue  # faces found only outside the released window
-        pad = max(2, round(BLUR_PAD * min(w, h)))
-        # a line goes on sideways: a short word after a wider gap (the "3" of "Moorfields OR 3") is not part of
-        # the region the text screen found, so a text box also grows by its own height left and right
-        side = max(pad, h) if kind == "text" else pad
-        cover.add((low, high, max(0, x - side), max(0, y - pad), w + 2 * side, h + 2 * pad))
-    return sorted(cover)
-
-
-def rescreen(video: Path, screens: tuple, frames: int) -> str | None:
-    """Screen every frame of a written (blurred) video with the curation's own face and text screens; the reason
-    to withhold it when any frame still shows a face or text, or when it has another frame count."""
-    from .inputs import ClipTask
-    from .privacy import decode_window
-
-    task = ClipTask(clip_id=video.stem, video=str(video), caption=None)
-    decoded = decode_window(task)
-    if len(decoded) != frames:
-        return "release: the blurred video could not be screened again (it does not decode whole)"
-    face, text = screens
-    if face(task, decoded).measurements.get("face_frames", 1):
-        return "release: a blurred region still shows a face"
-    if text(task, decoded).measurements.get("text_frames", 1):
-        return "release: a blurred region still shows on-screen text"
-    return None
-
-
-def rescreens(config: dict) -> tuple | str:
-    """The face and text screens the release screens blurred videos with (the run's own settings), or the
-    reason every blurred clip is withheld when they cannot run here (fail closed: nothing unverified goes out)."""
-    from .privacy import FaceScreen, TextScreen
-
-    privacy = config["privacy"]
-    if not (privacy["face_prescreen"]["enabled"] and privacy["text_prescreen"]["enabled"]):
-        return "release: a blurred clip is released only when both frame screens are on"
-    try:
-        return FaceScreen(privacy["face_prescreen"]), TextScreen(privacy["text_prescreen"])
-    except (FileNotFoundError, ValueError):  # no tesseract, an unreadable cascade: said once by the card
-        return "release: the blurred clips cannot be screened again on this machine (install the project's " \
-               "system packages: scripts/install_system_deps.sh)"
 FRAME_MEASURED_PATH = Path(__file__).with_name("frame_screen_measured.json")  # bench/bench_face_screen.py --write
 
 
@@ -258,6 +172,119 @@ def unscreened(row: dict) -> str | None:
     if missing:
         return f"release: not every frame was screened for {' and '.join(missing)}"
     return None
+
+
+BLUR_PAD = 0.1  # a recorded box grows by this fraction of its shorter side (a text line's height) on every side
+BLUR_FRAMES = 2  # face boxes are covered from this many frames before the first face found to as many after it
+
+
+class BlurPlanError(ValueError):
+    """A row's recorded blur regions cannot be trusted; the message is the row's public withholding reason."""
+
+
+def blur_plan(row: dict, mode: str) -> list[tuple[int, int, int, int, int, int]]:
+    """The boxes the release covers in a kept row's window, for ``cut_window(cover=...)``: each recorded hit box
+    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD`` (a
+    text box also by its height left and right); a text box on every frame of the window, every face box from
+    ``BLUR_FRAMES`` frames before the first frame with a face to as many after the last. Why so wide: a screen
+    finds a face or a line on most of the frames that show it, not all (bench/bench_blur.py), and burned-in
+    text stays where the recorder put it. Empty: nothing to cover (the plain cut).
+
+    Fails closed (``BlurPlanError``): regions that cannot be read, regions under settings that drop hits, or
+    regions that do not account for every frame the screens flagged (a hand-edited or partial row)."""
+    raw = row.get("blur_regions")
+    if raw is None or (isinstance(raw, float) and pd.isna(raw)):
+        regions = []
+    else:
+        try:
+            regions = [(int(r["frame"]), str(r["kind"]), tuple(int(v) for v in r["box"])) for r in json.loads(raw)]
+        except (TypeError, ValueError, KeyError):
+            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)") from None
+        if any(kind not in SCREENS or len(box) != 4 or min(box) < 0 or box[2] < 1 or box[3] < 1
+               for _, kind, box in regions):
+            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)")
+    if regions and mode != "blur":
+        raise BlurPlanError("release: blur regions recorded under settings that drop hits (rerun the curation)")
+    if mode == "blur":
+        for kind in SCREENS:
+            flagged = row.get(f"{kind}_{kind}_frames")
+            flagged = 0 if flagged is None or pd.isna(flagged) else int(flagged)
+            if flagged != len({frame for frame, found, _ in regions if found == kind}):
+                raise BlurPlanError(f"release: the blur regions do not cover every frame where the screens found "
+                                    f"{SCREENS[kind]} (rerun the curation)")
+    first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
+    faces = [frame for frame, kind, _ in regions if kind == "face"]
+    spans = {"text": (first, end - 1),
+             "face": (min(faces) - BLUR_FRAMES, max(faces) + BLUR_FRAMES) if faces else (0, -1)}
+    cover = []
+    for kind, (start, stop) in spans.items():
+        low, high = max(first, start) - first, min(end - 1, stop) - first
+        if low > high:
+            continue  # no text, or faces found only outside the released window
+        boxes = []
+        for _, found, (x, y, w, h) in regions:
+            if found == kind:
+                pad = max(2, round(BLUR_PAD * min(w, h)))
+                # a line goes on sideways: a short word after a wider gap (the "3" of "Moorfields OR 3") is not
+                # part of the region the text screen found, so a text box also grows by its height left and right
+                side = max(pad, h) if kind == "text" else pad
+                boxes.append((max(0, x - side), max(0, y - pad), x + w + side, y + h + pad))
+        cover += [(low, high, x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in _merged(boxes)]
+    return sorted(cover)
+
+
+def _merged(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Overlapping boxes (x0, y0, x1, y1) replaced by the box around them, until none overlap. Why: the boxes of
+    one overlay found on many frames differ by a few pixels; drawn one over another they leave a staircase of
+    edges that the text screen reads as lines (and spends OCR on), where one rectangle leaves four edges."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i, a in enumerate(boxes):
+            for j in range(i + 1, len(boxes)):
+                b = boxes[j]
+                if a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]:
+                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
+
+
+def rescreen(video: Path, screens: tuple, frames: int) -> str | None:
+    """Screen every frame of a written (blurred) video with the curation's own face and text screens; the reason
+    to withhold it when any frame still shows a face or text, or when it has another frame count."""
+    from .inputs import ClipTask
+    from .privacy import decode_window
+
+    task = ClipTask(clip_id=video.stem, video=str(video), caption=None)
+    decoded = decode_window(task)
+    if len(decoded) != frames:
+        return "release: the blurred video could not be screened again (it does not decode whole)"
+    face, text = screens
+    if face(task, decoded).measurements.get("face_frames", 1):
+        return "release: a blurred region still shows a face"
+    if text(task, decoded).measurements.get("text_frames", 1):
+        return "release: a blurred region still shows on-screen text"
+    return None
+
+
+def rescreens(config: dict) -> tuple | str:
+    """The face and text screens the release screens blurred videos with (the run's own settings), or the
+    reason every blurred clip is withheld when they cannot run here (fail closed: nothing unverified goes out)."""
+    from .privacy import FaceScreen, TextScreen
+
+    privacy = config["privacy"]
+    if not (privacy["face_prescreen"]["enabled"] and privacy["text_prescreen"]["enabled"]):
+        return "release: a blurred clip is released only when both frame screens are on"
+    try:
+        return FaceScreen(privacy["face_prescreen"]), TextScreen(privacy["text_prescreen"])
+    except (FileNotFoundError, ValueError):  # no tesseract, an unreadable cascade: said once by the card
+        return "release: the blurred clips cannot be screened again on this machine (install the project's " \
+               "system packages: scripts/install_system_deps.sh)"
 
 
 def screen_released_text(record: dict, deid) -> str | None:
@@ -346,8 +373,10 @@ def _models(config: dict, frame: pd.DataFrame) -> dict:
 def release(curated: str | Path, out: str | Path, salt_file: str | Path | None = None,
             progress: bool = True) -> dict:
     """Write the release of ``curated`` into ``out`` (replacing an earlier release there) and return the card."""
+    from .config import ConfigError
     from .deid import shared_deidentifier
     from .pipeline import output_paths
+    from .privacy import frame_hits
 
     curated = Path(curated)
     if not curated.is_file():
@@ -362,6 +391,10 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
                            f"`python -m ophora curate` command (decided clips are not redone) to write it.")
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     config = saved["config"]
+    try:
+        frame_hits(config)
+    except ConfigError as error:
+        raise ReleaseError(f"{config_path}: {error}") from None
     if set(frame["config_hash"].dropna()) - {saved["config_hash"]}:
         raise ReleaseError(f"{curated} holds rows decided under other settings than {config_path}; rerun the "
                            f"curate command to finish the run before releasing")
@@ -399,9 +432,8 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
     """Write every file of the release into ``out`` (a fresh folder) and return the card."""
     from tqdm import tqdm
 
-    from .report import summarize
-
     from .privacy import frame_hits
+    from .report import summarize
 
     withheld: Counter = Counter()
     released, decisions, phases_withheld = [], [], 0
@@ -532,10 +564,11 @@ def frame_hits_text(mode: str, blurred: int, unblurrable: int) -> dict:
     return {"mode": "blur", "released_blurred": blurred, "withheld_after_blurring": unblurrable,
             "text": f"Where the screens found a face or on-screen text, the clip was kept and the region covered "
                     f"with a flat black box, somewhat larger than what was found: text on every frame of the "
-                    f"clip, faces from 2 frames before the first frame with a face to 2 after the last. Each blurred video was screened again, every frame, with the same face and "
-                    f"text screens before release: {blurred} clips were released blurred, {unblurrable} were "
-                    f"withheld because something was still found. Blurring hides only what the screens found: a "
-                    f"face or a name they missed is not covered (see the limits above)."}
+                    f"clip, faces from 2 frames before the first frame with a face to 2 after the last. Each "
+                    f"blurred video was screened again, every frame, with the same face and text screens before "
+                    f"release: {blurred} clips were released blurred, {unblurrable} were withheld because "
+                    f"something was still found. Blurring hides only what the screens found: a face or a name "
+                    f"they missed is not covered (see the limits above)."}
 
 
 def _measured_screen() -> dict | None:
@@ -625,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = card["counts"]
-    print(f"released {counts['released_clips']} clips from {counts['released_sources']} videos "
+    blurred = f", {counts['released_blurred']} of them blurred" if card["frame_hits"]["mode"] == "blur" else ""
+    print(f"released {counts['released_clips']} clips from {counts['released_sources']} videos{blurred} "
           f"({counts['withheld_at_release']} withheld at release) into {args.out}")
     for reason, count in card["reasons_detail"].items():
         print(f"  {count:>6}  {reason}")

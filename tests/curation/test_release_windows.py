@@ -245,6 +245,13 @@ def test_blur_fails_closed(blurred, tmp_path):
                        "release: the blur regions do not cover every frame where the screens found on-screen text "
                        "(rerun the curation)": 1,
                        "release: the recorded blur regions cannot be read (rerun the curation)": 1}
+    saved = json.loads(output_paths(edited)["config"].read_text())
+    saved["config"]["privacy"]["frame_hits"] = "smudge"  # a hand-edited settings file: refused in one line
+    output_paths(edited)["config"].write_text(json.dumps(saved))
+    from ophora.curation.release import ReleaseError
+
+    with pytest.raises(ReleaseError, match="edited.config.json: privacy.frame_hits is 'smudge'"):
+        release(edited, tmp_path / "release", progress=False)
 
 
 def test_cut_window_takes_more_boxes_than_one_command_line_argument_holds(sample_clips, tmp_path):
