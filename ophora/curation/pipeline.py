@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -109,6 +110,9 @@ class Curator:
         from .deid import shared_deidentifier
 
         self.deid = shared_deidentifier(privacy["deid"])
+        from .privacy import frame_hits
+
+        self.blur = frame_hits(config) == "blur"  # hits are recorded for the release to cover, not dropped
         self._side_thread: ThreadPoolExecutor | None = None  # the frame screens' thread, started on first use
 
     def close(self) -> None:
@@ -201,21 +205,25 @@ class Curator:
             state.looks[index] = pool.submit(self._look, frame_bgr)
         return on_frame
 
-    def _look(self, frame_bgr: np.ndarray) -> tuple[bool, list[np.ndarray]]:
-        """One frame through the cheap passes: (a confirmed face?, full-resolution crops of text-like regions).
-        The frame is turned grey once; each screen shrinks that grey frame to its own size."""
+    def _look(self, frame_bgr: np.ndarray) -> Look:
+        """One frame through the cheap passes: confirmed face boxes, full-resolution crops of text-like regions
+        (and, with ``frame_hits: blur``, their boxes). The frame is turned grey once; each screen shrinks that
+        grey frame to its own size."""
         import cv2
 
         from .privacy import fit_frame
 
         gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-        face = self.face.hit(gray) if self.face is not None else False
-        crops = []
+        faces = self.face.face_boxes(gray) if self.face is not None else []
+        crops, boxes = [], []
         if self.text is not None:
-            crops = self.text.crops(frame_bgr, fit_frame(gray, int(self.config["privacy"]["text_prescreen"]["max_side"])))
-        return face, crops
+            small = fit_frame(gray, int(self.config["privacy"]["text_prescreen"]["max_side"]))
+            crops = self.text.crops(gray, small)
+            if crops and self.blur:  # only where the cheap pass fired: the boxes the release would cover
+                boxes = self.text.boxes(gray.shape, small, pad=0.6)
+        return Look(faces, crops, boxes)
 
-    def _screened(self, state: ClipState) -> tuple[dict[int, tuple[bool, list]], int, int]:
+    def _screened(self, state: ClipState) -> tuple[dict[int, Look], int, int]:
         """Every frame's look, and the range [first, end) of consecutive frames that were looked at."""
         looks = {index: future.result() for index, future in sorted(state.looks.items())}
         first = min(looks) if looks else state.decoded.first_frame
@@ -226,14 +234,30 @@ class Curator:
 
     def _face_stage(self, state: ClipState) -> StageResult:
         looks, first, end = self._screened(state)
-        return self.face.judge([i for i, (face, _) in looks.items() if face], end - first, first, end)
+        hits = [i for i, look in looks.items() if look.faces]
+        result = self.face.judge(hits, end - first, first, end)
+        return self._blur_instead(state, result, "face", {i: looks[i].faces for i in hits})
 
     def _text_stage(self, state: ClipState) -> StageResult:
         looks, first, end = self._screened(state)
-        enough = None if not self.config["run"]["stop_at_first_drop"] else \
+        enough = None if self.blur or not self.config["run"]["stop_at_first_drop"] else \
             int(self.config["privacy"]["text_prescreen"]["max_text_frames"]) + 1  # dropped then: read no further
-        words = self.text.read({i: crops for i, (_, crops) in looks.items() if crops}, enough)
-        return self.text.judge(words, end - first, first, end)
+        words = self.text.read({i: look.crops for i, look in looks.items() if look.crops}, enough)
+        result = self.text.judge(words, end - first, first, end)
+        hits = [i for i, count in words.items() if count >= int(self.config["privacy"]["text_prescreen"]["min_words"])]
+        # every text-like region of a frame where OCR read a word, not only the regions it read: a second line
+        # the OCR could not read with confidence may still be legible to a person
+        return self._blur_instead(state, result, "text", {i: looks[i].boxes for i in hits})
+
+    def _blur_instead(self, state: ClipState, result: StageResult, kind: str,
+                      boxes: dict[int, list[tuple[int, int, int, int]]]) -> StageResult:
+        """With ``frame_hits: blur``, a clip dropped only for its hit frames is kept and the hits' boxes are
+        recorded for the release to cover (frame number, kind, box); otherwise ``result`` unchanged."""
+        if not self.blur or not boxes or not result.measurements.get("frames_checked"):
+            return result  # drop mode, no hit, or nothing decoded (that reason stands)
+        state.regions += [{"frame": int(i), "kind": kind, "box": [int(v) for v in box]}
+                          for i, found in sorted(boxes.items()) for box in found]
+        return StageResult(result.measurements)
 
     def _dynamics_stage(self, state: ClipState) -> StageResult:
         return dynamics_stage(state.task, self.config, measured=state.decoded.cuts)
@@ -347,6 +371,8 @@ class Curator:
                     decision, drop_stage = "drop", name
         for pending in state.looks.values():
             pending.cancel()  # a clip dropped before its screens: don't look at frames nobody will judge
+        if state.regions:  # where the release must cover a face or text (JSON; never any text read)
+            row["blur_regions"] = json.dumps(state.regions)
         row.update(decision=decision, keep=decision == "keep", drop_stage=drop_stage,
                    reason="; ".join(reasons) if reasons else None, stages_run=",".join(stages_run),
                    config_hash=self.hash, seconds=time.perf_counter() - began)
@@ -366,8 +392,16 @@ class ClipState:
     stream: object | None = None  # the clip's open PySceneDetect stream (decode.open_stream), probe to decode
     decoded: DecodedClip | None = None
     samples: list[int] = field(default_factory=list)  # frame numbers kept for the VLM
-    looks: dict[int, Future] = field(default_factory=dict)  # frame number -> (face?, text crops), on the side
+    looks: dict[int, Future] = field(default_factory=dict)  # frame number -> its Look, computed on the side
     instruction: str | None = None
+    regions: list[dict] = field(default_factory=list)  # frame_hits blur: the hits' boxes for the release
+
+
+class Look(NamedTuple):
+    """What the cheap passes saw in one frame (full-resolution boxes x, y, w, h)."""
+    faces: list[tuple[int, int, int, int]]  # confirmed faces
+    crops: list[np.ndarray]  # grey crops of text-like regions, for OCR
+    boxes: list[tuple[int, int, int, int]]  # those regions' boxes (frame_hits blur only)
 
 
 def _kinds_text(kinds: dict[str, int]) -> str:
@@ -567,6 +601,9 @@ def run_pipeline(tasks: list[ClipTask], config: dict, out: str | Path, backend: 
                  workers: int | None = None, ray_address: str | None = None, fresh: bool = False,
                  progress: Callable[[dict, int, int], None] | None = None) -> pd.DataFrame:
     """Curate ``tasks`` into ``out`` (parquet) and return the manifest; see the module docstring."""
+    from .privacy import frame_hits
+
+    frame_hits(config)  # a misspelt mode stops here, before any clip is read
     paths = output_paths(out)
     paths["parquet"].parent.mkdir(parents=True, exist_ok=True)
     if fresh:

@@ -78,6 +78,22 @@ def sample_frames(video: str, count: int, start_s: float | None = None, end_s: f
         capture.release()
 
 
+FRAME_HITS = ("drop", "blur")
+
+
+def frame_hits(config: dict) -> str:
+    """``privacy.frame_hits``: what a frame with a face or burned-in text does to its clip. ``drop`` (default):
+    the clip is dropped. ``blur``: the clip is kept, its row records where the hits are, and the release covers
+    them and screens the written video again (release.py). Checked before any clip is read."""
+    from .config import ConfigError
+
+    mode = config["privacy"].get("frame_hits", "drop")
+    if mode not in FRAME_HITS:
+        raise ConfigError(f"privacy.frame_hits is {mode!r}; use drop (a clip with a face or on-screen text is "
+                          f"dropped) or blur (it is kept and the found regions are covered at release)")
+    return mode
+
+
 def face_cascade_path(path: str | Path | None = None) -> Path:
     """An OpenCV cascade file: ``path`` if given, else the frontal-face Haar cascade opencv-python bundles."""
     import cv2
@@ -158,26 +174,33 @@ class FaceScreen:
             minSize=(min_size, min_size))
         return [tuple(int(v) for v in rect) for rect in found]
 
-    def hit(self, frame: np.ndarray) -> bool:
-        """Whether one frame (BGR or grey, full resolution) shows a face: the cheap pass on the frame shrunk to
-        ``max_side``, confirmed by the strict one on the full-resolution region. One path for the pipeline,
-        the screen on its own and the measurement, so the measured figures are the pipeline's."""
+    def face_boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Confirmed faces in one frame (BGR or grey, full resolution), as full-resolution boxes (x, y, w, h): the
+        cheap pass on the frame shrunk to ``max_side``, each candidate confirmed by the strict cascade on its
+        full-resolution region. A box is the whole region the strict pass looked in (the candidate padded by half
+        its height on every side), so it covers the head, not only the detected face. One path for the
+        pipeline, the screen on its own and the measurement, so the measured figures are the pipeline's."""
         import cv2
 
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         small = fit_frame(gray, int(self.cfg["max_side"]))
         found = self.faces(small)
         if not found:
-            return False
+            return []
         scale = max(gray.shape[:2]) / max(small.shape)
+        confirmed = []
         for box in found:
             x, y, w, h = _scaled(box, scale, 0.5, gray.shape)
             region = gray[y:y + h, x:x + w]
             strict_min = max(20, int(0.5 * min(box[2], box[3]) * scale))
             if len(self.strict.detectMultiScale(region, scaleFactor=1.1, minNeighbors=int(self.cfg["strict_min_neighbors"]),
                                                 minSize=(strict_min, strict_min))):
-                return True
-        return False
+                confirmed.append((x, y, w, h))
+        return confirmed
+
+    def hit(self, frame: np.ndarray) -> bool:
+        """Whether one frame (BGR or grey, full resolution) shows a confirmed face (see ``face_boxes``)."""
+        return bool(self.face_boxes(frame))
 
     def judge(self, hits: list[int], checked: int, first: int, end: int) -> StageResult:
         """The verdict from the frames (absolute numbers) with a face, out of ``checked`` frames [first, end)."""
@@ -309,20 +332,21 @@ class TextScreen:
         middle = ink[box.shape[0] // 5: box.shape[0] - box.shape[0] // 5]
         return int((np.diff(middle, axis=1) == 1).sum(axis=1).max()) if middle.size else 0
 
-    def crops(self, frame_bgr: np.ndarray, small: np.ndarray) -> list[np.ndarray]:
-        """Full-resolution grey crops of the regions the cheap pass finds (empty: no text-like region)."""
+    def boxes(self, shape: tuple[int, ...], small: np.ndarray, pad: float = 0.3) -> list[tuple[int, int, int, int]]:
+        """Full-resolution boxes (x, y, w, h) of the text-like regions the cheap pass finds in ``small`` (the frame
+        of ``shape`` downscaled), padded by ``pad`` of their height: 0.3 for OCR, more where they are covered."""
+        scale = max(shape[:2]) / max(small.shape)
+        return [_scaled(box, scale, pad, shape) for box in self.regions(small)]
+
+    def crops(self, frame: np.ndarray, small: np.ndarray) -> list[np.ndarray]:
+        """Full-resolution grey crops (``frame``: BGR or grey) of the regions the cheap pass finds (empty: none)."""
         import cv2
 
-        boxes = self.regions(small)
+        boxes = self.boxes(frame.shape, small)
         if not boxes:
             return []
-        gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-        scale = max(frame_bgr.shape[:2]) / max(small.shape)
-        crops = []
-        for box in boxes:
-            x, y, w, h = _scaled(box, scale, 0.3, gray.shape)
-            crops.append(gray[y:y + h, x:x + w])
-        return crops
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        return [gray[y:y + h, x:x + w] for x, y, w, h in boxes]
 
     def read(self, crops_by_frame: dict[int, list[np.ndarray]], enough: int | None = None) -> dict[int, int]:
         """Confident OCR words per frame, from the crops the cheap pass found (frames without crops are not read).

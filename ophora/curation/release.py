@@ -49,6 +49,11 @@ def salted_hash(salt: bytes, value: str, length: int = 16) -> str:
     return hashlib.sha256(salt + value.encode("utf-8")).hexdigest()[:length]
 
 
+def released_id(salt: bytes, clip_id) -> str:
+    """The released clip id of a curated clip id (its video is ``videos/<id>.mp4``)."""
+    return salted_hash(salt, "clip|" + str(clip_id))
+
+
 def load_salt(path: Path) -> bytes:
     """The private salt that makes hashed ids unguessable from paths; created once (owner-only), reused so
     that two releases of the same sources give the same ids."""
@@ -79,7 +84,8 @@ def public_reason(reason: str | None, deid) -> str | None:
     return text
 
 
-def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps: float) -> int:
+def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps: float,
+               cover: list[tuple[int, int, int, int, int, int]] = ()) -> int:
     """Re-encode exactly frames ``first_frame .. end_frame - 1`` of ``source`` (the screened training window).
 
     Why re-encode, never copy: a stream copy carries the whole source (frames of neighbouring windows that were
@@ -87,19 +93,29 @@ def cut_window(source: Path, target: Path, first_frame: int, end_frame: int, fps
     recorder). The window is selected by decoded frame number, as the curation's decoding pass counts frames;
     the output has no audio, subtitles, data streams, metadata, chapters or SEI (``filter_units`` removes NAL
     type 6, the encoder's own included), and is shown upright (ffmpeg applies the rotation flag).
+    ``cover``: (first, last, x, y, w, h) boxes filled flat black by ffmpeg's ``drawbox`` on window frames
+    first..last (numbered from 0 at ``first_frame``), in the same encoding pass (see ``blur_plan``).
     Returns the frames written; raises ``RuntimeError`` when ffmpeg fails or writes another count."""
     import imageio_ffmpeg
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.stem + ".partial" + target.suffix)
     wanted = end_frame - first_frame
+    boxes = "".join(f",drawbox=x={x}:y={y}:w={w}:h={h}:color=black:t=fill:enable='between(n,{low},{high})'"
+                    for low, high, x, y, w, h in cover)
+    # the filter graph is read from a file: thousands of boxes would not fit in one command-line argument
+    graph = target.with_name(target.stem + ".filters")
+    graph.write_text(f"trim=start_frame={first_frame}:end_frame={end_frame},setpts=PTS-STARTPTS{boxes}")
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), "-map", "0:v:0",
-               "-vf", f"trim=start_frame={first_frame}:end_frame={end_frame},setpts=PTS-STARTPTS",
+               "-/vf", str(graph),
                "-frames:v", str(wanted), "-r", f"{fps:.6g}", "-c:v", "libx264", "-preset", "veryfast",
                "-crf", "16", "-pix_fmt", "yuv420p", "-bsf:v", "filter_units=remove_types=6",
                "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact",
                "-flags:v", "+bitexact", "-movflags", "+faststart", str(partial)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        graph.unlink(missing_ok=True)
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         raise RuntimeError(f"ffmpeg could not cut the window: {result.stderr.strip()[-300:]}")
@@ -115,7 +131,7 @@ SCREENS = {"face": "faces", "text": "on-screen text"}
 FRAME_MEASURED_PATH = Path(__file__).with_name("frame_screen_measured.json")  # the benches below, --write
 
 
-def frame_screening() -> dict:
+def frame_screening(mode: str = "drop") -> dict:
     """What the card says about the video screens: the method, the figures measured on corpora the screens were
     not tuned on (faces: bench/bench_face_screen.py --write, text: bench/bench_text_screen.py --write; the face
     figures are re-measured by tests/curation/test_privacy.py), and their limits."""
@@ -140,8 +156,9 @@ def frame_screening() -> dict:
     return {
         "method": "every frame of every released window screened on this machine: a face detector (OpenCV's LBP "
                   "face cascade on the frame shrunk to 192 px, confirmed by a Haar cascade at full resolution) and "
-                  "a text-line detector (several letters side by side) whose regions are read by Tesseract OCR; a "
-                  "window with any hit is not released",
+                  "a text-line detector (several letters side by side) whose regions are read by Tesseract OCR; "
+                  + ("a window with any hit is not released" if mode == "drop" else
+                     "what they find is covered with a black box and the written video is screened again"),
         "measured": "; ".join(figures),
         "limits": "not every burned-in line is read: light letters straight on bright tissue without a band, dark "
                   "letters without a band, thin or small fonts and text shorter than about five letters can pass; "
@@ -164,6 +181,119 @@ def unscreened(row: dict) -> str | None:
     if missing:
         return f"release: not every frame was screened for {' and '.join(missing)}"
     return None
+
+
+BLUR_PAD = 0.1  # a recorded box grows by this fraction of its shorter side (a text line's height) on every side
+BLUR_FRAMES = 2  # face boxes are covered from this many frames before the first face found to as many after it
+
+
+class BlurPlanError(ValueError):
+    """A row's recorded blur regions cannot be trusted; the message is the row's public withholding reason."""
+
+
+def blur_plan(row: dict, mode: str) -> list[tuple[int, int, int, int, int, int]]:
+    """The boxes the release covers in a kept row's window, for ``cut_window(cover=...)``: each recorded hit box
+    (``blur_regions``, written by the curation with ``privacy.frame_hits: blur``) padded by ``BLUR_PAD`` (a
+    text box also by its height left and right); a text box on every frame of the window, every face box from
+    ``BLUR_FRAMES`` frames before the first frame with a face to as many after the last. Why so wide: a screen
+    finds a face or a line on most of the frames that show it, not all (bench/bench_blur.py), and burned-in
+    text stays where the recorder put it. Empty: nothing to cover (the plain cut).
+
+    Fails closed (``BlurPlanError``): regions that cannot be read, regions under settings that drop hits, or
+    regions that do not account for every frame the screens flagged (a hand-edited or partial row)."""
+    raw = row.get("blur_regions")
+    if raw is None or (isinstance(raw, float) and pd.isna(raw)):
+        regions = []
+    else:
+        try:
+            regions = [(int(r["frame"]), str(r["kind"]), tuple(int(v) for v in r["box"])) for r in json.loads(raw)]
+        except (TypeError, ValueError, KeyError):
+            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)") from None
+        if any(kind not in SCREENS or len(box) != 4 or min(box) < 0 or box[2] < 1 or box[3] < 1
+               for _, kind, box in regions):
+            raise BlurPlanError("release: the recorded blur regions cannot be read (rerun the curation)")
+    if regions and mode != "blur":
+        raise BlurPlanError("release: blur regions recorded under settings that drop hits (rerun the curation)")
+    if mode == "blur":
+        for kind in SCREENS:
+            flagged = row.get(f"{kind}_{kind}_frames")
+            flagged = 0 if flagged is None or pd.isna(flagged) else int(flagged)
+            if flagged != len({frame for frame, found, _ in regions if found == kind}):
+                raise BlurPlanError(f"release: the blur regions do not cover every frame where the screens found "
+                                    f"{SCREENS[kind]} (rerun the curation)")
+    first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
+    faces = [frame for frame, kind, _ in regions if kind == "face"]
+    spans = {"text": (first, end - 1),
+             "face": (min(faces) - BLUR_FRAMES, max(faces) + BLUR_FRAMES) if faces else (0, -1)}
+    cover = []
+    for kind, (start, stop) in spans.items():
+        low, high = max(first, start) - first, min(end - 1, stop) - first
+        if low > high:
+            continue  # no text, or faces found only outside the released window
+        boxes = []
+        for _, found, (x, y, w, h) in regions:
+            if found == kind:
+                pad = max(2, round(BLUR_PAD * min(w, h)))
+                # a line goes on sideways: a short word after a wider gap (the "3" of "Moorfields OR 3") is not
+                # part of the region the text screen found, so a text box also grows by its height left and right
+                side = max(pad, h) if kind == "text" else pad
+                boxes.append((max(0, x - side), max(0, y - pad), x + w + side, y + h + pad))
+        cover += [(low, high, x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in _merged(boxes)]
+    return sorted(cover)
+
+
+def _merged(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Overlapping boxes (x0, y0, x1, y1) replaced by the box around them, until none overlap. Why: the boxes of
+    one overlay found on many frames differ by a few pixels; drawn one over another they leave a staircase of
+    edges that the text screen reads as lines (and spends OCR on), where one rectangle leaves four edges."""
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i, a in enumerate(boxes):
+            for j in range(i + 1, len(boxes)):
+                b = boxes[j]
+                if a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]:
+                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
+
+
+def rescreen(video: Path, screens: tuple, frames: int) -> str | None:
+    """Screen every frame of a written (blurred) video with the curation's own face and text screens; the reason
+    to withhold it when any frame still shows a face or text, or when it has another frame count."""
+    from .inputs import ClipTask
+    from .privacy import decode_window
+
+    task = ClipTask(clip_id=video.stem, video=str(video), caption=None)
+    decoded = decode_window(task)
+    if len(decoded) != frames:
+        return "release: the blurred video could not be screened again (it does not decode whole)"
+    face, text = screens
+    if face(task, decoded).measurements.get("face_frames", 1):
+        return "release: a blurred region still shows a face"
+    if text(task, decoded).measurements.get("text_frames", 1):
+        return "release: a blurred region still shows on-screen text"
+    return None
+
+
+def rescreens(config: dict) -> tuple | str:
+    """The face and text screens the release screens blurred videos with (the run's own settings), or the
+    reason every blurred clip is withheld when they cannot run here (fail closed: nothing unverified goes out)."""
+    from .privacy import FaceScreen, TextScreen
+
+    privacy = config["privacy"]
+    if not (privacy["face_prescreen"]["enabled"] and privacy["text_prescreen"]["enabled"]):
+        return "release: a blurred clip is released only when both frame screens are on"
+    try:
+        return FaceScreen(privacy["face_prescreen"]), TextScreen(privacy["text_prescreen"])
+    except (FileNotFoundError, ValueError):  # no tesseract, an unreadable cascade: said once by the card
+        return "release: the blurred clips cannot be screened again on this machine (install the project's " \
+               "system packages: scripts/install_system_deps.sh)"
 
 
 def screen_released_text(record: dict, deid) -> str | None:
@@ -218,7 +348,8 @@ def _settings(config: dict) -> dict:
             "vlm": {k: privacy["vlm"][k] for k in ("enabled", "frames", "max_side")},
             "refine": {k: config["refine"][k] for k in ("backend", "min_words", "max_words", "max_chars",
                                                         "temperature", "max_tokens")},
-            "deid": privacy["deid"], "stop_at_first_drop": config["run"]["stop_at_first_drop"]}
+            "frame_hits": privacy.get("frame_hits", "drop"), "deid": privacy["deid"],
+            "stop_at_first_drop": config["run"]["stop_at_first_drop"]}
 
 
 def _models(config: dict, frame: pd.DataFrame) -> dict:
@@ -254,8 +385,10 @@ def _models(config: dict, frame: pd.DataFrame) -> dict:
 def release(curated: str | Path, out: str | Path, salt_file: str | Path | None = None,
             progress: bool = True) -> dict:
     """Write the release of ``curated`` into ``out`` (replacing an earlier release there) and return the card."""
+    from .config import ConfigError
     from .deid import shared_deidentifier
     from .pipeline import output_paths
+    from .privacy import frame_hits
 
     curated = Path(curated)
     if not curated.is_file():
@@ -270,6 +403,10 @@ def release(curated: str | Path, out: str | Path, salt_file: str | Path | None =
                            f"`python -m ophora curate` command (decided clips are not redone) to write it.")
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     config = saved["config"]
+    try:
+        frame_hits(config)
+    except ConfigError as error:
+        raise ReleaseError(f"{config_path}: {error}") from None
     if set(frame["config_hash"].dropna()) - {saved["config_hash"]}:
         raise ReleaseError(f"{curated} holds rows decided under other settings than {config_path}; rerun the "
                            f"curate command to finish the run before releasing")
@@ -307,13 +444,16 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
     """Write every file of the release into ``out`` (a fresh folder) and return the card."""
     from tqdm import tqdm
 
+    from .privacy import frame_hits
     from .report import summarize
 
     withheld: Counter = Counter()
     released, decisions, phases_withheld = [], [], 0
+    mode = frame_hits(config)
+    blurred, unblurrable, screens = 0, 0, None  # screens: built on the first blurred clip
     kept = frame[frame["decision"] == "keep"]
     for row in tqdm(kept.to_dict(orient="records"), desc="release", unit="clip", disable=not progress):
-        clip_id = salted_hash(salt, "clip|" + str(row["clip_id"]))
+        clip_id = released_id(salt, row["clip_id"])
         source = Path(str(row["video"]))
         record = {"clip_id": clip_id, "video": f"videos/{clip_id}.mp4",
                   "instruction": str(row.get("instruction") or "").strip(), "phase": row.get("phase"),
@@ -322,12 +462,29 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
         reason = screen_released_text(record, deid) or unscreened(row)
         if reason is None and not source.is_file():
             reason = "release: video file missing"
+        cover = []
+        if reason is None:
+            try:
+                cover = blur_plan(row, mode)
+            except BlurPlanError as error:
+                reason = str(error)
+        if reason is None and cover:
+            screens = rescreens(config) if screens is None else screens
+            reason = screens if isinstance(screens, str) else None
         if reason is None:
             first, end = int(row["window_first_frame"]), int(row["window_end_frame"])
             try:
-                record["frames"] = cut_window(source, out / record["video"], first, end, float(row["probe_fps"]))
+                record["frames"] = cut_window(source, out / record["video"], first, end, float(row["probe_fps"]),
+                                              cover)
             except RuntimeError:
                 reason = "release: the training window could not be cut from the video"
+        if reason is None and cover:  # fail closed: the written file is screened again, every frame
+            reason = rescreen(out / record["video"], screens, end - first)
+            if reason is not None:
+                (out / record["video"]).unlink()
+                unblurrable += 1
+            else:
+                blurred += 1
         if reason is not None:
             withheld[reason] += 1
             decisions.append((row, "withheld", "release", reason))
@@ -350,7 +507,7 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
     manifest["phase"] = manifest["phase"].astype(object).where(manifest["phase"].notna(), None)
     manifest.to_parquet(out / "manifest.parquet", index=False)
     decision_frame = pd.DataFrame([{
-        "clip_id": salted_hash(salt, "clip|" + str(row["clip_id"])),
+        "clip_id": released_id(salt, row["clip_id"]),
         "source_id": salted_hash(salt, str(Path(str(row["video"])).resolve())) if row.get("video") else None,
         "decision": decision, "stage": stage, "reason": reason} for row, decision, stage, reason in decisions])
     decision_frame.to_parquet(out / "decisions.parquet", index=False)
@@ -362,7 +519,8 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
         "config_hash": run_hash,
         "counts": {"curated_clips": int(len(frame)), "kept_by_curation": int(len(kept)),
                    "released_clips": int(len(manifest)), "released_sources": int(manifest["source_id"].nunique()),
-                   "withheld_at_release": int(sum(withheld.values())), "dropped": summary["dropped"],
+                   "withheld_at_release": int(sum(withheld.values())), "released_blurred": blurred,
+                   "withheld_after_blurring": unblurrable, "dropped": summary["dropped"],
                    "errors": summary["errors"]},
         "stages": summary["stages"],
         "reasons": dict(Counter(str(r).split(":", 1)[0] for _, d, _, r in decisions if r is not None)),
@@ -387,7 +545,8 @@ def _write_release(frame: pd.DataFrame, config: dict, run_hash: str, out: Path, 
                       "on-screen text), cut and re-encoded with ffmpeg (libx264); audio, subtitles, data streams, "
                       "metadata, chapters and H.264 SEI user data removed",
             "columns": list(RELEASE_COLUMNS)},
-        "frame_screening": frame_screening(),
+        "frame_screening": frame_screening(mode),
+        "frame_hits": frame_hits_text(mode, blurred, unblurrable),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
     (out / "README.md").write_text(card_markdown(card), encoding="utf-8")
@@ -407,6 +566,21 @@ TEXT_SCREEN_LIMITS = [
     "lacks, and the held-out part is small, hence its wide 95% interval.",
     "Text and faces inside video frames are not part of this text screen (see the video screening).",
 ]
+
+
+def frame_hits_text(mode: str, blurred: int, unblurrable: int) -> dict:
+    """What the card says a face or text hit did to its clip, with the counts and the limit, in plain words."""
+    if mode != "blur":
+        return {"mode": "drop", "text": "A clip with a face or on-screen text found on any frame of its window was "
+                                        "dropped whole; no video was blurred."}
+    return {"mode": "blur", "released_blurred": blurred, "withheld_after_blurring": unblurrable,
+            "text": f"Where the screens found a face or on-screen text, the clip was kept and the region covered "
+                    f"with a flat black box, somewhat larger than what was found: text on every frame of the "
+                    f"clip, faces from 2 frames before the first frame with a face to 2 after the last. Each "
+                    f"blurred video was screened again, every frame, with the same face and text screens before "
+                    f"release: {blurred} clips were released blurred, {unblurrable} were withheld because "
+                    f"something was still found. Blurring hides only what the screens found: a face or a name "
+                    f"they missed is not covered (see the limits above)."}
 
 
 def _measured_screen() -> dict | None:
@@ -467,7 +641,8 @@ def card_markdown(card: dict) -> str:
               "", "PHI items found per kind in refined instructions (their sentences removed): " + json.dumps(deid["redactions_in_instructions"]),
               "", "## Frame screening", "", card["frame_screening"]["method"] + ".", "",
               "Measured: " + card["frame_screening"]["measured"] + ".", "",
-              "Limits: " + card["frame_screening"]["limits"] + ".",
+              "Limits: " + card["frame_screening"]["limits"] + ".", "",
+              "Faces and on-screen text found: " + card["frame_hits"]["text"],
               "", "## Models and endpoints", "", "```json", json.dumps(card["models"], indent=2), "```", "",
               "## Filters and thresholds", "", "```json", json.dumps(card["filters"], indent=2), "```", ""]
     return "\n".join(lines)
@@ -495,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = card["counts"]
-    print(f"released {counts['released_clips']} clips from {counts['released_sources']} videos "
+    blurred = f", {counts['released_blurred']} of them blurred" if card["frame_hits"]["mode"] == "blur" else ""
+    print(f"released {counts['released_clips']} clips from {counts['released_sources']} videos{blurred} "
           f"({counts['withheld_at_release']} withheld at release) into {args.out}")
     for reason, count in card["reasons_detail"].items():
         print(f"  {count:>6}  {reason}")

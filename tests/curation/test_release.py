@@ -98,7 +98,9 @@ def test_no_phi_or_private_path_anywhere_in_the_release(released, curated):
 def test_card_explains_every_row(released, curated):
     card = json.loads((released / "card.json").read_text())
     assert card["counts"] == {"curated_clips": 5, "kept_by_curation": 2, "released_clips": 2, "released_sources": 2,
-                              "withheld_at_release": 0, "dropped": 3, "errors": 0}
+                              "withheld_at_release": 0, "released_blurred": 0, "withheld_after_blurring": 0,
+                              "dropped": 3, "errors": 0}
+    assert card["frame_hits"]["mode"] == "drop" and "dropped whole" in card["frame_hits"]["text"]
     assert sum(card["reasons_detail"].values()) == 3
     assert card["reasons_detail"]["probe: video file missing: <path>"] == 1
     assert card["reasons_detail"]["resolution: 640x360 below 720x480 (long x short side)"] == 1

@@ -6,6 +6,7 @@ replaces the earlier release whole. Sources are made from the real Ophora clips.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import cv2
@@ -128,3 +129,136 @@ def test_releasing_again_replaces_the_earlier_release(sources, released, tmp_pat
     with pytest.raises(ReleaseError, match="not an earlier release"):
         release(curated, tmp_path / "other", progress=False)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+# --- privacy.frame_hits: blur -----------------------------------------------------------------------------------
+def test_frame_hits_is_checked_before_any_clip_and_changes_the_settings_hash(sources, tmp_path):
+    from ophora.curation.config import ConfigError
+    from ophora.curation.pipeline import config_hash
+
+    folder = sources[0]
+    with pytest.raises(ConfigError, match="privacy.frame_hits is 'smudge'; use drop .* or blur"):
+        run_pipeline(read_tasks(folder / "clips.csv"), load_config(overrides=["privacy.frame_hits=smudge"]),
+                     tmp_path / "curated.parquet", workers=1)
+    assert not (tmp_path / "curated.parquet").exists()
+    assert config_hash(load_config(overrides=["privacy.frame_hits=blur"])) != config_hash(load_config())
+
+
+@pytest.fixture(scope="module")
+def blurred(sources, tmp_path_factory):
+    """The named window and the face clip curated with privacy.frame_hits=blur, and released."""
+    folder = tmp_path_factory.mktemp("blur")
+    config = load_config(overrides=["dynamics.enabled=false", "privacy.frame_hits=blur"])
+    tasks = [task for task in read_tasks(sources[0] / "clips.csv") if task.clip_id in ("A-named", "face")]
+    frame = run_pipeline(tasks, config, folder / "curated.parquet", workers=1).set_index("clip_id")
+    return folder / "curated.parquet", frame, folder / "release", release(folder / "curated.parquet",
+                                                                          folder / "release", progress=False)
+
+
+def _released_video(curated, out, clip_id: str):
+    from ophora.curation.release import load_salt, released_id
+
+    return out / "videos" / f"{released_id(load_salt(curated.with_suffix('.release-salt')), clip_id)}.mp4"
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+def test_blur_releases_hit_clips_covered_and_screened_again(sources, blurred, tmp_path):
+    """Default settings drop both clips (test above); with blur they are kept, their rows say where (never what),
+    and the released videos pass both screens on every frame, unchanged away from the hits, covered at them."""
+    from ophora.curation.inputs import ClipTask
+    from ophora.curation.privacy import FaceScreen, TextScreen, decode_window
+    from ophora.curation.release import blur_plan, cut_window
+
+    folder, _, dropped, _ = sources
+    curated, frame, out, card = blurred
+    assert dropped.loc["A-named", "decision"] == dropped.loc["face", "decision"] == "drop"
+    assert card["counts"]["released_clips"] == card["counts"]["released_blurred"] == 2
+    assert card["counts"]["withheld_after_blurring"] == 0 and card["frame_hits"]["mode"] == "blur"
+    readme = (out / "README.md").read_text()
+    assert "2 clips were released blurred, 0 were withheld" in readme and "a name they missed" in readme
+    cfg = load_config()["privacy"]
+    face, text = FaceScreen(cfg["face_prescreen"]), TextScreen(cfg["text_prescreen"])
+    for clip_id, kind, source in (("A-named", "text", "two_windows.mp4"), ("face", "face", "face.mp4")):
+        row = frame.loc[clip_id]
+        assert row["decision"] == "keep", row["reason"]
+        regions = json.loads(row["blur_regions"])
+        assert {r["kind"] for r in regions} == {kind}
+        hit_frames = sorted({r["frame"] for r in regions})
+        if kind == "face":  # the frames the default run found (its text reading stops at the first hit)
+            assert hit_frames == json.loads(dropped.loc[clip_id, "face_hit_frames"])
+        else:  # the name is on frames 10-29
+            assert set(hit_frames) <= set(range(10, 30)) and len(hit_frames) >= 15
+        assert all(set(r) == {"frame", "kind", "box"} and len(r["box"]) == 4 for r in regions)  # no text read
+        video = _released_video(curated, out, clip_id)
+        task = ClipTask(clip_id=clip_id, video=str(video), caption=None)
+        frames = decode_window(task)
+        assert len(frames) == 49
+        assert face(task, frames).measurements["face_frames"] == 0  # every released frame passes both screens
+        assert text(task, frames).measurements["text_frames"] == 0
+        plain = tmp_path / f"{clip_id}-plain.mp4"
+        cut_window(folder / source, plain, int(row["window_first_frame"]), int(row["window_end_frame"]), 8.0)
+        plain_frames = decode_window(ClipTask(clip_id=clip_id, video=str(plain), caption=None))
+        covers = blur_plan(row.to_dict(), "blur")  # text: every frame; faces: from 2 before the first to 2 after
+        covered = {i for low, high, *_ in covers for i in range(low, high + 1)}
+        assert covered == (set(range(49)) if kind == "text" else set(range(hit_frames[0] - 2, hit_frames[-1] + 3)))
+        untouched = 0
+        for i in range(49):  # away from the boxes (and one macroblock around them) the frames are the plain cut's
+            outside = np.ones(frames[i].shape[:2], bool)
+            for low, high, x, y, w, h in covers:
+                if low <= i <= high:
+                    outside[max(0, y - 16):y + h + 16, max(0, x - 16):x + w + 16] = False
+            untouched += outside.all()
+            assert outside.mean() > 0.1 and _psnr(frames[i][outside], plain_frames[i][outside]) > 40, i
+        assert untouched == 49 - len(covered) and (kind == "text" or untouched >= 20)
+        hit = regions[len(regions) // 2]
+        x, y, w, h = hit["box"]
+        before, after = plain_frames[hit["frame"]], frames[hit["frame"]]
+        if kind == "face":  # the plain cut shows the face the blurred one hides
+            assert face.hit(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY))
+        assert np.abs(before[y:y + h, x:x + w].astype(int) - after[y:y + h, x:x + w]).mean() > 30
+        assert after[y:y + h, x:x + w].max() < 40  # a flat black box: nothing of the region survives
+
+
+def test_blur_fails_closed(blurred, tmp_path):
+    """A box that misses the face is found again on the written video and withheld; a row whose regions do not
+    account for its hit frames, or cannot be read, is refused before any video work."""
+    from ophora.curation.pipeline import output_paths
+
+    curated, frame, _, _ = blurred
+    rows = pd.read_parquet(curated)
+    face = rows["clip_id"] == "face"
+    rows.loc[face, "blur_regions"] = json.dumps([{**r, "box": [0, 0, 60, 60]}  # the corner, not the face
+                                                 for r in json.loads(rows.loc[face, "blur_regions"].iloc[0])])
+    rows.loc[rows["clip_id"] == "A-named", "blur_regions"] = None  # hits without their regions
+    extra = rows[face].assign(clip_id="unreadable", blur_regions="[{\"frame\": 3}]")
+    edited = tmp_path / "edited.parquet"
+    pd.concat([rows, extra]).to_parquet(edited)
+    shutil.copy(output_paths(curated)["config"], output_paths(edited)["config"])
+    card = release(edited, tmp_path / "release", progress=False)
+    assert card["counts"]["released_clips"] == 0 and card["counts"]["withheld_after_blurring"] == 1
+    assert not list((tmp_path / "release").rglob("*.mp4"))  # the withheld blurred video is not left behind
+    reasons = card["reasons_detail"]
+    assert reasons == {"release: a blurred region still shows a face": 1,
+                       "release: the blur regions do not cover every frame where the screens found on-screen text "
+                       "(rerun the curation)": 1,
+                       "release: the recorded blur regions cannot be read (rerun the curation)": 1}
+    saved = json.loads(output_paths(edited)["config"].read_text())
+    saved["config"]["privacy"]["frame_hits"] = "smudge"  # a hand-edited settings file: refused in one line
+    output_paths(edited)["config"].write_text(json.dumps(saved))
+    from ophora.curation.release import ReleaseError
+
+    with pytest.raises(ReleaseError, match="edited.config.json: privacy.frame_hits is 'smudge'"):
+        release(edited, tmp_path / "release", progress=False)
+
+
+def test_cut_window_takes_more_boxes_than_one_command_line_argument_holds(sample_clips, tmp_path):
+    from ophora.curation.release import cut_window
+
+    cover = [(i % 49, i % 49, (i * 7) % 700, (i * 13) % 460, 8, 8) for i in range(1500)]  # ~140 KB of filters
+    assert cut_window(sample_clips[0], tmp_path / "boxes.mp4", 0, 49, 8.0, cover) == 49
+    first = read_clip(tmp_path / "boxes.mp4")[0][0]
+    assert first[1:7, 1:7].max() < 40 and first[100:140, 100:140].mean() > 40  # box 0 on frame 0; elsewhere not
