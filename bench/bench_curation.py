@@ -2,8 +2,10 @@
 
 Both sides run as commands, start-up included: the curate command (default config: every frame screened for
 faces and burned-in text, cuts, window, rule refiner, PHI screens; no LLM) with 1 and 2 workers, and a plain
-OpenCV decode of the same files by the same number of processes (one FFmpeg thread each). A curation worker
-also decodes on one FFmpeg thread, but screens each frame on a side thread while the clip decodes, so one
+OpenCV decode of the same files by the same number of processes (one FFmpeg decoder thread each, as the
+curation decodes; ``--plain-threads opencv-default`` gives the plain side OpenCV's default of one decoder
+thread per core instead, which makes it faster with 1 process and costs more CPU). A curation worker
+decodes on one FFmpeg thread, but screens each frame on a side thread while the clip decodes, so one
 worker can use a second core: the wall-clock ratio with 1 worker counts that core, the CPU-seconds ratio
 (all processes of each command) does not, and with as many workers as cores the two agree.
 Clips are 49-frame 720x480 clips like the training data: the two real Ophora clips and copies of them made
@@ -31,11 +33,16 @@ sys.path.insert(0, str(REPO))
 CAPTION = "In this video the surgeon injects fluid under the capsule with a cannula to free the nucleus."
 
 
-def decode_file(path: str) -> int:
+def decode_file(path: str, one_thread: bool = True) -> int:
+    import contextlib
+
     import cv2
 
+    from ophora.curation.decode import single_decode_thread
+
     cv2.setNumThreads(1)
-    capture = cv2.VideoCapture(path)
+    with single_decode_thread() if one_thread else contextlib.nullcontext():
+        capture = cv2.VideoCapture(path)
     frames = 0
     while capture.read()[0]:
         frames += 1
@@ -43,18 +50,16 @@ def decode_file(path: str) -> int:
     return frames
 
 
-def plain_decode(paths: list[str], workers: int) -> int:
+def plain_decode(paths: list[str], workers: int, one_thread: bool = True) -> int:
     """The reference: decode every file with ``workers`` processes and do nothing else."""
+    import functools
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from ophora.curation.decode import FFMPEG_SINGLE_THREAD
-
-    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = FFMPEG_SINGLE_THREAD
     if workers <= 1:
-        return sum(decode_file(path) for path in paths)
+        return sum(decode_file(path, one_thread) for path in paths)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return sum(pool.map(decode_file, paths))
+        return sum(pool.map(functools.partial(decode_file, one_thread=one_thread), paths))
 
 
 def make_clips(folder: Path, count: int) -> list[str]:
@@ -113,10 +118,13 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=160, help="49-frame clips (start-up weighs less with more)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--recall-frames", type=int, default=40, help="0: skip the recall measurement")
+    parser.add_argument("--plain-threads", choices=["one", "opencv-default"], default="one",
+                        help="FFmpeg decoder threads of the plain side: one per process, as the curation decodes "
+                             "(default), or OpenCV's default of one per core")
     parser.add_argument("--plain-decode", nargs="+", metavar="VIDEO", help=argparse.SUPPRESS)  # the reference side
     args = parser.parse_args()
     if args.plain_decode:
-        plain_decode(args.plain_decode, args.workers[0])
+        plain_decode(args.plain_decode, args.workers[0], args.plain_threads == "one")
         return 0
     import pandas as pd
 
@@ -127,7 +135,7 @@ def main() -> int:
         print(f"{len(paths)} clips of 49 frames, 720x480; whole commands, start-up included")
         for workers in args.workers:
             plain, plain_cpu = timed_command([sys.executable, __file__, "--workers", str(workers),
-                                              "--plain-decode", *paths])
+                                              "--plain-threads", args.plain_threads, "--plain-decode", *paths])
             curate, curate_cpu = timed_command([sys.executable, "-m", "ophora", "curate", "--input",
                                                 str(folder / "clips.csv"), "--out",
                                                 str(folder / f"curated{workers}.parquet"), "--workers", str(workers),

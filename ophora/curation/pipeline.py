@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .chat_client import ChatEndpoint, EndpointDown, MalformedAnswer
-from .decode import (FFMPEG_SINGLE_THREAD, DecodedClip, check_error_logging, decode_clip, ffmpeg_errors, open_stream,
+from .decode import (DecodedClip, check_error_logging, decode_clip, ffmpeg_errors, open_stream,
                      scene_window, window_seconds)
 from .dynamics import dynamics_stage
 from .inputs import ClipTask
@@ -422,7 +422,6 @@ def _init_worker(config: dict, cache_path: str | None, breaker_path: str | None,
     global _WORKER
     die_with_parent(parent_pid)  # a killed run leaves no worker behind (processes.py)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_SINGLE_THREAD)  # one decode thread per worker
     try:
         import cv2
 
