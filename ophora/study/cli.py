@@ -7,6 +7,7 @@ Defaults keep a study together: the database is ``studies/<slug>.db`` and blinde
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -334,17 +335,23 @@ def cmd_mrmc(args) -> int:
              "rrfc": "random readers, fixed cases"}[args.analysis]
     print(f"Obuchowski-Rockette MRMC ({label}; Hillis ddf, jackknife covariances): "
           f"{len(result.readers)} readers, {result.cases} cases")
-    for m in data["modalities"]:
-        interval = (f"{args.confidence:.0%} CI {_num(m['ci_low'])} to {_num(m['ci_high'])} on the logit scale; "
-                    f"AUC scale (as OR-DBM MRMC / RJafroc) {_num(m['wald_low'])} to {_num(m['wald_high'])}"
-                    if not m["note"] else f"no interval: {m['note']}")
-        print(f"  {m['modality']}: AUC {m['auc']:.4f} (SE {_num(m['se'])}, df {_num(m['df'], 2)}, {interval})")
-    test = data["test"]
-    if test["ndf"] is not None:
-        print(f"  F = {test['f']:.4f}, ndf {test['ndf']:.0f}, ddf {_num(test['ddf'], 2)}, p = {_num(test['p'])}")
-    for d in data["differences"]:
-        print(f"  {d['a']} - {d['b']}: {d['estimate']:.5f} (SE {_num(d['se'], 5)}, CI {_num(d['ci_low'], 5)} to "
-              f"{_num(d['ci_high'], 5)}, p = {_num(d['p'])})")
+    chosen = result.analyses[args.analysis]  # printed from the floats: NaN (not estimable) is not infinity
+    for m in chosen.modalities:
+        interval = (f"{args.confidence:.0%} CI {_num(m.ci_low)} to {_num(m.ci_high)} on the logit scale; "
+                    f"AUC scale (as OR-DBM MRMC / RJafroc) {_num(m.wald_low)} to {_num(m.wald_high)}"
+                    if not m.note else f"no interval: {m.note}")
+        print(f"  {m.modality}: AUC {m.auc:.4f} (SE {_num(m.se)}, df {_num(m.df, 2)}, {interval})")
+    if math.isfinite(chosen.ndf):
+        if math.isnan(chosen.f):
+            print("  no F test: the design is too small to test (see above)")
+        else:
+            print(f"  F = {chosen.f:.4f}, ndf {chosen.ndf:.0f}, ddf {_num(chosen.ddf, 2)}, p = {_num(chosen.p)}")
+    for d in chosen.differences:
+        if math.isnan(d.ci_low) and math.isnan(d.p):
+            print(f"  {d.a} - {d.b}: {d.estimate:.5f} (no interval and no test: the design is too small)")
+            continue
+        print(f"  {d.a} - {d.b}: {d.estimate:.5f} (SE {_num(d.se, 5)}, CI {_num(d.ci_low, 5)} to "
+              f"{_num(d.ci_high, 5)}, p = {_num(d.p)})")
     print("  variance components: " + ", ".join(f"{k} {_num(v, 8)}" for k, v in data["variance_components"].items()))
     _write_json(data, args.json)
     return 0
@@ -388,7 +395,10 @@ def cmd_plan(args) -> int:
 
 
 def _num(value, digits: int = 4) -> str:
-    return "inf" if value is None else f"{value:.{digits}f}"
+    """A float for the statistician's printout: "inf" for infinity, "not estimable" for NaN."""
+    if value is None or math.isnan(value):
+        return "not estimable"
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
 
 
 EXPORT_FORMATS = ("csv", "xlsx", "html")

@@ -348,14 +348,18 @@ def _or_analysis(aucs, jack, readers, modalities, K, positives, negatives, alpha
             elif np.isfinite(f) and np.isfinite(ddf):
                 p = float(stats.f.sf(f, ndf, ddf))
             se = float(np.sqrt(2 * den / J)) if den >= 0 else float("nan")
+            too_small = any(m.note for m in per_modality)  # the modalities say why; no test, no interval then
+            if too_small:
+                f = p = float("nan")
             for a in range(I):
                 for b in range(a + 1, I):
                     est = float(mod_means[a] - mod_means[b])
                     low, high = _t_interval(est, se, ddf, alpha)
                     low, high = max(low, -1.0), min(high, 1.0)  # a difference of AUCs lies in [-1, 1]
-                    if any(m.note for m in per_modality):  # too small (the modalities say why)
+                    if too_small:
                         low = high = float("nan")
-                    pd_ = float(2 * stats.t.sf(abs(est) / se, ddf)) if se > 0 and not np.isnan(ddf) else float("nan")
+                    pd_ = float(2 * stats.t.sf(abs(est) / se, ddf)) \
+                        if se > 0 and not np.isnan(ddf) and not too_small else float("nan")
                     differences.append(Difference(modalities[a], modalities[b], est, se, float(ddf), low, high, pd_))
         analyses[name] = Analysis(name, per_modality, f, ndf, float(ddf), p, differences)
     return MRMCResult(readers=list(readers), modalities=list(modalities), cases=K, positives=positives,

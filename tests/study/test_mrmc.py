@@ -200,3 +200,17 @@ def test_small_pilots_get_bounded_intervals_or_words():
     assert m.note == "too few raters to estimate: at least 3 needed (2 so far)" and np.isnan(m.ci_low)
     assert np.isnan(two.analyses["rrrc"].differences[0].ci_low) and 0 <= m.auc <= 1
     assert two.analyses["frrc"].modalities[0].note == ""  # these 2 raters as fixed: an interval is possible
+
+
+def test_a_design_too_small_to_test_prints_no_p_value(vandyke_csv, tmp_path, capsys):
+    """Two readers: no interval, and no F test or p-value either (they were printed before, from the same
+    too-small variance estimates the intervals are withheld for)."""
+    frame = pd.read_csv(vandyke_csv)
+    small = tmp_path / "two_readers.csv"
+    frame[frame["reader"].isin(sorted(frame["reader"].unique())[:2])].to_csv(small, index=False)
+    result = mrmc_analysis(pd.read_csv(small))
+    rrrc = result.analyses["rrrc"]
+    assert np.isnan(rrrc.p) and all(np.isnan(d.p) and np.isnan(d.ci_low) for d in rrrc.differences)
+    assert main(["mrmc", str(small)]) == 0
+    printed = capsys.readouterr().out
+    assert "no F test: the design is too small" in printed and "p =" not in printed and " inf" not in printed
