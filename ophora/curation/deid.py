@@ -325,20 +325,30 @@ def _word_rule_recognizer(lexicon: Lexicon, segmenter):
     return WordRuleRecognizer(supported_entities=["PERSON", "UNKNOWN_WORD", "CODE"], name="WordRuleRecognizer")
 
 
-def _import_presidio() -> None:
+def _needs_torch(spacy_model: str | None) -> bool:
+    """Whether the spaCy model this screen would load runs on torch (a transformer pipeline, ``*_trf``)."""
+    import importlib.util
+
+    if spacy_model in (None, "auto"):
+        return importlib.util.find_spec("en_core_web_trf") is not None  # auto takes it first when installed
+    return str(spacy_model).endswith("_trf")
+
+
+def _import_presidio(keep_torch: bool = False) -> None:
     """Import Presidio without Hugging Face transformers or torch when nothing has imported them yet.
 
     Why: ``presidio_analyzer`` imports ``transformers.pipeline`` (and with it torch) at import time for its
     optional transformers NER engine, and spaCy's thinc imports torch for its optional torch layers; this
     screen uses neither (spaCy's CPU pipeline and pattern recognizers). Those imports were about 4.5 s of every
     curation process's start-up (each worker's included); hidden, both fall back to their documented
-    "not installed" paths. A process that already holds them keeps them; they import normally afterwards."""
+    "not installed" paths. A process that already holds them keeps them; they import normally afterwards.
+    ``keep_torch``: a transformer spaCy model will be loaded, and thinc must see torch."""
     import sys
 
     if "presidio_analyzer" in sys.modules or "transformers" in sys.modules:
         import presidio_analyzer  # noqa: F401
         return
-    hidden = [name for name in ("transformers", "torch") if name not in sys.modules]
+    hidden = [name for name in ("transformers",) + (() if keep_torch else ("torch",)) if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]  # "import torch" raises ImportError
     try:
@@ -387,10 +397,10 @@ class Deidentifier:
     def __init__(self, cfg: dict | None = None, breaker_path: str | Path | None = None):
         import pysbd
 
-        _import_presidio()
+        cfg = cfg or {}
+        _import_presidio(keep_torch=_needs_torch(cfg.get("spacy_model", "auto")))
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
-        cfg = cfg or {}
         self.score_threshold = float(cfg.get("score_threshold", 0.3))
         engine, self.ner = _nlp_engine(cfg.get("spacy_model", "auto"))
         registry = RecognizerRegistry(supported_languages=["en"])

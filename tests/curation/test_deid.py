@@ -3,6 +3,7 @@ and the release; not one PHI string reaches the release, and the counts per kind
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections import Counter
@@ -189,3 +190,12 @@ def test_no_refiner_sees_a_narration_that_failed_the_screen(tmp_path, sample_cli
     assert "refine: no narration left to refine" in rows.loc["phi-only", "reason"]
     sent = json.dumps([r["messages"] for r in chat_server.requests])
     assert "okafor" not in sent.lower() and "Kuglen hook" in sent  # the clean one was asked about
+
+
+def test_presidio_is_imported_without_torch_unless_a_transformer_model_needs_it():
+    """Start-up: torch is hidden from spaCy's thinc while Presidio imports (0.9 s per process), except when the
+    configured spaCy model is a transformer pipeline, which runs on torch."""
+    from ophora.curation.deid import _needs_torch
+
+    assert _needs_torch("en_core_web_trf") and not _needs_torch("en_core_web_sm") and not _needs_torch("blank")
+    assert _needs_torch("auto") == (importlib.util.find_spec("en_core_web_trf") is not None)
