@@ -375,10 +375,13 @@ def _models(config: dict, frame: pd.DataFrame) -> dict:
         models["vlm"] = {"backend": vlm["backend"], "model": vlm["model"] if vlm["backend"] == "openai"
                          else vlm["model_path"], **({"endpoint": vlm["base_url"]} if vlm["backend"] == "openai" else {})}
     if config["privacy"]["text_prescreen"]["enabled"]:
-        import tesserocr
+        try:  # the curation ran the screen; the release machine may lack the package (the card still says what ran)
+            import tesserocr
 
-        models["text_prescreen"] = (f"{tesserocr.tesseract_version().splitlines()[0].title()} OCR in process "
-                                    f"(tesserocr), English model (tesseract-ocr-eng)")
+            engine = tesserocr.tesseract_version().splitlines()[0].title()
+        except ImportError:
+            engine = "Tesseract"
+        models["text_prescreen"] = f"{engine} OCR in process (tesserocr), English model (tesseract-ocr-eng)"
     return models
 
 
