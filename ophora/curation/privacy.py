@@ -116,8 +116,11 @@ def load_cascade(name: str | Path | None):
 
     cascade = cv2.CascadeClassifier()
     if str(name) == "lbp":
-        import skimage.data
-
+        try:
+            import skimage.data
+        except ImportError:
+            raise FileNotFoundError("the LBP face cascade comes with scikit-image (requirements.txt): pip install "
+                                    "scikit-image, or set privacy.face_prescreen.cascade to haar") from None
         path = Path(skimage.data.lbp_frontal_face_cascade_filename())
         text = path.read_text().replace("featuhreParams", "featureParams")
         storage = cv2.FileStorage(text, cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
